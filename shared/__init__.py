@@ -1,0 +1,1 @@
+"""sight-ops shared library: everything two functions need."""
