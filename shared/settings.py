@@ -83,6 +83,12 @@ class Settings(BaseSettings):
 
     metrics_backend: Literal["log", "cloud_monitoring"] = "log"
 
+    # Slack incoming webhook: the URL itself, or a Secret Manager reference to it.
+    # Unset: messages are rendered to the log instead of sent.
+    slack_webhook_url: SecretStr | None = None
+    slack_timeout_s: float = 5.0
+    slack_max_retry_wait_s: float = 5.0
+
     @property
     def database_url_sync(self) -> str:
         """pg8000 URL (a plain property so it never shows up in repr or dumps)."""

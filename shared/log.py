@@ -1,0 +1,130 @@
+"""Structured JSON logging for Cloud Logging, with secrets redacted at the last step.
+
+Every line goes through :class:`Redactor` in the formatter, so no code path can log a
+secret by accident: values resolved from Secret Manager are registered as they are
+resolved, and URL passwords / Slack webhook paths are masked by pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+LABELS_KEY = "logging.googleapis.com/labels"
+TRACE_KEY = "logging.googleapis.com/trace"
+MASK = "[REDACTED]"
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # scheme://user:password@host -> scheme://user:[REDACTED]@host
+    (re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(?=@)"), rf"\g<pre>{MASK}"),
+    # Slack incoming-webhook paths carry the credential itself.
+    (re.compile(r"(?P<pre>/services/)[A-Za-z0-9]+/[A-Za-z0-9]+/[A-Za-z0-9]+"), rf"\g<pre>{MASK}"),
+    (
+        re.compile(
+            r"(?i)(?P<pre>(password|passwd|secret|token)[\"']?\s*[=:]\s*[\"']?)[^\s\"',&}]+"
+        ),
+        rf"\g<pre>{MASK}",
+    ),
+    (
+        re.compile(
+            r"(?i)(?P<pre>authorization[\"']?\s*[=:]\s*[\"']?(basic|bearer)\s+)[A-Za-z0-9+/=._\-]+"
+        ),
+        rf"\g<pre>{MASK}",
+    ),
+)
+
+
+class Redactor:
+    """Masks known secret values and secret-shaped substrings in text."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def add(self, *values: str | None) -> None:
+        """Register values that must never appear in output (short ones are ignored)."""
+        with self._lock:
+            known = set(self._secrets)
+            known.update(v for v in values if v and len(v) >= 4)
+            # Longest first so a secret containing another is masked whole.
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern, repl in _PATTERNS:
+            text = pattern.sub(repl, text)
+        return text
+
+
+#: Process-wide redactor: logging is process-wide too, so this is the one global.
+REDACTOR = Redactor()
+
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with Cloud Logging's special fields."""
+
+    def __init__(self, redactor: Redactor = REDACTOR) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelno, record.levelname),
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self._redactor.redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Install the JSON formatter on the root logger once (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            root.setLevel(level.upper())
+            return
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def labels(**values: object) -> dict[str, Any]:
+    """``extra=`` for a log call: Cloud Logging labels must be strings."""
+    return {LABELS_KEY: {k: str(v) for k, v in values.items() if v is not None}}
+
+
+def redact(text: str) -> str:
+    return REDACTOR.redact(text)
+
+
+def redact_mapping(values: Mapping[str, Any], keys: Iterable[str] = ()) -> dict[str, Any]:
+    """Copy of a mapping with the named keys masked and every string value redacted."""
+    masked = set(keys)
+    return {
+        k: MASK if k in masked else (REDACTOR.redact(v) if isinstance(v, str) else v)
+        for k, v in values.items()
+    }

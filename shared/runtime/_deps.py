@@ -1,0 +1,126 @@
+"""Dependencies passed into handlers, created lazily so a cold start pays only for what
+the function touches. Tests build a Deps pointed at real local services."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from shared.clock import Clock, utcnow
+from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import redis
+    from neo4j import Driver
+    from sqlalchemy.engine import Engine
+
+    from shared.metrics import Metrics
+    from shared.pubsub import Publisher
+    from shared.secrets import Secrets
+
+
+class Deps:
+    """Clients, clock and settings for one process (or one test)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = utcnow,
+        engine: Engine | None = None,
+        redis_client: redis.Redis | None = None,
+        neo4j_driver: Driver | None = None,
+        publisher: Publisher | None = None,
+        secrets: Secrets | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.Lock()
+        for name, value in (
+            ("engine", engine),
+            ("redis", redis_client),
+            ("neo4j", neo4j_driver),
+            ("publisher", publisher),
+            ("secrets", secrets),
+            ("metrics", metrics),
+        ):
+            if value is not None:
+                self.__dict__[name] = value
+
+    @cached_property
+    def engine(self) -> Engine:
+        from shared.db import create_db_engine
+
+        with self._lock:
+            return create_db_engine(self.settings)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        from shared.cache import create_redis
+
+        return create_redis(self.settings)
+
+    @cached_property
+    def neo4j(self) -> Driver:
+        from shared.graph import create_driver
+
+        with self._lock:
+            return create_driver(self.settings)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        from shared.pubsub import Publisher
+
+        return Publisher(self.settings)
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        from shared.secrets import Secrets
+
+        return Secrets(self.settings)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        from shared.metrics import create_metrics
+
+        return create_metrics(self.settings)
+
+    def close(self) -> None:
+        """Release whatever was created; safe to call twice."""
+        created = self.__dict__
+        if "engine" in created:
+            created.pop("engine").dispose()
+        if "neo4j" in created:
+            created.pop("neo4j").close()
+        if "redis" in created:
+            created.pop("redis").close()
+        if "publisher" in created:
+            created.pop("publisher").close()
+        if "metrics" in created:
+            created.pop("metrics").close()
+
+
+_process_deps: Deps | None = None
+_process_lock = threading.Lock()
+
+
+def process_deps() -> Deps:
+    """The Deps of this process, built from env on first use."""
+    global _process_deps
+    with _process_lock:
+        if _process_deps is None:
+            from shared.log import configure_logging
+
+            settings = get_settings()
+            configure_logging(settings.log_level)
+            _process_deps = Deps(settings)
+        return _process_deps
+
+
+def set_process_deps(deps: Deps | None) -> None:
+    """Replace the process Deps (tests and ``make dev`` use this)."""
+    global _process_deps
+    with _process_lock:
+        _process_deps = deps

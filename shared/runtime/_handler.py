@@ -1,0 +1,359 @@
+"""The handler runtime (DESIGN.md 2.4): parse, maximum age, dedupe, run, classify, log.
+
+A function's ``main.py`` is decorator -> parse -> handle; everything else is here:
+
+- a message that can never be handled is kept in ``ops.rejected_events`` with its reason
+  and acknowledged (nothing vanishes, nothing loops);
+- a stale event is dropped with a log line;
+- the receipt ``(consumer, key)`` is inserted in the same transaction as the handler's
+  own records, so a duplicate waits for the first delivery and then sees it as done;
+- transient failures roll everything back and answer 503 so Pub/Sub redelivers;
+  permanent ones are recorded and acknowledged;
+- exactly one structured log line per delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from werkzeug.exceptions import ServiceUnavailable
+
+from shared.db import is_transient as db_is_transient
+from shared.db import transaction
+from shared.errors import InvalidEventError, PermanentError, SightOpsError, TransientError
+from shared.log import LABELS_KEY, TRACE_KEY, redact
+from shared.runtime._deps import Deps, process_deps
+from shared.runtime._message import PubsubMessage, message_from_cloudevent
+
+logger = logging.getLogger("sightops.runtime")
+
+E = TypeVar("E")
+E_inv = TypeVar("E_inv")
+OutcomeStatus = Literal["handled", "skipped", "duplicate", "stale", "rejected", "failed", "retry"]
+Parser = Callable[[bytes, Mapping[str, str]], E]
+
+
+class RetryDelivery(ServiceUnavailable):
+    """Answer 503 so Pub/Sub redelivers; carries no detail that could leak."""
+
+    description = "transient failure; the message will be redelivered"
+
+
+@dataclass
+class Outcome:
+    """What a handler did: ``handled`` or ``skipped`` plus a reason and log fields."""
+
+    status: Literal["handled", "skipped"] = "handled"
+    reason: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, reason: str, **fields: Any) -> Outcome:
+        return cls("skipped", reason, fields)
+
+    @classmethod
+    def handled(cls, reason: str | None = None, **fields: Any) -> Outcome:
+        return cls("handled", reason, fields)
+
+
+@dataclass
+class Context:
+    """Per-delivery context: the deps, the message, and the open transaction."""
+
+    consumer: str
+    deps: Deps
+    message: PubsubMessage
+    conn: Connection
+
+    def record_action(
+        self,
+        kind: str,
+        status: str,
+        *,
+        service: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        actor: str = "automation",
+        finished: bool = True,
+    ) -> int:
+        """Append to the ``ops.actions`` audit trail in this delivery's transaction."""
+        row = self.conn.execute(
+            text(
+                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
+                " detail, started_at, finished_at)"
+                " VALUES (:kind, :service, :status, :trigger, :actor, CAST(:detail AS jsonb),"
+                " :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END)"
+                " RETURNING id"
+            ),
+            {
+                "kind": kind,
+                "service": service,
+                "status": status,
+                "trigger": self.message.event_id,
+                "actor": actor,
+                "detail": json.dumps(dict(detail or {}), default=str),
+                "now": self.deps.clock(),
+                "finished": finished,
+            },
+        ).scalar_one()
+        return int(row)
+
+
+HandlerFn = Callable[[E, Context], Outcome | None]
+
+
+@dataclass
+class EventHandler(Generic[E]):
+    """The deployable: call it with a CloudEvent (what functions-framework passes)."""
+
+    consumer: str
+    parse: Parser[E]
+    fn: HandlerFn[E]
+    max_age: timedelta | None
+    dedupe_key: Callable[[E, PubsubMessage], str] | None
+    deps_factory: Callable[[], Deps]
+    dedupe_wait_s: float = 30.0
+    __name__: str = "handler"
+
+    def __call__(self, cloud_event: Any) -> None:
+        deps = self.deps_factory()
+        try:
+            message = message_from_cloudevent(cloud_event)
+        except InvalidEventError as exc:
+            self._reject(deps, None, str(exc), time.perf_counter())
+            return
+        self.handle_message(message, deps)
+
+    def handle_message(self, message: PubsubMessage, deps: Deps | None = None) -> OutcomeStatus:
+        """Run one delivery; raises :class:`RetryDelivery` when it must be redelivered."""
+        deps = deps or self.deps_factory()
+        started = time.perf_counter()
+        try:
+            event = self.parse(message.data, message.attributes)
+        except InvalidEventError as exc:
+            return self._reject(deps, message, str(exc), started)
+
+        event_time = message.event_time
+        if self.max_age is not None and event_time is not None:
+            age = deps.clock() - event_time
+            if age > self.max_age:
+                return self._log(
+                    deps,
+                    message,
+                    "stale",
+                    started,
+                    logging.INFO,
+                    reason=f"event is {age.total_seconds():.0f}s old; maximum is "
+                    f"{self.max_age.total_seconds():.0f}s",
+                )
+
+        key = self.dedupe_key(event, message) if self.dedupe_key else message.event_id
+        try:
+            return self._run(deps, message, event, key, started)
+        except RetryDelivery:
+            raise
+        except Exception as exc:  # classify everything else: retry unless known permanent
+            return self._retry(deps, message, exc, started)
+
+    def _run(
+        self, deps: Deps, message: PubsubMessage, event: E, key: str, started: float
+    ) -> OutcomeStatus:
+        with transaction(deps.engine) as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{int(self.dedupe_wait_s * 1000)}ms'"))
+            fresh = conn.execute(
+                text(
+                    "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
+                    " VALUES (:c, :k, :t, 'running') ON CONFLICT DO NOTHING RETURNING 1"
+                ),
+                {"c": self.consumer, "k": key, "t": message.event_type},
+            ).first()
+            if fresh is None:
+                return self._log(
+                    deps,
+                    message,
+                    "duplicate",
+                    started,
+                    logging.INFO,
+                    reason=f"already handled as {key}",
+                )
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
+            ctx = Context(self.consumer, deps, message, conn)
+            savepoint = conn.begin_nested()
+            try:
+                outcome = self.fn(event, ctx) or Outcome.handled()
+                savepoint.commit()
+            except PermanentError as exc:
+                savepoint.rollback()
+                self._set_receipt(conn, key, "failed")
+                return self._log(
+                    deps,
+                    message,
+                    "failed",
+                    started,
+                    logging.ERROR,
+                    reason=str(exc),
+                    error=type(exc).__name__,
+                )
+            self._set_receipt(conn, key, outcome.status)
+        return self._log(
+            deps,
+            message,
+            outcome.status,
+            started,
+            logging.INFO if outcome.status == "handled" else logging.DEBUG,
+            reason=outcome.reason,
+            **outcome.fields,
+        )
+
+    def _set_receipt(self, conn: Connection, key: str, outcome: str) -> None:
+        conn.execute(
+            text(
+                "UPDATE ops.event_receipts SET outcome = :o WHERE consumer = :c AND event_id = :k"
+            ),
+            {"o": outcome, "c": self.consumer, "k": key},
+        )
+
+    def _retry(
+        self, deps: Deps, message: PubsubMessage, exc: Exception, started: float
+    ) -> OutcomeStatus:
+        known = (
+            isinstance(exc, TransientError)
+            or (isinstance(exc, SightOpsError) and exc.retryable)
+            or db_is_transient(exc)
+        )
+        fields: dict[str, Any] = {"error": type(exc).__name__}
+        if not known:
+            fields["traceback"] = traceback.format_exc(limit=8)
+        self._log(
+            deps,
+            message,
+            "retry",
+            started,
+            logging.WARNING if known else logging.ERROR,
+            reason=str(exc),
+            **fields,
+        )
+        raise RetryDelivery() from None
+
+    def _reject(
+        self, deps: Deps, message: PubsubMessage | None, reason: str, started: float
+    ) -> OutcomeStatus:
+        """Keep the unhandleable message with its reason, then acknowledge it."""
+        try:
+            with transaction(deps.engine) as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO ops.rejected_events (consumer, event_id, event_type,"
+                        " reason, payload, attributes)"
+                        " VALUES (:c, :id, :t, :r, :p, CAST(:a AS jsonb))"
+                    ),
+                    {
+                        "c": self.consumer,
+                        "id": message.event_id if message else None,
+                        "t": message.event_type if message else None,
+                        "r": reason[:2000],
+                        "p": message.data if message else None,
+                        "a": json.dumps(dict(message.attributes) if message else {}),
+                    },
+                )
+        except Exception as exc:
+            # Could not keep it: better redelivered (and dead-lettered) than lost.
+            return self._retry(deps, message or _EMPTY, exc, started)
+        return self._log(
+            deps, message or _EMPTY, "rejected", started, logging.WARNING, reason=reason
+        )
+
+    def _log(
+        self,
+        deps: Deps,
+        message: PubsubMessage,
+        outcome: OutcomeStatus,
+        started: float,
+        level: int,
+        reason: str | None = None,
+        **fields: Any,
+    ) -> OutcomeStatus:
+        duration_ms = (time.perf_counter() - started) * 1000
+        deps.metrics.incr("events", consumer=self.consumer, outcome=outcome)
+        deps.metrics.timing("handler_ms", duration_ms, consumer=self.consumer)
+        extra: dict[str, Any] = {
+            LABELS_KEY: {
+                "consumer": self.consumer,
+                "outcome": outcome,
+                "event_type": message.event_type or (message.topic or "unknown"),
+            },
+            "event_id": message.event_id,
+            "message_id": message.message_id,
+            "duration_ms": round(duration_ms, 2),
+        }
+        if message.delivery_attempt:
+            extra["delivery_attempt"] = message.delivery_attempt
+        if reason:
+            extra["reason"] = redact(reason)
+        trace_id = _trace_id(message.trace)
+        if trace_id:
+            extra[TRACE_KEY] = f"projects/{deps.settings.gcp_project}/traces/{trace_id}"
+        extra.update({k: v for k, v in fields.items() if k not in extra})
+        summary = f"{self.consumer}: {outcome} {message.event_type or 'message'} {message.event_id}"
+        if reason:
+            summary += f": {redact(reason)}"
+        logger.log(level, summary, extra=extra)
+        return outcome
+
+
+_EMPTY = PubsubMessage(data=b"", attributes={}, message_id="unknown", publish_time=None)
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) >= 3 and len(parts[1]) == 32 else None
+
+
+class DeployedHandler(Protocol[E_inv]):
+    """What ``pubsub_handler`` returns: a plain function functions-framework can serve,
+    with the :class:`EventHandler` behind it reachable for tests and benchmarks."""
+
+    handler: EventHandler[E_inv]
+    __name__: str
+
+    def __call__(self, cloud_event: Any) -> None: ...
+
+
+def pubsub_handler(
+    consumer: str,
+    parse: Parser[E],
+    *,
+    max_age: timedelta | None = timedelta(hours=1),
+    dedupe_key: Callable[[E, PubsubMessage], str] | None = None,
+    deps: Callable[[], Deps] = process_deps,
+) -> Callable[[HandlerFn[E]], DeployedHandler[E]]:
+    """Turn ``fn(event, ctx)`` into a registered functions-framework CloudEvent function."""
+
+    def wrap(fn: HandlerFn[E]) -> DeployedHandler[E]:
+        import functions_framework
+
+        handler = EventHandler(consumer, parse, fn, max_age, dedupe_key, deps)
+        handler.__name__ = fn.__name__
+
+        def entry(cloud_event: Any) -> None:
+            handler(cloud_event)
+
+        entry.__name__ = fn.__name__
+        entry.__qualname__ = fn.__qualname__
+        entry.__doc__ = fn.__doc__
+        entry.handler = handler  # type: ignore[attr-defined]
+        registered: Any = functions_framework.cloud_event(entry)
+        registered.handler = handler
+        return cast("DeployedHandler[E]", registered)
+
+    return wrap

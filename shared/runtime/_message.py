@@ -1,0 +1,115 @@
+"""Pub/Sub message extraction: pure functions from the two delivery forms.
+
+Eventarc delivers a CloudEvent whose data is ``{"message": {...}, "subscription": ...}``;
+functions-framework turns a raw push body into the same CloudEvent. Both end here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import InvalidEventError
+
+_TOPIC_IN_SOURCE = re.compile(r"projects/[^/]+/topics/(?P<topic>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class PubsubMessage:
+    data: bytes
+    attributes: Mapping[str, str]
+    message_id: str
+    publish_time: datetime | None
+    topic: str | None = None
+    subscription: str | None = None
+    trace: str | None = None
+    delivery_attempt: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def event_id(self) -> str:
+        """Our events carry their own id (stable across re-publishes); others use Pub/Sub's."""
+        return self.attributes.get("id") or self.message_id
+
+    @property
+    def event_type(self) -> str | None:
+        return self.attributes.get("type")
+
+    @property
+    def event_time(self) -> datetime | None:
+        """When the event happened: our ``time`` attribute if valid, else publish time."""
+        stamp = self.attributes.get("time")
+        if stamp:
+            parsed = parse_rfc3339(stamp)
+            if parsed is not None:
+                return parsed
+        return self.publish_time
+
+
+def parse_rfc3339(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def message_from_envelope(
+    envelope: Mapping[str, Any], source: str | None = None, trace: str | None = None
+) -> PubsubMessage:
+    """A ``{"message": ..., "subscription": ...}`` envelope to a :class:`PubsubMessage`."""
+    message = envelope.get("message")
+    if not isinstance(message, Mapping):
+        raise InvalidEventError("envelope has no 'message' object")
+    message_id = message.get("messageId") or message.get("message_id")
+    if not message_id:
+        raise InvalidEventError("message has no messageId")
+    encoded = message.get("data") or ""
+    try:
+        data = base64.b64decode(encoded, validate=True) if encoded else b""
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidEventError("message data is not valid base64") from exc
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        raise InvalidEventError("message attributes is not an object")
+    publish_time = message.get("publishTime") or message.get("publish_time")
+    topic = None
+    if source:
+        match = _TOPIC_IN_SOURCE.search(source)
+        topic = match.group("topic") if match else None
+    attempt = envelope.get("deliveryAttempt")
+    return PubsubMessage(
+        data=data,
+        attributes={str(k): str(v) for k, v in attributes.items()},
+        message_id=str(message_id),
+        publish_time=parse_rfc3339(publish_time) if isinstance(publish_time, str) else None,
+        topic=topic,
+        subscription=envelope.get("subscription"),
+        trace=trace,
+        delivery_attempt=int(attempt)
+        if isinstance(attempt, int | str) and str(attempt).isdigit()
+        else None,
+        raw=envelope,
+    )
+
+
+def message_from_cloudevent(event: Any) -> PubsubMessage:
+    """A functions-framework CloudEvent (either delivery form) to a :class:`PubsubMessage`."""
+    data = event.data
+    if isinstance(data, bytes | str):
+        import json
+
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise InvalidEventError("CloudEvent data is not JSON") from exc
+    if not isinstance(data, Mapping):
+        raise InvalidEventError("CloudEvent data is not a Pub/Sub envelope")
+    attributes = event.get_attributes() if hasattr(event, "get_attributes") else {}
+    trace = attributes.get("traceparent")
+    return message_from_envelope(data, source=attributes.get("source"), trace=trace)
