@@ -1,0 +1,1 @@
+"""Operator tooling: the ``sightops`` CLI and the ``make dev`` orchestrator."""

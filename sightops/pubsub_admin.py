@@ -1,0 +1,101 @@
+"""Create topics and subscriptions on the emulator (idempotently)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from sightops.topology import (
+    FUNCTIONS,
+    MAX_BACKOFF_S,
+    MAX_DELIVERY_ATTEMPTS,
+    MIN_BACKOFF_S,
+    TOPICS,
+    FunctionSpec,
+    dead_letter_topic,
+    push_endpoint,
+    subscription_name,
+)
+
+
+def _clients(emulator_host: str) -> tuple[object, object]:
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+
+
+def ensure_topic(publisher: object, project: str, topic: str) -> str:
+    from google.api_core.exceptions import AlreadyExists
+
+    path = f"projects/{project}/topics/{topic}"
+    try:
+        publisher.create_topic(name=path)  # type: ignore[attr-defined]
+    except AlreadyExists:
+        pass
+    return path
+
+
+def ensure_subscription(
+    subscriber: object,
+    project: str,
+    name: str,
+    topic: str,
+    *,
+    push_to: str | None = None,
+    dead_letter: str | None = None,
+) -> str:
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+    from google.protobuf import duration_pb2
+
+    path = f"projects/{project}/subscriptions/{name}"
+    request: dict[str, object] = {
+        "name": path,
+        "topic": f"projects/{project}/topics/{topic}",
+        "ack_deadline_seconds": 60,
+        "retry_policy": pubsub_v1.types.RetryPolicy(
+            minimum_backoff=duration_pb2.Duration(seconds=MIN_BACKOFF_S),
+            maximum_backoff=duration_pb2.Duration(seconds=MAX_BACKOFF_S),
+        ),
+    }
+    if push_to:
+        request["push_config"] = pubsub_v1.types.PushConfig(push_endpoint=push_to)
+    if dead_letter:
+        request["dead_letter_policy"] = pubsub_v1.types.DeadLetterPolicy(
+            dead_letter_topic=f"projects/{project}/topics/{dead_letter}",
+            max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
+        )
+    try:
+        subscriber.create_subscription(request=request)  # type: ignore[attr-defined]
+    except AlreadyExists:
+        pass
+    return path
+
+
+def setup(
+    emulator_host: str,
+    project: str,
+    functions: Iterable[FunctionSpec] = FUNCTIONS,
+    host: str = "127.0.0.1",
+    timeline: bool = True,
+) -> list[str]:
+    """Topics, push subscriptions with dead-letter topics, and timeline pull subscriptions."""
+    publisher, subscriber = _clients(emulator_host)
+    created: list[str] = []
+    for topic in TOPICS:
+        ensure_topic(publisher, project, topic)
+    for fn in functions:
+        for topic in fn.topics:
+            dlq = dead_letter_topic(fn.name, topic)
+            ensure_topic(publisher, project, dlq)
+            created.append(ensure_subscription(
+                subscriber, project, subscription_name(fn.name, topic), topic,
+                push_to=push_endpoint(host, fn.port, project, topic), dead_letter=dlq,
+            ))
+            if timeline:
+                ensure_subscription(subscriber, project, f"timeline--{dlq}", dlq)
+    if timeline:
+        for topic in TOPICS:
+            ensure_subscription(subscriber, project, f"timeline--{topic}", topic)
+    return created

@@ -1,0 +1,53 @@
+"""Builders for the two real delivery forms, shared by the function tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+PROJECT = "sight-local"
+
+
+def envelope(
+    data: bytes | str | Mapping[str, Any],
+    attributes: Mapping[str, str] | None = None,
+    message_id: str | None = None,
+    publish_time: datetime | None = None,
+    subscription: str = "projects/sight-local/subscriptions/test",
+) -> dict[str, Any]:
+    """A raw Pub/Sub push body, exactly as the emulator and Pub/Sub send it."""
+    if isinstance(data, Mapping):
+        data = json.dumps(data)
+    if isinstance(data, str):
+        data = data.encode()
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": dict(attributes or {}),
+            "messageId": message_id or str(uuid.uuid4().int)[:16],
+            "publishTime": (publish_time or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        },
+        "subscription": subscription,
+    }
+
+
+def push(client: Any, topic: str, body: Mapping[str, Any]) -> Any:
+    """POST a raw push body to a functions-framework test client (path names the topic)."""
+    return client.post(f"/projects/{PROJECT}/topics/{topic}", json=body)
+
+
+def post_cloudevent(client: Any, topic: str, body: Mapping[str, Any]) -> Any:
+    """POST the Eventarc form: a binary-mode CloudEvent whose data is the envelope."""
+    headers = {
+        "ce-id": body["message"]["messageId"],
+        "ce-specversion": "1.0",
+        "ce-source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/{topic}",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-time": body["message"]["publishTime"],
+        "Content-Type": "application/json",
+    }
+    return client.post("/", data=json.dumps(body), headers=headers)
