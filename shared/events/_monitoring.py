@@ -1,0 +1,184 @@
+"""Cloud Monitoring incident notifications (``monitoring-alerts``, webhook bodies).
+
+A Pub/Sub notification channel publishes the notification JSON as message data; a
+webhook channel POSTs the same JSON. Observed shapes, all accepted here:
+
+- ``1.2``: the full incident; ``ended_at`` is null while open; ``resource_id`` and other
+  strings are often ``""``; ``documentation`` is an object.
+- ``1.1``: sent when the 1.2 body cannot be rendered; far fewer fields, some of them
+  empty strings.
+- ``test`` ("Send test notification"): ``state`` is ``"OPEN"``, ``started_at`` and
+  ``ended_at`` are ``0``, and ``documentation`` is a plain string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from shared.events._common import (
+    EventModel,
+    UtcDatetime,
+    drop_empty,
+    load_json_object,
+    validate,
+)
+
+_WHAT = "monitoring incident"
+
+NotificationVersion = Literal["1.2", "1.1", "test"]
+
+
+class _Lenient(EventModel):
+    """Empty strings and nulls mean "absent" everywhere in these bodies."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty(cls, value: Any) -> Any:
+        return drop_empty(value)
+
+
+class IncidentResource(_Lenient):
+    """The monitored resource: ``{type, labels}``."""
+
+    type: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class IncidentMetric(_Lenient):
+    """The metric the condition watched (note the camelCase ``displayName``)."""
+
+    type: str | None = None
+    display_name: str | None = Field(default=None, alias="displayName")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class IncidentDocumentation(_Lenient):
+    """The policy's documentation block; links and unknown keys are ignored."""
+
+    content: str | None = None
+    mime_type: str | None = None
+    subject: str | None = None
+
+
+def _epoch_to_utc(value: Any) -> Any:
+    """Epoch seconds -> aware UTC datetime; ``0`` is "unset" (the test notification)."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        try:
+            value = float(stripped)
+        except ValueError:
+            return stripped  # an RFC3339 string still validates as a datetime
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value == 0:
+            return None
+        return datetime.fromtimestamp(value, tz=UTC)
+    return value
+
+
+class Incident(_Lenient):
+    """One incident as notified; only ``incident_id`` is guaranteed (1.1 bodies are sparse).
+
+    ``incident_id`` is the same for the open and the close notification, so it is the
+    key for grouping and for pairing "resolved" messages.
+    """
+
+    incident_id: str = Field(min_length=1)
+    scoping_project_id: str | None = None
+    scoping_project_number: int | None = None
+    url: str | None = None
+    state: str | None = None
+    started_at: UtcDatetime | None = None
+    ended_at: UtcDatetime | None = None
+    summary: str | None = None
+    policy_name: str | None = None
+    policy_user_labels: dict[str, str] = Field(default_factory=dict)
+    condition_name: str | None = None
+    condition: dict[str, Any] | None = None
+    resource: IncidentResource | None = None
+    resource_type_display_name: str | None = None
+    resource_id: str | None = None
+    resource_display_name: str | None = None
+    resource_name: str | None = None
+    metric: IncidentMetric | None = None
+    metadata: dict[str, Any] | None = None
+    observed_value: str | None = None
+    threshold_value: str | None = None
+    documentation: IncidentDocumentation | None = None
+    severity: str | None = None
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _normalise_state(cls, value: Any) -> Any:
+        """``open``/``closed`` in 1.2, ``OPEN`` in test notifications: compare lowercased."""
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("started_at", "ended_at", mode="before")
+    @classmethod
+    def _epoch(cls, value: Any) -> Any:
+        return _epoch_to_utc(value)
+
+    @field_validator("documentation", mode="before")
+    @classmethod
+    def _documentation(cls, value: Any) -> Any:
+        """The test notification sends documentation as a bare string."""
+        if isinstance(value, str):
+            return {"content": value}
+        return value
+
+    @property
+    def is_open(self) -> bool:
+        """True for an open (firing) incident."""
+        return self.state == "open"
+
+    @property
+    def is_closed(self) -> bool:
+        """True for a close (resolved) notification."""
+        return self.state == "closed"
+
+    @property
+    def auto_rollback(self) -> bool:
+        """The policy opted in to automatic rollback (user label ``auto_rollback=true``)."""
+        return self.policy_user_labels.get("auto_rollback", "").strip().lower() == "true"
+
+    @property
+    def cloud_run_service(self) -> str | None:
+        """The Cloud Run service for a ``cloud_run_revision`` resource, else None."""
+        return self._cloud_run_label("service_name")
+
+    @property
+    def cloud_run_revision(self) -> str | None:
+        """The Cloud Run revision for a ``cloud_run_revision`` resource, if labelled."""
+        return self._cloud_run_label("revision_name")
+
+    def _cloud_run_label(self, key: str) -> str | None:
+        if self.resource is None or self.resource.type != "cloud_run_revision":
+            return None
+        return self.resource.labels.get(key) or None
+
+
+class IncidentNotification(EventModel):
+    """The whole body: ``{"version": ..., "incident": {...}}``."""
+
+    version: NotificationVersion
+    incident: Incident
+
+    @property
+    def is_test(self) -> bool:
+        """A "Send test notification" from the console: never act on it, only show it."""
+        return self.version == "test"
+
+
+def parse_incident_body(body: bytes) -> IncidentNotification:
+    """Parse a notification body (webhook POST or Pub/Sub data); ``InvalidEventError`` if bad."""
+    obj = load_json_object(body, _WHAT)
+    return validate(IncidentNotification, obj, _WHAT)
+
+
+def parse_incident_message(data: bytes, attributes: Mapping[str, str]) -> IncidentNotification:
+    """Parse a ``monitoring-alerts`` message; attributes carry nothing we need."""
+    del attributes
+    return parse_incident_body(data)

@@ -1,0 +1,362 @@
+"""sight-ops' own events (``smoke-tests``, ``ops-events``, ``kpi-refresh``).
+
+One model per event type, used by producers and consumers alike, so the wire format
+cannot drift between them. On the wire, message data is the payload alone (JSON) and
+the envelope travels in Pub/Sub attributes (``type``, ``id``, ``time``, ``source``,
+``schema_version``, ``service`` when one applies), so subscriptions can filter and
+handlers can route, deduplicate and age-check without decoding the data.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared.events._common import (
+    AwareUtcDatetime,
+    EventModel,
+    describe_validation_error,
+    format_time,
+    invalid,
+    load_json_object,
+    quote,
+    validate,
+)
+
+_WHAT = "ops event"
+
+#: Longest SQL statement carried in a lint finding; the full text is in the migration.
+MAX_STATEMENT_CHARS = 500
+
+
+class EventType(StrEnum):
+    """Every event type sight-ops produces; the value is the ``type`` attribute."""
+
+    SMOKE_PASSED = "sight.ops.smoke.passed"
+    SMOKE_FAILED = "sight.ops.smoke.failed"
+    MIGRATION_SUCCEEDED = "sight.ops.migration.succeeded"
+    MIGRATION_FAILED = "sight.ops.migration.failed"
+    MIGRATION_SKIPPED = "sight.ops.migration.skipped"
+    ROLLBACK_SUCCEEDED = "sight.ops.rollback.succeeded"
+    ROLLBACK_SKIPPED = "sight.ops.rollback.skipped"
+    ROLLBACK_FAILED = "sight.ops.rollback.failed"
+    ROLLBACK_FROZEN = "sight.ops.rollback.frozen"
+    KPI_REFRESH_REQUESTED = "sight.ops.kpi.refresh_requested"
+
+
+def _canonical_uuid(value: str) -> str:
+    """Lowercase hyphenated form, so dedup keys never differ by spelling."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError("must be a UUID") from None
+
+
+class OpsPayload(EventModel):
+    """Base of every payload; ties a model to the event types that carry it."""
+
+
+# --- smoke ---------------------------------------------------------------------------
+
+
+class SmokeCheck(EventModel):
+    """One probe of the smoke runner (an HTTP request and its verdict)."""
+
+    name: str
+    ok: bool
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class SmokeResult(OpsPayload):
+    """``sight.ops.smoke.passed|failed``: the verdict on one revision at one URL."""
+
+    service: str
+    region: str
+    revision: str
+    url: str
+    build_id: str | None = None
+    commit_sha: str | None = None
+    checks: list[SmokeCheck] = Field(default_factory=list)
+    started_at: AwareUtcDatetime
+    finished_at: AwareUtcDatetime
+
+    @property
+    def failed_checks(self) -> list[SmokeCheck]:
+        """The checks that did not pass, in run order (what a human needs to see)."""
+        return [check for check in self.checks if not check.ok]
+
+
+# --- migration -----------------------------------------------------------------------
+
+
+class PostgresRevisions(EventModel):
+    """Alembic revision before and after (``from``/``to`` on the wire); None = empty db."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """False when nothing was pending."""
+        return self.from_ != self.to
+
+
+class GraphVersions(EventModel):
+    """Neo4j schema version before and after (``from``/``to`` on the wire)."""
+
+    from_: int | None = Field(default=None, alias="from")
+    to: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        """False when nothing was pending."""
+        return self.from_ != self.to
+
+
+LintSeverity = Literal["unsafe", "destructive", "info"]
+
+
+class LintFinding(EventModel):
+    """One lint result on pending migration SQL.
+
+    ``unsafe`` blocks unless ``allowed``; ``destructive`` marks the release breaking;
+    ``info`` is shown only. ``statement`` is truncated to keep messages small.
+    """
+
+    rule: str
+    severity: LintSeverity
+    migration: str
+    statement: str = ""
+    message: str
+    allowed: bool = False
+
+    @field_validator("statement")
+    @classmethod
+    def _truncate(cls, value: str) -> str:
+        if len(value) > MAX_STATEMENT_CHARS:
+            return value[: MAX_STATEMENT_CHARS - 1] + "…"
+        return value
+
+
+class MigrationResult(OpsPayload):
+    """``sight.ops.migration.succeeded|failed|skipped`` for one build.
+
+    ``breaking`` is what rollback reads: a destructive migration was applied, so older
+    revisions may not run against the schema any more.
+    """
+
+    build_id: str
+    commit_sha: str | None = None
+    service: str | None = None
+    postgres: PostgresRevisions = Field(default_factory=PostgresRevisions)
+    graph: GraphVersions = Field(default_factory=GraphVersions)
+    breaking: bool = False
+    lint_findings: list[LintFinding] = Field(default_factory=list)
+    duration_ms: int = Field(default=0, ge=0)
+    error: str | None = None
+    reason: str | None = None
+
+
+# --- rollback ------------------------------------------------------------------------
+
+
+class RollbackResult(OpsPayload):
+    """``sight.ops.rollback.succeeded|skipped|failed|frozen`` for one service."""
+
+    service: str
+    from_revision: str | None = None
+    to_revision: str | None = None
+    reason: str
+    trigger_event_id: str | None = None
+    dry_run: bool = False
+    manual: bool = False
+
+
+# --- kpi -----------------------------------------------------------------------------
+
+
+class KpiRefreshRequested(OpsPayload):
+    """``sight.ops.kpi.refresh_requested``: one project, or every active one."""
+
+    project_id: str | None = None
+    all_active: bool = False
+
+    @field_validator("project_id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        return None if value is None else _canonical_uuid(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> KpiRefreshRequested:
+        if (self.project_id is not None) == self.all_active:
+            raise ValueError("give exactly one of project_id or all_active=true")
+        return self
+
+
+#: Which payload model each event type carries; the parser dispatches through it.
+PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
+    {
+        EventType.SMOKE_PASSED: SmokeResult,
+        EventType.SMOKE_FAILED: SmokeResult,
+        EventType.MIGRATION_SUCCEEDED: MigrationResult,
+        EventType.MIGRATION_FAILED: MigrationResult,
+        EventType.MIGRATION_SKIPPED: MigrationResult,
+        EventType.ROLLBACK_SUCCEEDED: RollbackResult,
+        EventType.ROLLBACK_SKIPPED: RollbackResult,
+        EventType.ROLLBACK_FAILED: RollbackResult,
+        EventType.ROLLBACK_FROZEN: RollbackResult,
+        EventType.KPI_REFRESH_REQUESTED: KpiRefreshRequested,
+    }
+)
+
+# --- envelope ------------------------------------------------------------------------
+
+PayloadT = TypeVar("PayloadT", bound=OpsPayload)
+AnyPayloadT = TypeVar("AnyPayloadT", bound=OpsPayload)
+
+#: Returns "now"; injected in tests so event times are deterministic.
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OpsEvent(BaseModel, Generic[PayloadT]):
+    """An event with its envelope; ``data`` is the typed payload.
+
+    Build one with ``OpsEvent.new(...)``, send it with ``to_pubsub()``, read one with
+    ``parse_ops_message``. ``schema_version`` changes only on an incompatible payload
+    change; additive fields keep it, since consumers ignore fields they do not know.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: EventType
+    id: str
+    time: AwareUtcDatetime
+    source: str = Field(min_length=1)
+    service: str | None = None
+    schema_version: int = Field(default=1, ge=1)
+    data: SerializeAsAny[PayloadT]
+
+    @field_validator("id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        return _canonical_uuid(value)
+
+    @model_validator(mode="after")
+    def _payload_matches_type(self) -> OpsEvent[PayloadT]:
+        # A mismatch is a producer bug (parsing dispatches through PAYLOAD_TYPES), so it
+        # is a TypeError, not a validation error to be reported as a bad message.
+        expected = PAYLOAD_TYPES[self.type]
+        if not isinstance(self.data, expected):
+            raise TypeError(
+                f"{self.type.value} carries {expected.__name__}, not {type(self.data).__name__}"
+            )
+        return self
+
+    @classmethod
+    def new(
+        cls,
+        type: EventType,
+        data: PayloadT,
+        source: str,
+        service: str | None = None,
+        clock: Clock | None = None,
+    ) -> OpsEvent[PayloadT]:
+        """A fresh event: new uuid4, time from ``clock`` (default: now, UTC).
+
+        ``service`` defaults to the payload's own ``service`` so routing attributes
+        cannot be forgotten by a producer.
+        """
+        if service is None:
+            payload_service = getattr(data, "service", None)
+            service = payload_service if isinstance(payload_service, str) else None
+        now = (clock or _utc_now)()
+        return cls(
+            type=type,
+            id=str(uuid.uuid4()),
+            time=now,
+            source=source,
+            service=service,
+            data=data,
+        )
+
+    def to_pubsub(self) -> tuple[bytes, dict[str, str]]:
+        """``(data, attributes)`` ready for ``PublisherClient.publish``."""
+        data = self.data.model_dump_json(by_alias=True).encode("utf-8")
+        attributes = {
+            "type": self.type.value,
+            "id": self.id,
+            "time": format_time(self.time),
+            "source": self.source,
+            "schema_version": str(self.schema_version),
+        }
+        if self.service:
+            attributes["service"] = self.service
+        return data, attributes
+
+    def data_as(self, model: builtins.type[AnyPayloadT]) -> AnyPayloadT:
+        """The payload as ``model``, or ``InvalidEventError`` (e.g. wrong topic wiring)."""
+        if isinstance(self.data, model):
+            return self.data
+        raise invalid(
+            f"{_WHAT} {self.type.value}",
+            f"expected a {model.__name__} payload, got {type(self.data).__name__}",
+        )
+
+
+_REQUIRED_ATTRIBUTES = ("id", "time", "source")
+
+
+def parse_ops_message(data: bytes, attributes: Mapping[str, str]) -> OpsEvent[OpsPayload]:
+    """Parse one of our own messages, dispatching on the ``type`` attribute.
+
+    Raises ``InvalidEventError`` for a missing or unknown type, a missing envelope
+    attribute, data that is not a JSON object, or a payload that fails its model.
+    """
+    raw_type = attributes.get("type")
+    if not raw_type:
+        raise invalid(_WHAT, "attribute 'type' is missing")
+    try:
+        event_type = EventType(raw_type)
+    except ValueError:
+        raise invalid(
+            _WHAT, f"attribute 'type' {quote(raw_type)} is not a known event type"
+        ) from None
+    what = f"{_WHAT} {event_type.value}"
+    for name in _REQUIRED_ATTRIBUTES:
+        if not attributes.get(name):
+            raise invalid(what, f"attribute {name!r} is missing")
+    payload = validate(PAYLOAD_TYPES[event_type], load_json_object(data, what), what, "data")
+    envelope: dict[str, Any] = {
+        "type": event_type,
+        "id": attributes["id"],
+        "time": attributes["time"],
+        "source": attributes["source"],
+        "service": attributes.get("service") or None,
+        "schema_version": attributes.get("schema_version") or 1,
+        "data": payload,
+    }
+    try:
+        return OpsEvent[OpsPayload].model_validate(envelope)
+    except ValidationError as exc:
+        raise invalid(what, describe_validation_error(exc, "attributes")) from None

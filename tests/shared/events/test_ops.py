@@ -1,0 +1,336 @@
+"""sight-ops' own events: one model for producers and consumers, stable on the wire."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from shared.errors import InvalidEventError
+from shared.events import (
+    MAX_STATEMENT_CHARS,
+    PAYLOAD_TYPES,
+    EventType,
+    GraphVersions,
+    KpiRefreshRequested,
+    LintFinding,
+    MigrationResult,
+    OpsEvent,
+    PostgresRevisions,
+    RollbackResult,
+    SmokeCheck,
+    SmokeResult,
+    parse_ops_message,
+)
+
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden" / "ops"
+NOW = datetime(2025, 6, 2, 11, 20, 15, 400000, tzinfo=UTC)
+
+
+def load(name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    message = json.loads((GOLDEN / name).read_text())
+    return message["data"], message["attributes"]
+
+
+def canonical(data: Any) -> bytes:
+    """How the goldens encode on the wire: compact JSON, UTF-8, field order as written."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def smoke(**changes: Any) -> SmokeResult:
+    fields: dict[str, Any] = {
+        "service": "sight-api",
+        "region": "europe-west1",
+        "revision": "sight-api-00043-vub",
+        "url": "https://sight-api-4k2pq7x3va-ew.a.run.app",
+        "started_at": NOW - timedelta(seconds=12),
+        "finished_at": NOW,
+    }
+    fields.update(changes)
+    return SmokeResult(**fields)
+
+
+EXPECTED_TYPE = {
+    "smoke_passed.json": EventType.SMOKE_PASSED,
+    "smoke_failed.json": EventType.SMOKE_FAILED,
+    "migration_succeeded.json": EventType.MIGRATION_SUCCEEDED,
+    "migration_failed.json": EventType.MIGRATION_FAILED,
+    "migration_skipped.json": EventType.MIGRATION_SKIPPED,
+    "rollback_succeeded.json": EventType.ROLLBACK_SUCCEEDED,
+    "rollback_skipped.json": EventType.ROLLBACK_SKIPPED,
+    "rollback_failed.json": EventType.ROLLBACK_FAILED,
+    "rollback_frozen.json": EventType.ROLLBACK_FROZEN,
+    "kpi_refresh_requested.json": EventType.KPI_REFRESH_REQUESTED,
+    "kpi_refresh_all_active.json": EventType.KPI_REFRESH_REQUESTED,
+}
+GOLDENS = sorted(EXPECTED_TYPE)
+
+
+def test_every_golden_file_has_an_expectation_and_every_type_a_golden() -> None:
+    assert {p.name for p in GOLDEN.glob("*.json")} == set(EXPECTED_TYPE)
+    assert set(EXPECTED_TYPE.values()) == set(EventType)
+
+
+def test_payload_table_covers_every_event_type() -> None:
+    assert set(PAYLOAD_TYPES) == set(EventType)
+
+
+@pytest.mark.parametrize("name", GOLDENS)
+def test_golden_parses_into_the_payload_model_of_its_type(name: str) -> None:
+    data, attributes = load(name)
+    event = parse_ops_message(canonical(data), attributes)
+    assert event.type is EXPECTED_TYPE[name]
+    assert isinstance(event.data, PAYLOAD_TYPES[event.type])
+    assert event.id == attributes["id"]
+    assert event.source == attributes["source"]
+    assert event.service == attributes.get("service")
+    assert event.schema_version == 1
+    assert event.time.tzinfo is not None
+    assert event.time.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("name", GOLDENS)
+def test_golden_round_trips_byte_stable_through_to_pubsub(name: str) -> None:
+    data, attributes = load(name)
+    wire = canonical(data)
+    event = parse_ops_message(wire, attributes)
+    assert event.to_pubsub() == (wire, attributes)
+    again = parse_ops_message(*event.to_pubsub())
+    assert again == event
+    assert again.to_pubsub() == (wire, attributes)
+
+
+def test_smoke_failed_golden_lists_its_failed_checks() -> None:
+    event = parse_ops_message(canonical(load("smoke_failed.json")[0]), load("smoke_failed.json")[1])
+    result = event.data_as(SmokeResult)
+    assert [check.name for check in result.failed_checks] == [
+        "GET /v1/personas?limit=1",
+        "POST /v1/focus-groups/dry-run",
+    ]
+    assert result.failed_checks[1].status_code is None
+    assert result.build_id == "c8e07d15-2b9a-4f63-8e4d-71a5b0c9d2f6"
+
+
+def test_migration_golden_reads_from_and_to() -> None:
+    data, attributes = load("migration_succeeded.json")
+    result = parse_ops_message(canonical(data), attributes).data_as(MigrationResult)
+    assert result.postgres == PostgresRevisions(from_="8c1d2e3f4a5b", to="a7f3e9b2c410")
+    assert result.postgres.changed
+    assert result.graph == GraphVersions(from_=6, to=7)
+    assert result.lint_findings[0].severity == "unsafe"
+    assert result.lint_findings[0].allowed
+    assert not result.breaking
+
+
+def test_migration_skipped_golden_has_a_reason_and_no_revisions() -> None:
+    data, attributes = load("migration_skipped.json")
+    event = parse_ops_message(canonical(data), attributes)
+    result = event.data_as(MigrationResult)
+    assert result.reason is not None
+    assert result.postgres.from_ is None
+    assert not result.postgres.changed
+    assert event.service is None
+    assert "service" not in event.to_pubsub()[1]
+
+
+# --- producing ----------------------------------------------------------------------
+
+
+def test_new_event_uses_the_clock_a_uuid4_and_the_payload_service() -> None:
+    event = OpsEvent.new(EventType.SMOKE_FAILED, smoke(), source="smoke-runner", clock=lambda: NOW)
+    assert event.time == NOW
+    assert uuid.UUID(event.id).version == 4
+    assert event.service == "sight-api"
+    assert event.schema_version == 1
+    data, attributes = event.to_pubsub()
+    assert attributes == {
+        "type": "sight.ops.smoke.failed",
+        "id": event.id,
+        "time": "2025-06-02T11:20:15.400000Z",
+        "source": "smoke-runner",
+        "schema_version": "1",
+        "service": "sight-api",
+    }
+    assert json.loads(data)["revision"] == "sight-api-00043-vub"
+
+
+def test_new_event_without_a_clock_is_stamped_now_in_utc() -> None:
+    before = datetime.now(UTC)
+    event = OpsEvent.new(EventType.SMOKE_PASSED, smoke(), source="smoke-runner")
+    assert before <= event.time <= datetime.now(UTC)
+    assert event.time.utcoffset() == timedelta(0)
+
+
+def test_explicit_service_wins_over_the_payload_service() -> None:
+    event = OpsEvent.new(EventType.SMOKE_PASSED, smoke(), source="s", service="sight-web")
+    assert event.to_pubsub()[1]["service"] == "sight-web"
+
+
+def test_time_attribute_is_rfc3339_utc_with_z() -> None:
+    paris = timezone(timedelta(hours=2))
+    event = OpsEvent.new(
+        EventType.KPI_REFRESH_REQUESTED,
+        KpiRefreshRequested(all_active=True),
+        source="cloud-scheduler",
+        clock=lambda: datetime(2025, 6, 2, 18, 0, tzinfo=paris),
+    )
+    assert event.to_pubsub()[1]["time"] == "2025-06-02T16:00:00Z"
+    assert "service" not in event.to_pubsub()[1]
+
+
+def test_a_naive_clock_is_a_producer_bug() -> None:
+    with pytest.raises(ValidationError):
+        OpsEvent.new(
+            EventType.SMOKE_PASSED, smoke(), source="s", clock=lambda: datetime(2025, 1, 1)
+        )
+
+
+def test_a_payload_that_does_not_match_the_type_is_a_producer_bug() -> None:
+    with pytest.raises(TypeError, match="RollbackResult"):
+        OpsEvent.new(EventType.ROLLBACK_FAILED, smoke(), source="rollback")
+
+
+# --- consuming ----------------------------------------------------------------------
+
+
+def test_unknown_fields_and_attributes_are_ignored() -> None:
+    data, attributes = load("rollback_frozen.json")
+    data["a_future_field"] = {"nested": True}
+    attributes = {**attributes, "googclient_schemaencoding": "JSON", "trace": "abc"}
+    event = parse_ops_message(canonical(data), attributes)
+    result = event.data_as(RollbackResult)
+    assert result.to_revision == "sight-api-00042-qin"
+    assert "a_future_field" not in event.to_pubsub()[0].decode()
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload"),
+    [
+        (
+            EventType.SMOKE_PASSED,
+            {
+                "service": "s",
+                "region": "r",
+                "revision": "v",
+                "url": "u",
+                "started_at": "2025-06-02T11:20:03Z",
+                "finished_at": "2025-06-02T11:20:04Z",
+            },
+        ),
+        (EventType.MIGRATION_SUCCEEDED, {"build_id": "b"}),
+        (EventType.ROLLBACK_SKIPPED, {"service": "s", "reason": "r"}),
+        (EventType.KPI_REFRESH_REQUESTED, {"all_active": True}),
+    ],
+)
+def test_missing_optional_fields_are_fine(event_type: EventType, payload: dict[str, Any]) -> None:
+    attributes = {
+        "type": event_type.value,
+        "id": str(uuid.uuid4()),
+        "time": "2025-06-02T11:20:15Z",
+        "source": "test",
+    }
+    event = parse_ops_message(canonical(payload), attributes)
+    assert event.type is event_type
+    assert event.service is None
+
+
+def test_defaults_of_optional_payload_fields() -> None:
+    result = MigrationResult(build_id="b")
+    assert result.lint_findings == []
+    assert result.duration_ms == 0
+    assert result.graph == GraphVersions()
+    rollback = RollbackResult(service="s", reason="r")
+    assert not rollback.dry_run
+    assert not rollback.manual
+    assert smoke().checks == []
+    assert smoke().failed_checks == []
+
+
+def test_schema_version_attribute_is_optional_and_parsed() -> None:
+    data, attributes = load("rollback_succeeded.json")
+    without = {k: v for k, v in attributes.items() if k != "schema_version"}
+    assert parse_ops_message(canonical(data), without).schema_version == 1
+    assert (
+        parse_ops_message(canonical(data), {**attributes, "schema_version": "2"}).schema_version
+        == 2
+    )
+    with pytest.raises(InvalidEventError, match="schema_version"):
+        parse_ops_message(canonical(data), {**attributes, "schema_version": "two"})
+
+
+def test_ids_and_times_are_canonicalised() -> None:
+    data, attributes = load("rollback_succeeded.json")
+    shouted = {**attributes, "id": attributes["id"].upper(), "time": "2025-06-02T13:20:48.9+02:00"}
+    event = parse_ops_message(canonical(data), shouted)
+    assert event.id == attributes["id"]
+    assert event.to_pubsub()[1]["time"] == attributes["time"]
+
+
+def test_data_as_rejects_a_payload_of_another_model() -> None:
+    data, attributes = load("kpi_refresh_requested.json")
+    event = parse_ops_message(canonical(data), attributes)
+    assert event.data_as(KpiRefreshRequested).project_id == "6f1c8e7a-2b4d-4c9e-a3f5-0d7b9e1c3a52"
+    with pytest.raises(InvalidEventError, match="SmokeResult"):
+        event.data_as(SmokeResult)
+
+
+def test_kpi_project_id_is_a_canonical_uuid() -> None:
+    request = KpiRefreshRequested(project_id="6F1C8E7A-2B4D-4C9E-A3F5-0D7B9E1C3A52")
+    assert request.project_id == "6f1c8e7a-2b4d-4c9e-a3f5-0d7b9e1c3a52"
+    with pytest.raises(ValidationError):
+        KpiRefreshRequested(project_id="project-42")
+
+
+def test_lint_statement_is_truncated_idempotently() -> None:
+    finding = LintFinding(
+        rule="r", severity="info", migration="m", message="x", statement="SELECT 1;" * 200
+    )
+    assert len(finding.statement) == MAX_STATEMENT_CHARS
+    assert finding.statement.endswith("…")
+    again = LintFinding.model_validate_json(finding.model_dump_json())
+    assert again == finding
+
+
+def test_from_and_to_use_wire_names_and_python_names() -> None:
+    by_wire = PostgresRevisions.model_validate({"from": "a", "to": "b"})
+    by_name = PostgresRevisions(from_="a", to="b")
+    assert by_wire == by_name
+    assert by_name.model_dump(by_alias=True) == {"from": "a", "to": "b"}
+    assert not GraphVersions(from_=3, to=3).changed
+
+
+def test_smoke_check_fields() -> None:
+    check = SmokeCheck(name="GET /healthz", ok=False, error="connection refused")
+    assert check.status_code is None
+    assert check.latency_ms is None
+    result = smoke(checks=[check, SmokeCheck(name="b", ok=True, status_code=200, latency_ms=3)])
+    assert result.failed_checks == [check]
+
+
+INVALID = sorted((GOLDEN / "invalid").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_message_raises_with_a_reason_naming_the_problem(path: Path) -> None:
+    case = json.loads(path.read_text())
+    data = case["data_text"].encode() if "data_text" in case else canonical(case["data"])
+    with pytest.raises(InvalidEventError) as info:
+        parse_ops_message(data, case["attributes"])
+    reason = str(info.value)
+    for fragment in case["reason_mentions"]:
+        assert fragment in reason, reason
+    assert len(reason) < 400
+
+
+def test_reason_never_echoes_a_large_payload() -> None:
+    data, attributes = load("smoke_failed.json")
+    data["checks"][0]["ok"] = "maybe" * 10_000
+    with pytest.raises(InvalidEventError) as info:
+        parse_ops_message(canonical(data), attributes)
+    assert "data.checks[0].ok" in str(info.value)
+    assert len(str(info.value)) < 400
