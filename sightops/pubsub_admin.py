@@ -44,10 +44,12 @@ def ensure_subscription(
     *,
     push_to: str | None = None,
     dead_letter: str | None = None,
+    min_backoff_s: float = MIN_BACKOFF_S,
+    max_backoff_s: float = MAX_BACKOFF_S,
+    max_delivery_attempts: int = MAX_DELIVERY_ATTEMPTS,
 ) -> str:
     from google.api_core.exceptions import AlreadyExists
     from google.cloud import pubsub_v1
-    from google.protobuf import duration_pb2
 
     path = f"projects/{project}/subscriptions/{name}"
     request: dict[str, object] = {
@@ -55,8 +57,8 @@ def ensure_subscription(
         "topic": f"projects/{project}/topics/{topic}",
         "ack_deadline_seconds": 60,
         "retry_policy": pubsub_v1.types.RetryPolicy(
-            minimum_backoff=duration_pb2.Duration(seconds=MIN_BACKOFF_S),
-            maximum_backoff=duration_pb2.Duration(seconds=MAX_BACKOFF_S),
+            minimum_backoff=_duration(min_backoff_s),
+            maximum_backoff=_duration(max_backoff_s),
         ),
     }
     if push_to:
@@ -64,13 +66,20 @@ def ensure_subscription(
     if dead_letter:
         request["dead_letter_policy"] = pubsub_v1.types.DeadLetterPolicy(
             dead_letter_topic=f"projects/{project}/topics/{dead_letter}",
-            max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
+            max_delivery_attempts=max_delivery_attempts,
         )
     try:
         subscriber.create_subscription(request=request)  # type: ignore[attr-defined]
     except AlreadyExists:
         pass
     return path
+
+
+def _duration(seconds: float) -> object:
+    from google.protobuf import duration_pb2
+
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
 
 
 def setup(
