@@ -1,0 +1,147 @@
+"""``python -m standins``: starts, serves the official clients, logs requests, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import run_v2, secretmanager
+from slack_sdk.webhook import WebhookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "standins", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    urls: dict[str, str] = {}
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    assert proc.stderr is not None
+    expected = 3 if args[0] == "all" else 1
+    while len(urls) < expected and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if match := re.search(r"(\w+) listening on (http://\S+)", line):
+            urls[match.group(1)] = match.group(2)
+    assert len(urls) == expected, "".join(lines)
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, urls, lines
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def test_all_stand_ins_serve_seeded_state_log_each_request_and_exit_0_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"slack-webhook": "http://example.invalid/hook"}))
+    services = tmp_path / "cloudrun.json"
+    services.write_text(
+        json.dumps(
+            {
+                "services": [
+                    {
+                        "project": "sight-local",
+                        "location": "europe-west1",
+                        "service": "sight-api",
+                        "image": "img:1",
+                        "revisions": [{"image": "img:2", "no_traffic": True, "tag": "next"}],
+                    }
+                ]
+            }
+        )
+    )
+    proc, urls, lines = _start(
+        [
+            "all",
+            "--cloudrun-port", "0",
+            "--slack-port", "0",
+            "--secretmanager-port", "0",
+            "--seed", str(secrets),
+            "--cloudrun-seed", str(services),
+        ]
+    )  # fmt: skip
+    try:
+        sm = secretmanager.SecretManagerServiceClient(
+            transport="rest",
+            client_options={"api_endpoint": urls["secretmanager"]},
+            credentials=AnonymousCredentials(),
+        )
+        answer = sm.access_secret_version(
+            name="projects/sight-local/secrets/slack-webhook/versions/latest"
+        )
+        assert answer.payload.data == b"http://example.invalid/hook"
+
+        run = run_v2.ServicesClient(
+            transport="rest",
+            client_options={"api_endpoint": urls["cloudrun"]},
+            credentials=AnonymousCredentials(),
+        )
+        service = run.get_service(
+            name="projects/sight-local/locations/europe-west1/services/sight-api"
+        )
+        assert [t.tag for t in service.traffic] == ["", "next"]
+
+        hook = "/services/T0LOCAL/B0LOCAL/devwebhooksecret"
+        assert WebhookClient(urls["slack"] + hook).send(text="hi").body == "ok"
+    finally:
+        code = _stop(proc)
+
+    assert code == 0
+    log = "".join(lines)
+    assert "GET /v1/projects/sight-local/secrets/slack-webhook/versions/latest:access -> 200" in log
+    assert "GET /v2/projects/sight-local/locations/europe-west1/services/sight-api -> 200" in log
+    assert "POST /services/T0LOCAL/*** -> 200" in log
+    assert "devwebhooksecret" not in log
+    assert "received SIGTERM" in log
+
+
+def test_single_stand_in_on_a_chosen_port_exits_0_on_sigint() -> None:
+    proc, urls, _ = _start(["slack", "--port", "0"])
+    try:
+        assert list(urls) == ["slack"]
+    finally:
+        code = _stop(proc, signal.SIGINT)
+    assert code == 0
+
+
+def test_a_missing_seed_file_is_a_clean_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "standins", "secretmanager", "--seed", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr
