@@ -93,6 +93,8 @@ class Secrets:
             gexc.InternalServerError,
         ) as exc:
             raise TransientError(f"secret manager unavailable: {type(exc).__name__}") from exc
+        except (gexc.RetryError, OSError) as exc:  # REST transport: requests' errors are OSErrors
+            raise TransientError(f"secret manager unreachable: {type(exc).__name__}") from exc
         except gexc.GoogleAPICallError as exc:
             raise SecretError(f"cannot access secret {name}: {type(exc).__name__}") from exc
         data: bytes = response.payload.data

@@ -72,8 +72,16 @@ def build_message(
 
 @events_app.command("publish")
 def events_publish(
-    file: Annotated[Path | None, typer.Option("--file", "-f", exists=True, readable=True,
-                    help="JSON: a payload, or a Pub/Sub message {data, attributes}")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            exists=True,
+            readable=True,
+            help="JSON: a payload, or a Pub/Sub message {data, attributes}",
+        ),
+    ] = None,
     event_type: Annotated[str | None, typer.Option("--type", "-t")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="payload as JSON")] = None,
     service: Annotated[str | None, typer.Option("--service")] = None,
@@ -131,31 +139,37 @@ def status() -> None:
 
     s = get_settings()
     pg = make_url(s.database_url_sync)
-    checks = [
+    checks: list[tuple[str, str, int]] = [
         ("PostgreSQL", pg.host or "127.0.0.1", pg.port or 5432),
         ("Redis", *_host_port(s.redis_url.get_secret_value(), 6379)),
         ("Neo4j", *_host_port(s.neo4j_uri, 7687)),
     ]
     if s.pubsub_emulator_host:
-        host, _, port = s.pubsub_emulator_host.rpartition(":")
-        checks.append(("Pub/Sub emulator", host, int(port)))
+        emulator_host, _, emulator_port = s.pubsub_emulator_host.rpartition(":")
+        checks.append(("Pub/Sub emulator", emulator_host, int(emulator_port)))
     table = Table("service", "where", "state")
     for name, host, port in checks:
-        table.add_row(name, f"{host}:{port}", "[green]up[/]" if _open(host, port) else "[red]down[/]")
+        table.add_row(
+            name, f"{host}:{port}", "[green]up[/]" if _open(host, port) else "[red]down[/]"
+        )
     console.print(table)
     engine = create_db_engine(s, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as conn:
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             console.print(f"database schema revision: [bold]{revision}[/]")
-            rows = conn.execute(text(
-                "SELECT started_at, kind, service, status, actor FROM ops.actions"
-                " ORDER BY started_at DESC LIMIT 10")).all()
+            rows = conn.execute(
+                text(
+                    "SELECT started_at, kind, service, status, actor FROM ops.actions"
+                    " ORDER BY started_at DESC LIMIT 10"
+                )
+            ).all()
             rejected = conn.execute(text("SELECT count(*) FROM ops.rejected_events")).scalar()
         actions = Table("started", "kind", "service", "status", "actor", title="recent actions")
         for row in rows:
-            actions.add_row(str(row.started_at)[:19], row.kind, row.service or "", row.status,
-                            row.actor)
+            actions.add_row(
+                str(row.started_at)[:19], row.kind, row.service or "", row.status, row.actor
+            )
         console.print(actions)
         console.print(f"rejected messages kept: {rejected}")
     except Exception as exc:

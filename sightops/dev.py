@@ -39,10 +39,10 @@ def dev_env() -> dict[str, str]:
     env.setdefault("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{os.environ.get('PUBSUB_PORT', '8681')}")
     env.setdefault("GCP_PROJECT", "sight-local")
     env.setdefault("CLOUD_RUN_ENDPOINT", f"http://127.0.0.1:{STANDIN_PORTS['cloudrun']}")
-    env.setdefault("SECRET_MANAGER_ENDPOINT",
-                   f"http://127.0.0.1:{STANDIN_PORTS['secretmanager']}")
-    env.setdefault("SLACK_WEBHOOK_URL",
-                   f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}")
+    env.setdefault("SECRET_MANAGER_ENDPOINT", f"http://127.0.0.1:{STANDIN_PORTS['secretmanager']}")
+    env.setdefault(
+        "SLACK_WEBHOOK_URL", f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}"
+    )
     env.setdefault("LOG_LEVEL", "INFO")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -81,20 +81,30 @@ class Dev:
     def _services(self) -> None:
         subprocess.run(
             [str(ROOT / "scripts/services/up.sh"), "--record", str(self.record)],
-            check=True, env=self.env, stdout=subprocess.DEVNULL,
+            check=True,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
         )
 
     def _migrate(self) -> None:
         subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
-            check=True, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL,
+            check=True,
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
 
     def _spawn(self, name: str, argv: list[str], port: int, on_line: Callable[[str], None]) -> None:
-        proc = subprocess.Popen(  # noqa: S603 - argv is built from our own table
-            argv, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         self.children.append((name, proc))
         log = (STATE / "log" / f"{name}.log").open("a")
@@ -110,9 +120,19 @@ class Dev:
     def _functions(self) -> None:
         for fn in FUNCTIONS:
             argv = [
-                sys.executable, "-m", "functions_framework", "--target", fn.name,
-                "--source", str(ROOT / "functions" / fn.name / "main.py"),
-                "--signature-type", fn.signature, "--host", "127.0.0.1", "--port", str(fn.port),
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--target",
+                fn.name,
+                "--source",
+                str(ROOT / "functions" / fn.name / "main.py"),
+                "--signature-type",
+                fn.signature,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(fn.port),
             ]
             self._spawn(fn.name, argv, fn.port, self._function_line)
 
@@ -134,9 +154,20 @@ class Dev:
                 os.killpg(proc.pid, signal.SIGKILL)
         subprocess.run(
             [str(ROOT / "scripts/services/down.sh"), "--record", str(self.record)],
-            check=False, env=self.env,
+            check=False,
+            env=self.env,
         )
         self.console.print("[bold]stopped[/] everything `make dev` started")
+
+    def exited_child(self) -> bool:
+        """True (and says which) when a child process has died."""
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                self.console.print(
+                    f"[red]{name} exited with {proc.returncode}; see .local/log/{name}.log[/]"
+                )
+                return True
+        return False
 
     # ---- output --------------------------------------------------------------
     def _print_where(self, elapsed: float) -> None:
@@ -177,7 +208,8 @@ class Dev:
         if "outcome" not in labels and entry.get("severity") not in {"ERROR", "CRITICAL"}:
             return
         colour = {"handled": "green", "retry": "yellow", "rejected": "red", "failed": "red"}.get(
-            labels.get("outcome", ""), "white")
+            labels.get("outcome", ""), "white"
+        )
         self.timeline(f"[{colour}]{entry.get('message', '')}[/]")
 
     def timeline(self, text: str) -> None:
@@ -188,8 +220,11 @@ class Dev:
 
         subscriber = pubsub_v1.SubscriberClient()
         project = self.env["GCP_PROJECT"]
-        topics = list(TOPICS) + [dead_letter_topic(fn.name, t) for fn in FUNCTIONS for t in fn.topics]
+        topics = list(TOPICS) + [
+            dead_letter_topic(fn.name, t) for fn in FUNCTIONS for t in fn.topics
+        ]
         for topic in topics:
+
             def callback(message: Any, topic: str = topic) -> None:
                 self.timeline(f"[cyan]→ {topic}[/] {describe(message.data, message.attributes)}")
                 message.ack()
@@ -239,11 +274,7 @@ def run(ready_file: Path | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         dev.up()
-        while True:
-            for name, proc in dev.children:
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with {proc.returncode}; see .local/log/{name}.log[/]")
-                    raise KeyboardInterrupt
+        while not dev.exited_child():
             time.sleep(1)
     except KeyboardInterrupt:
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
@@ -29,10 +30,8 @@ def ensure_topic(publisher: object, project: str, topic: str) -> str:
     from google.api_core.exceptions import AlreadyExists
 
     path = f"projects/{project}/topics/{topic}"
-    try:
+    with contextlib.suppress(AlreadyExists):
         publisher.create_topic(name=path)  # type: ignore[attr-defined]
-    except AlreadyExists:
-        pass
     return path
 
 
@@ -68,10 +67,8 @@ def ensure_subscription(
             dead_letter_topic=f"projects/{project}/topics/{dead_letter}",
             max_delivery_attempts=max_delivery_attempts,
         )
-    try:
+    with contextlib.suppress(AlreadyExists):
         subscriber.create_subscription(request=request)  # type: ignore[attr-defined]
-    except AlreadyExists:
-        pass
     return path
 
 
@@ -98,10 +95,16 @@ def setup(
         for topic in fn.topics:
             dlq = dead_letter_topic(fn.name, topic)
             ensure_topic(publisher, project, dlq)
-            created.append(ensure_subscription(
-                subscriber, project, subscription_name(fn.name, topic), topic,
-                push_to=push_endpoint(host, fn.port, project, topic), dead_letter=dlq,
-            ))
+            created.append(
+                ensure_subscription(
+                    subscriber,
+                    project,
+                    subscription_name(fn.name, topic),
+                    topic,
+                    push_to=push_endpoint(host, fn.port, project, topic),
+                    dead_letter=dlq,
+                )
+            )
             if timeline:
                 ensure_subscription(subscriber, project, f"timeline--{dlq}", dlq)
     if timeline:

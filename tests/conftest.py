@@ -11,7 +11,6 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -20,9 +19,7 @@ from sqlalchemy.engine import make_url
 from shared.metrics import Metrics
 from shared.runtime import Deps, set_process_deps
 from shared.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+from tests.helpers import ROOT
 
 _SERVICES = {
     "PostgreSQL": ("PG_PORT", 54329),
@@ -53,9 +50,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def _admin_url() -> str:
-    return (
-        f"postgresql+pg8000://sight:sight-local@127.0.0.1:{_port('PostgreSQL')}/sight"
-    )
+    return f"postgresql+pg8000://sight:sight-local@127.0.0.1:{_port('PostgreSQL')}/sight"
 
 
 def create_scratch_database(prefix: str) -> str:

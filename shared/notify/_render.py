@@ -76,9 +76,7 @@ def render_build(build: Build) -> SlackMessage:
     if detail and build.status is not BuildStatus.SUCCESS:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(detail, SECTION_MAX))))
     if build.log_url:
-        blocks.append(
-            ActionsBlock(elements=[ButtonElement(text="Build log", url=build.log_url)])
-        )
+        blocks.append(ActionsBlock(elements=[ButtonElement(text="Build log", url=build.log_url)]))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"build `{build.id}`")]))
     text = f"{icon} {name}: {build.status.value}"
     if build.short_sha:

@@ -17,8 +17,9 @@ def deliver(deps: Deps, message: SlackMessage) -> str:
     configured = deps.settings.slack_webhook_url
     url = deps.secrets.resolve(configured.get_secret_value()) if configured else None
     if not url:
-        logger.info("slack message (no webhook configured): %s",
-                    json.dumps(message.to_dict())[:4000])
+        logger.info(
+            "slack message (no webhook configured): %s", json.dumps(message.to_dict())[:4000]
+        )
         return "logged"
     webhook = SlackWebhook(
         url,

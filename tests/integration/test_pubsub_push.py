@@ -34,8 +34,9 @@ def pubsub() -> tuple[Any, Any]:
 
 @pytest.fixture
 def server(deps: Deps) -> Iterator[RunningServer]:
-    app = functions_framework.create_app(target="sample", source=str(SOURCE),
-                                         signature_type="cloudevent")
+    app = functions_framework.create_app(
+        target="sample", source=str(SOURCE), signature_type="cloudevent"
+    )
     with serve(app) as running:
         yield running
 
@@ -50,9 +51,15 @@ def wired(pubsub: tuple[Any, Any], server: RunningServer) -> dict[str, str]:
     ensure_topic(publisher, PROJECT, dlq)
     ensure_subscription(subscriber, PROJECT, f"{dlq}-pull", dlq)
     ensure_subscription(
-        subscriber, PROJECT, f"{topic}-push", topic,
+        subscriber,
+        PROJECT,
+        f"{topic}-push",
+        topic,
         push_to=f"{server.url}/projects/{PROJECT}/topics/{topic}",
-        dead_letter=dlq, min_backoff_s=0.2, max_backoff_s=0.5, max_delivery_attempts=5,
+        dead_letter=dlq,
+        min_backoff_s=0.2,
+        max_backoff_s=0.5,
+        max_delivery_attempts=5,
     )
     return {"topic": topic, "dlq_sub": f"projects/{PROJECT}/subscriptions/{dlq}-pull"}
 
@@ -82,18 +89,28 @@ def test_published_message_arrives_by_push_in_a_functions_framework_app(
 ) -> None:
     key = uuid.uuid4().hex
     publish(pubsub, wired["topic"], json.dumps({"key": key}).encode())
-    eventually(lambda: count(deps, "SELECT count(*) FROM ops.actions WHERE detail->>'key' = :k",
-                             k=key) == 1)
+    eventually(
+        lambda: (
+            count(deps, "SELECT count(*) FROM ops.actions WHERE detail->>'key' = :k", k=key) == 1
+        )
+    )
 
 
 def test_transient_failure_is_redelivered_until_it_succeeds(
     pubsub: Any, wired: dict[str, str], deps: Deps
 ) -> None:
     key = uuid.uuid4().hex
-    publish(pubsub, wired["topic"], json.dumps({"key": key, "succeed_on": 3}).encode(),
-            mode="transient-until")
-    eventually(lambda: count(deps, "SELECT count(*) FROM ops.actions WHERE detail->>'key' = :k",
-                             k=key) == 1)
+    publish(
+        pubsub,
+        wired["topic"],
+        json.dumps({"key": key, "succeed_on": 3}).encode(),
+        mode="transient-until",
+    )
+    eventually(
+        lambda: (
+            count(deps, "SELECT count(*) FROM ops.actions WHERE detail->>'key' = :k", k=key) == 1
+        )
+    )
     assert int(deps.redis.get(f"sample:{key}") or 0) == 3
 
 

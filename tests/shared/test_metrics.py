@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
+from google.api import metric_pb2
 from google.cloud import monitoring_v3
 from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcTransport,
 )
-from google.api import metric_pb2
 from google.protobuf import empty_pb2
 
 from shared.metrics import METRIC_PREFIX, CloudMonitoringMetrics, LogMetrics
@@ -74,8 +74,9 @@ def test_cloud_monitoring_backend_writes_cumulative_custom_metrics_in_one_batch(
     metric_service: tuple[FakeMetricService, str],
 ) -> None:
     fake, address = metric_service
-    m = CloudMonitoringMetrics("sight-prod", flush_interval_s=3600,
-                               client_factory=lambda: client_for(address))
+    m = CloudMonitoringMetrics(
+        "sight-prod", flush_interval_s=3600, client_factory=lambda: client_for(address)
+    )
     m.incr("events", consumer="notify", outcome="handled")
     m.incr("events", consumer="notify", outcome="handled")
     m.timing("handler_ms", 12.5, consumer="notify")
@@ -92,7 +93,8 @@ def test_cloud_monitoring_backend_writes_cumulative_custom_metrics_in_one_batch(
 
 
 def test_unreachable_monitoring_never_breaks_the_caller() -> None:
-    m = CloudMonitoringMetrics("p", flush_interval_s=3600,
-                               client_factory=lambda: client_for("127.0.0.1:1"))
+    m = CloudMonitoringMetrics(
+        "p", flush_interval_s=3600, client_factory=lambda: client_for("127.0.0.1:1")
+    )
     m.incr("events", consumer="x")
     assert m.flush() == 0

@@ -10,8 +10,10 @@ from shared.settings import Settings, sync_database_url
     [
         ("postgresql+asyncpg://u:p@db:5432/sight", "postgresql+pg8000://u:p@db:5432/sight"),
         ("postgresql://u:p@db/sight", "postgresql+pg8000://u:p@db/sight"),
-        ("postgresql+asyncpg://u:p%40ss@db/sight?ssl=require",
-         "postgresql+pg8000://u:p%40ss@db/sight"),
+        (
+            "postgresql+asyncpg://u:p%40ss@db/sight?ssl=require",
+            "postgresql+pg8000://u:p%40ss@db/sight",
+        ),
     ],
 )
 def test_sync_url_is_derived_from_the_apps_async_url(async_url: str, expected: str) -> None:

@@ -23,17 +23,22 @@ SOURCE = Path(__file__).parent / "sample_function" / "main.py"
 
 @pytest.fixture
 def client(deps: Deps) -> Any:
-    app = functions_framework.create_app(target="sample", source=str(SOURCE),
-                                         signature_type="cloudevent")
+    app = functions_framework.create_app(
+        target="sample", source=str(SOURCE), signature_type="cloudevent"
+    )
     return app.test_client()
 
 
 def actions_for(deps: Deps, key: str) -> int:
     with deps.engine.connect() as conn:
-        return int(conn.execute(
-            text("SELECT count(*) FROM ops.actions WHERE kind = 'sample' AND detail->>'key' = :k"),
-            {"k": key},
-        ).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM ops.actions WHERE kind = 'sample' AND detail->>'key' = :k"
+                ),
+                {"k": key},
+            ).scalar_one()
+        )
 
 
 def runtime_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -47,7 +52,11 @@ def outcome_of(record: logging.LogRecord) -> str:
 def test_same_message_delivered_three_times_runs_handler_once(client: Any, deps: Deps) -> None:
     key = uuid.uuid4().hex
     body = envelope({"key": key}, {"id": key, "type": "test.sample"})
-    responses = [push(client, "t", body), post_cloudevent(client, "t", body), push(client, "t", body)]
+    responses = [
+        push(client, "t", body),
+        post_cloudevent(client, "t", body),
+        push(client, "t", body),
+    ]
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert actions_for(deps, key) == 1
     assert deps.metrics.counter("events", consumer="sample", outcome="duplicate") == 2
@@ -98,9 +107,11 @@ def test_data_that_is_not_base64_is_rejected_not_retried(client: Any, deps: Deps
     assert push(client, "t", body).status_code == 200
     assert deps.metrics.counter("events", consumer="sample", outcome="rejected") == 1
     with deps.engine.connect() as conn:
-        reasons = conn.execute(
-            text("SELECT reason FROM ops.rejected_events WHERE consumer = 'sample'")
-        ).scalars().all()
+        reasons = (
+            conn.execute(text("SELECT reason FROM ops.rejected_events WHERE consumer = 'sample'"))
+            .scalars()
+            .all()
+        )
     assert "message data is not valid base64" in reasons
 
 
@@ -166,7 +177,9 @@ def test_outcome_line_has_cloud_logging_fields_and_trace(
     body = envelope({"key": key}, {"id": key, "type": "sight.ops.test"})
     trace_id = uuid.uuid4().hex
     headers = {
-        "ce-id": "1", "ce-specversion": "1.0", "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-id": "1",
+        "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
         "ce-source": "//pubsub.googleapis.com/projects/sight-local/topics/t",
         "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
     }
@@ -174,18 +187,29 @@ def test_outcome_line_has_cloud_logging_fields_and_trace(
     line = json.loads(JsonFormatter().format(runtime_records(caplog)[-1]))
     assert line["severity"] == "INFO"
     assert line["logging.googleapis.com/labels"] == {
-        "consumer": "sample", "outcome": "handled", "event_type": "sight.ops.test"}
+        "consumer": "sample",
+        "outcome": "handled",
+        "event_type": "sight.ops.test",
+    }
     assert line["logging.googleapis.com/trace"] == f"projects/sight-local/traces/{trace_id}"
     assert line["event_id"] == key
 
 
-def test_database_down_is_transient(client: Any, settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_database_down_is_transient(
+    client: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from shared.runtime import set_process_deps
 
-    down = Deps(settings.model_copy(update={
-        "database_url": type(settings.database_url)(
-            "postgresql+asyncpg://sight:sight-local@127.0.0.1:1/sight"),
-        "db_connect_timeout_s": 0.5}))
+    down = Deps(
+        settings.model_copy(
+            update={
+                "database_url": type(settings.database_url)(
+                    "postgresql+asyncpg://sight:sight-local@127.0.0.1:1/sight"
+                ),
+                "db_connect_timeout_s": 0.5,
+            }
+        )
+    )
     set_process_deps(down)
     key = uuid.uuid4().hex
     response = push(client, "t", envelope({"key": key}, {"id": key}))
