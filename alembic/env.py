@@ -23,9 +23,8 @@ from __future__ import annotations
 from logging.config import fileConfig
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, pool
-
 from alembic import context
+from sqlalchemy import Connection, Engine, create_engine, pool
 
 config = context.config
 
