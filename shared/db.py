@@ -19,10 +19,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from shared.errors import TransientError
 from shared.settings import Settings
 
-# SQLSTATE classes that a retry can cure: connection exceptions, insufficient resources,
-# operator intervention (admin shutdown, cannot connect now), lock timeouts, deadlocks,
-# serialization failures.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "55P03", "40001", "40P01")
+# SQLSTATEs a retry can cure: connection exceptions, insufficient resources, operator
+# intervention (admin shutdown, cannot connect now), statement and lock timeouts,
+# deadlocks, serialization failures.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "57014", "55P03", "40001", "40P01")
 
 
 def create_db_engine(settings: Settings, **overrides: Any) -> Engine:

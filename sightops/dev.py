@@ -31,6 +31,7 @@ STATE = Path(os.environ.get("SIGHTOPS_STATE", ROOT / ".local"))
 
 STANDIN_PORTS = {"cloudrun": 8701, "slack": 8702, "secretmanager": 8703}
 SLACK_WEBHOOK_PATH = "/services/T0LOCAL/B0LOCAL/devwebhooksecret"
+SLACK_SECRET = "slack-webhook-url"
 
 
 def dev_env() -> dict[str, str]:
@@ -112,7 +113,12 @@ class Dev:
         wait_for_port(port, 30, proc)
 
     def _standins(self) -> None:
-        argv = [sys.executable, "-m", "standins", "all"]
+        seed = STATE / "run" / "secrets-seed.json"
+        seed.write_text(json.dumps(
+            {SLACK_SECRET: f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}"}))
+        seed.chmod(0o600)
+        argv = [sys.executable, "-m", "standins", "all", "--seed", str(seed),
+                "--cloudrun-seed", str(ROOT / "dev" / "cloudrun-seed.json")]
         for name, port in STANDIN_PORTS.items():
             argv += [f"--{name}-port", str(port)]
         self._spawn("standins", argv, STANDIN_PORTS["secretmanager"], lambda _l: None)

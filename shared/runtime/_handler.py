@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from werkzeug.exceptions import ServiceUnavailable
 
 from shared.db import is_transient as db_is_transient
-from shared.db import transaction
+from shared.db import pool_usage, transaction
 from shared.errors import InvalidEventError, PermanentError, SightOpsError, TransientError
 from shared.log import LABELS_KEY, TRACE_KEY, redact
 from shared.runtime._deps import Deps, process_deps
@@ -168,6 +168,7 @@ class EventHandler(Generic[E]):
     ) -> OutcomeStatus:
         with transaction(deps.engine) as conn:
             conn.execute(text(f"SET LOCAL lock_timeout = '{int(self.dedupe_wait_s * 1000)}ms'"))
+            waited = time.perf_counter()
             fresh = conn.execute(
                 text(
                     "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
@@ -175,6 +176,11 @@ class EventHandler(Generic[E]):
                 ),
                 {"c": self.consumer, "k": key, "t": message.event_type},
             ).first()
+            # A concurrent duplicate blocks on the first delivery's receipt: that is the wait.
+            deps.metrics.timing(
+                "dedupe_wait_ms", (time.perf_counter() - waited) * 1000, consumer=self.consumer
+            )
+            deps.metrics.gauge("db_pool_checked_out", pool_usage(deps.engine)["checked_out"])
             if fresh is None:
                 return self._log(
                     deps,
