@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Stop the local stack: scripts/services/down.sh [--record FILE] [postgres|redis|neo4j|pubsub ...]
+# Without --record: stops the named services (default: all four); stopping a stopped service
+# is a no-op. With --record FILE: stops only the services listed in FILE (written by
+# `up.sh --record FILE`), then deletes FILE; a missing FILE means there is nothing to stop.
+set -euo pipefail
+SVC=down
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    sed -n '2,6s/^# \{0,1\}//p' "$0" >&2
+    exit "${1:-2}"
+}
+
+record=""
+services=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --record)
+        [[ $# -ge 2 ]] || usage
+        record="$(_sightops_abs "$2")"
+        shift 2
+        ;;
+    --record=*)
+        record="$(_sightops_abs "${1#--record=}")"
+        shift
+        ;;
+    -h | --help) usage 0 ;;
+    postgres | redis | neo4j | pubsub)
+        services+=("$1")
+        shift
+        ;;
+    *)
+        echo "down.sh: unknown service or option: $1" >&2
+        usage
+        ;;
+    esac
+done
+
+if [[ -n "$record" ]]; then
+    if [[ ${#services[@]} -gt 0 ]]; then
+        echo "down.sh: --record FILE and service names are mutually exclusive" >&2
+        usage
+    fi
+    if [[ ! -f "$record" ]]; then
+        log "no record file $record: nothing to stop"
+        exit 0
+    fi
+    while read -r s; do
+        case "$s" in
+        postgres | redis | neo4j | pubsub) services+=("$s") ;;
+        "") ;;
+        *) log "ignoring unknown service '$s' in $record" ;;
+        esac
+    done <"$record"
+    if [[ ${#services[@]} -eq 0 ]]; then
+        rm -f "$record"
+        log "record file listed no services: nothing to stop"
+        exit 0
+    fi
+elif [[ ${#services[@]} -eq 0 ]]; then
+    services=("${SIGHTOPS_ALL_SERVICES[@]}")
+fi
+
+ensure_state_dirs
+t0="$(now)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/sightops-down.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+declare -A pids=()
+declare -A seen=()
+ordered=()
+for s in "${services[@]}"; do
+    [[ -n "${seen[$s]:-}" ]] && continue
+    seen[$s]=1
+    ordered+=("$s")
+    "$SIGHTOPS_SERVICES_DIR/$s.sh" stop </dev/null >"$work/$s.out" &
+    pids[$s]=$!
+done
+
+failed=()
+for s in "${ordered[@]}"; do
+    rc=0
+    wait "${pids[$s]}" || rc=$?
+    cat "$work/$s.out"
+    if [[ "$rc" -ne 0 ]]; then
+        printf '%s: FAILED to stop (exit %s)\n' "$s" "$rc"
+        failed+=("$s")
+    fi
+done
+
+if [[ -n "$record" ]]; then
+    if [[ ${#failed[@]} -gt 0 ]]; then
+        printf '%s\n' "${failed[@]}" >"$record" # keep what is still running, for a retry
+    else
+        rm -f "$record"
+    fi
+fi
+if [[ ${#failed[@]} -gt 0 ]]; then
+    log "FAILED to stop: ${failed[*]}"
+    exit 1
+fi
+log "stopped: ${ordered[*]} (total $(elapsed "$t0")s)"

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Start the local stack: scripts/services/up.sh [--record FILE] [postgres|redis|neo4j|pubsub ...]
+# Default: all four. Each service that is not already running and healthy is installed (if
+# needed) and started; services start in parallel. Prints one line per service with its
+# readiness time. Exits non-zero (after showing the tail of the failing service's log) if any
+# service does not become ready within 60 s (120 s on a first install / fresh data dir).
+# --record FILE: append the names of the services THIS invocation started to FILE, so that
+# `down.sh --record FILE` stops exactly those (e.g. a test session that must leave an already
+# running stack alone).
+set -euo pipefail
+SVC=up
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    sed -n '2,9s/^# \{0,1\}//p' "$0" >&2
+    exit "${1:-2}"
+}
+
+record=""
+services=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --record)
+        [[ $# -ge 2 ]] || usage
+        record="$(_sightops_abs "$2")"
+        shift 2
+        ;;
+    --record=*)
+        record="$(_sightops_abs "${1#--record=}")"
+        shift
+        ;;
+    -h | --help) usage 0 ;;
+    postgres | redis | neo4j | pubsub)
+        services+=("$1")
+        shift
+        ;;
+    *)
+        echo "up.sh: unknown service or option: $1" >&2
+        usage
+        ;;
+    esac
+done
+[[ ${#services[@]} -gt 0 ]] || services=("${SIGHTOPS_ALL_SERVICES[@]}")
+
+ensure_state_dirs
+t0="$(now)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/sightops-up.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+declare -A pids=()
+declare -A seen=()
+ordered=()
+for s in "${services[@]}"; do
+    [[ -n "${seen[$s]:-}" ]] && continue
+    seen[$s]=1
+    ordered+=("$s")
+    # stdout (the one-line summary) is collected; progress/errors go straight to stderr.
+    SIGHTOPS_START_RESULT="$work/$s.result" "$SIGHTOPS_SERVICES_DIR/$s.sh" start \
+        </dev/null >"$work/$s.out" &
+    pids[$s]=$!
+done
+
+failed=()
+for s in "${ordered[@]}"; do
+    rc=0
+    wait "${pids[$s]}" || rc=$?
+    if [[ "$rc" -eq 0 ]]; then
+        cat "$work/$s.out"
+        if [[ -n "$record" && "$(cat "$work/$s.result" 2>/dev/null)" == started ]]; then
+            mkdir -p "$(dirname "$record")"
+            printf '%s\n' "$s" >>"$record"
+        fi
+    else
+        cat "$work/$s.out"
+        printf '%s: FAILED (exit %s); log: %s/%s.log\n' "$s" "$rc" "$SIGHTOPS_LOG_DIR" "$s"
+        failed+=("$s")
+    fi
+done
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+    log "FAILED: ${failed[*]} (total $(elapsed "$t0")s)"
+    exit 1
+fi
+log "all ready: ${ordered[*]} (total $(elapsed "$t0")s)"
