@@ -31,7 +31,7 @@ STATE = Path(os.environ.get("SIGHTOPS_STATE", ROOT / ".local"))
 
 STANDIN_PORTS = {"cloudrun": 8701, "slack": 8702, "secretmanager": 8703}
 SLACK_WEBHOOK_PATH = "/services/T0LOCAL/B0LOCAL/devwebhooksecret"
-SLACK_SECRET = "slack-webhook-url"
+SLACK_SECRET = "slack-webhook-url"  # noqa: S105 - the secret's name, not its value
 
 
 def dev_env() -> dict[str, str]:
@@ -114,11 +114,22 @@ class Dev:
 
     def _standins(self) -> None:
         seed = STATE / "run" / "secrets-seed.json"
-        seed.write_text(json.dumps(
-            {SLACK_SECRET: f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}"}))
+        seed.write_text(
+            json.dumps(
+                {SLACK_SECRET: f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}"}
+            )
+        )
         seed.chmod(0o600)
-        argv = [sys.executable, "-m", "standins", "all", "--seed", str(seed),
-                "--cloudrun-seed", str(ROOT / "dev" / "cloudrun-seed.json")]
+        argv = [
+            sys.executable,
+            "-m",
+            "standins",
+            "all",
+            "--seed",
+            str(seed),
+            "--cloudrun-seed",
+            str(ROOT / "dev" / "cloudrun-seed.json"),
+        ]
         for name, port in STANDIN_PORTS.items():
             argv += [f"--{name}-port", str(port)]
         self._spawn("standins", argv, STANDIN_PORTS["secretmanager"], lambda _l: None)
@@ -278,6 +289,7 @@ def run(ready_file: Path | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # also when started where SIGINT was ignored (`&`)
     try:
         dev.up()
         while not dev.exited_child():
@@ -285,4 +297,7 @@ def run(ready_file: Path | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C (or a signal forwarded twice) must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         dev.down()

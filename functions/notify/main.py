@@ -13,7 +13,9 @@ def notify(event: Build, ctx: Context) -> Outcome:
         return Outcome.skipped(f"build {event.id} is {event.status.value}, not terminal")
     result = deliver(ctx.deps, render_build(event))
     ctx.record_action(
-        "notification", result, service=event.service,
+        "notification",
+        result,
+        service=event.service,
         detail={"build_id": event.id, "status": event.status.value},
     )
     return Outcome.handled(f"build {event.id} {event.status.value} {result}")

@@ -111,5 +111,22 @@ def message_from_cloudevent(event: Any) -> PubsubMessage:
     if not isinstance(data, Mapping):
         raise InvalidEventError("CloudEvent data is not a Pub/Sub envelope")
     attributes = event.get_attributes() if hasattr(event, "get_attributes") else {}
-    trace = attributes.get("traceparent")
+    trace = attributes.get("traceparent") or _request_traceparent()
     return message_from_envelope(data, source=attributes.get("source"), trace=trace)
+
+
+def _request_traceparent() -> str | None:
+    """W3C ``traceparent`` (or Cloud's ``X-Cloud-Trace-Context``) of the HTTP request, if any.
+
+    Eventarc puts trace context in the HTTP headers, not only in a CloudEvent extension.
+    """
+    import flask
+
+    if not flask.has_request_context():
+        return None
+    headers = flask.request.headers
+    if headers.get("traceparent"):
+        return headers["traceparent"]
+    cloud = headers.get("X-Cloud-Trace-Context", "")
+    trace_id = cloud.split("/", 1)[0]
+    return f"00-{trace_id}-0000000000000000-01" if len(trace_id) == 32 else None

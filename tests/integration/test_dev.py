@@ -1,0 +1,86 @@
+"""`make dev` (sightops dev) end to end: ready in time, a build message flows to Slack and
+shows on the timeline, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import GOLDEN, ROOT
+
+READY_LIMIT_S = 120
+DEV_PORTS = (8701, 8702, 8703, 8801)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
+    tmp_path: Path, database_url: str
+) -> None:
+    assert not any(port_open(p) for p in DEV_PORTS), "a previous make dev is still running"
+    ready = tmp_path / "ready.json"
+    out = (tmp_path / "dev.out").open("w+")
+    env = {**os.environ, "COLUMNS": "200"}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sightops.cli", "dev", "--ready-file", str(ready)],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        while not ready.exists():
+            assert proc.poll() is None, Path(out.name).read_text()
+            assert time.monotonic() - started < READY_LIMIT_S, "not ready in time"
+            time.sleep(0.2)
+        assert json.loads(ready.read_text())["ready_s"] < READY_LIMIT_S
+
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sightops.cli",
+                "events",
+                "publish",
+                "--file",
+                str(GOLDEN / "cloudbuild" / "failure.json"),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 20
+        messages: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not messages:
+            with urllib.request.urlopen("http://127.0.0.1:8702/_admin/messages") as r:
+                messages = json.load(r)["messages"]
+            time.sleep(0.2)
+        assert messages, "no Slack message reached the sink"
+        assert "FAILURE" in json.dumps(messages[0]["body"])
+        while time.monotonic() < deadline:
+            text = Path(out.name).read_text()
+            if "notify: handled" in text and "→ cloud-builds build" in text:
+                break
+            time.sleep(0.2)
+        assert "→ cloud-builds build" in text
+        assert "notify: handled" in text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert "stopped everything" in Path(out.name).read_text()
+    assert not any(port_open(p) for p in DEV_PORTS)
