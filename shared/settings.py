@@ -42,6 +42,26 @@ class Topics(BaseModel):
     kpi_refresh: str = "kpi-refresh"
 
 
+# Per-function configuration, nested so env reads e.g. ``ROLLBACK__MAX_PER_WINDOW=3``.
+# Each function's owner fills in its own model; defaults must be safe.
+
+
+class MigrateConfig(BaseModel):
+    """The migrate function (DESIGN.md 4.1)."""
+
+
+class RollbackConfig(BaseModel):
+    """The rollback function and smoke runner (DESIGN.md 4.2)."""
+
+
+class NotifyConfig(BaseModel):
+    """The notify and alert_intake functions (DESIGN.md 4.3, 4.4)."""
+
+
+class KpiConfig(BaseModel):
+    """The kpi and kpi_refresh functions (DESIGN.md 4.5)."""
+
+
 class Settings(BaseSettings):
     """Everything a sight-ops process is configured by."""
 
@@ -88,6 +108,11 @@ class Settings(BaseSettings):
     slack_webhook_url: SecretStr | None = None
     slack_timeout_s: float = 5.0
     slack_max_retry_wait_s: float = 5.0
+
+    migrate: MigrateConfig = MigrateConfig()
+    rollback: RollbackConfig = RollbackConfig()
+    notify: NotifyConfig = NotifyConfig()
+    kpi: KpiConfig = KpiConfig()
 
     @property
     def database_url_sync(self) -> str:

@@ -19,6 +19,16 @@ app.add_typer(pubsub_app, name="pubsub")
 
 console = Console()
 
+
+def _register_areas() -> None:
+    from sightops.commands import kpi, migrations, notify, rollback
+
+    for area in (migrations, rollback, notify, kpi):
+        area.register(app)
+
+
+_register_areas()
+
 _TOPIC_BY_TYPE_PREFIX = {
     "sight.ops.smoke.": "smoke-tests",
     "sight.ops.kpi.": "kpi-refresh",

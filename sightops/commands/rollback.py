@@ -1,0 +1,9 @@
+"""`sightops` commands for the rollback area."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands and groups to the root app."""
