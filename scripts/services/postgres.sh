@@ -78,18 +78,24 @@ find_pgbin() {
 relocate_pgbin() {
     [[ -n "$PG_OS_USER" ]] || return 0
     world_traversable "$PGBIN" && return 0
-    local src="${PGBIN%/bin}" dest
+    # The binaries find their vendored shared libraries through
+    # RPATH $ORIGIN/../../../pgserver.libs, so the copy keeps that layout.
+    local src="${PGBIN%/bin}" dest site
+    site="$(dirname "$(dirname "$src")")"
     dest="$PG_ELSEWHERE/pginstall-$(path_key "$src" "$(stat -c %Y "$src/bin/postgres")")"
-    if [[ ! -x "$dest/bin/postgres" ]]; then
+    if [[ ! -x "$dest/pgserver/pginstall/bin/postgres" ]]; then
         log "copying PostgreSQL binaries to $dest (the venv is not reachable for $PG_OS_USER)"
         mkdir -p "$PG_ELSEWHERE"
         chmod 755 "$PG_ELSEWHERE"
         rm -rf "$dest.tmp"
-        cp -a "$src" "$dest.tmp"
+        mkdir -p "$dest.tmp/pgserver"
+        cp -a "$src" "$dest.tmp/pgserver/pginstall"
+        [[ -d "$site/pgserver.libs" ]] && cp -a "$site/pgserver.libs" "$dest.tmp/pgserver.libs"
         chmod -R a+rX "$dest.tmp"
+        rm -rf "$dest"
         mv "$dest.tmp" "$dest"
     fi
-    PGBIN="$dest/bin"
+    PGBIN="$dest/pgserver/pginstall/bin"
 }
 
 # Quick probe over TCP with the app's credentials.
