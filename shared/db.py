@@ -38,11 +38,14 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
     options.update(overrides)
     engine = create_engine(settings.database_url_sync, **options)
     statement_timeout = int(settings.db_statement_timeout_ms)
+    lock_timeout = int(settings.db_lock_timeout_ms)
 
     @event.listens_for(engine, "connect")
     def _set_session_defaults(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute(f"SET statement_timeout = {statement_timeout}")
+        # Bounds every lock wait, including a duplicate delivery waiting on a receipt.
+        cursor.execute(f"SET lock_timeout = {lock_timeout}")
         cursor.execute("SET application_name = 'sight-ops'")
         cursor.close()
         dbapi_conn.commit()

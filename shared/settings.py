@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = 10.0
     db_connect_timeout_s: float = 5.0
     db_statement_timeout_ms: int = 30_000
+    db_lock_timeout_ms: int = 30_000
 
     neo4j_uri: str = "bolt://127.0.0.1:7688"
     neo4j_user: str = "neo4j"

@@ -120,7 +120,6 @@ class EventHandler(Generic[E]):
     max_age: timedelta | None
     dedupe_key: Callable[[E, PubsubMessage], str] | None
     deps_factory: Callable[[], Deps]
-    dedupe_wait_s: float = 30.0
     __name__: str = "handler"
 
     def __call__(self, cloud_event: Any) -> None:
@@ -166,49 +165,58 @@ class EventHandler(Generic[E]):
     def _run(
         self, deps: Deps, message: PubsubMessage, event: E, key: str, started: float
     ) -> OutcomeStatus:
-        with transaction(deps.engine) as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{int(self.dedupe_wait_s * 1000)}ms'"))
-            waited = time.perf_counter()
-            fresh = conn.execute(
-                text(
-                    "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
-                    " VALUES (:c, :k, :t, 'running') ON CONFLICT DO NOTHING RETURNING 1"
-                ),
-                {"c": self.consumer, "k": key, "t": message.event_type},
-            ).first()
-            # A concurrent duplicate blocks on the first delivery's receipt: that is the wait.
-            deps.metrics.timing(
-                "dedupe_wait_ms", (time.perf_counter() - waited) * 1000, consumer=self.consumer
+        # Hot path: BEGIN, receipt INSERT, the handler's own statements, COMMIT. The
+        # receipt is written as 'handled' up front and corrected only when it was not.
+        # A concurrent duplicate blocks on that uncommitted row (bounded by the engine's
+        # lock_timeout) and then sees it: that is the exactly-once guarantee.
+        try:
+            with transaction(deps.engine) as conn:
+                waited = time.perf_counter()
+                fresh = conn.execute(
+                    text(
+                        "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
+                        " VALUES (:c, :k, :t, 'handled') ON CONFLICT DO NOTHING RETURNING 1"
+                    ),
+                    {"c": self.consumer, "k": key, "t": message.event_type},
+                ).first()
+                deps.metrics.timing(
+                    "dedupe_wait_ms", (time.perf_counter() - waited) * 1000, consumer=self.consumer
+                )
+                deps.metrics.gauge("db_pool_checked_out", pool_usage(deps.engine)["checked_out"])
+                if fresh is None:
+                    return self._log(
+                        deps,
+                        message,
+                        "duplicate",
+                        started,
+                        logging.INFO,
+                        reason=f"already handled as {key}",
+                    )
+                outcome = self.fn(event, Context(self.consumer, deps, message, conn))
+                outcome = outcome or Outcome.handled()
+                if outcome.status != "handled":
+                    self._set_receipt(conn, key, outcome.status)
+        except PermanentError as exc:
+            # Effects were rolled back with the transaction; keep the receipt so the
+            # message is not handled again, then acknowledge.
+            with transaction(deps.engine) as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
+                        " VALUES (:c, :k, :t, 'failed')"
+                        " ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'failed'"
+                    ),
+                    {"c": self.consumer, "k": key, "t": message.event_type},
+                )
+            return self._log(
+                deps,
+                message,
+                "failed",
+                started,
+                logging.ERROR,
+                reason=str(exc),
+                error=type(exc).__name__,
             )
-            deps.metrics.gauge("db_pool_checked_out", pool_usage(deps.engine)["checked_out"])
-            if fresh is None:
-                return self._log(
-                    deps,
-                    message,
-                    "duplicate",
-                    started,
-                    logging.INFO,
-                    reason=f"already handled as {key}",
-                )
-            conn.execute(text("SET LOCAL lock_timeout = 0"))
-            ctx = Context(self.consumer, deps, message, conn)
-            savepoint = conn.begin_nested()
-            try:
-                outcome = self.fn(event, ctx) or Outcome.handled()
-                savepoint.commit()
-            except PermanentError as exc:
-                savepoint.rollback()
-                self._set_receipt(conn, key, "failed")
-                return self._log(
-                    deps,
-                    message,
-                    "failed",
-                    started,
-                    logging.ERROR,
-                    reason=str(exc),
-                    error=type(exc).__name__,
-                )
-            self._set_receipt(conn, key, outcome.status)
         return self._log(
             deps,
             message,
