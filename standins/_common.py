@@ -342,6 +342,39 @@ def admin_json() -> JSON:
     return payload
 
 
+class FaultInjection:
+    """The fault/request-log methods every Google-API stand-in state offers, delegated to
+    its :class:`FaultsAndLog` (one implementation, so the admin surface stays identical)."""
+
+    log: FaultsAndLog
+
+    def inject_fault(
+        self,
+        status: int,
+        *,
+        count: int = 1,
+        method: str | None = None,
+        path_regex: str = ".*",
+        retry_after: int | None = None,
+        message: str | None = None,
+    ) -> FaultRule:
+        """The next ``count`` API requests matching answer ``status`` (Google error JSON)."""
+        return self.log.inject_fault(
+            status,
+            count=count,
+            method=method,
+            path_regex=path_regex,
+            retry_after=retry_after,
+            body=message,
+        )
+
+    def clear_faults(self) -> None:
+        self.log.clear_faults()
+
+    def requests(self, method: str | None = None, path_regex: str | None = None) -> list[JSON]:
+        return [r.to_json() for r in self.log.requests(method, path_regex)]
+
+
 def fault_from_admin(payload: Mapping[str, Any], log: FaultsAndLog) -> FaultRule:
     try:
         return log.inject_fault(

@@ -41,6 +41,7 @@ from standins._common import (
     JSON,
     RPC_CODES,
     Clock,
+    FaultInjection,
     FaultRule,
     FaultsAndLog,
     SegmentConverter,
@@ -287,7 +288,7 @@ def _page_offset(token: str) -> int:
     return offset
 
 
-class CloudRunState:
+class CloudRunState(FaultInjection):
     """Services, revisions and operations of the stand-in; every method is thread-safe.
 
     ``operation_polls``: how many ``GetOperation`` calls an UpdateService operation
@@ -374,32 +375,6 @@ class CloudRunState:
             self.log.reset()
 
     # ------------------------------------------------------------------ faults / log
-
-    def inject_fault(
-        self,
-        status: int,
-        *,
-        count: int = 1,
-        method: str | None = None,
-        path_regex: str = ".*",
-        retry_after: int | None = None,
-        message: str | None = None,
-    ) -> FaultRule:
-        """The next ``count`` API requests matching answer ``status`` (Google error JSON)."""
-        return self.log.inject_fault(
-            status,
-            count=count,
-            method=method,
-            path_regex=path_regex,
-            retry_after=retry_after,
-            body=message,
-        )
-
-    def clear_faults(self) -> None:
-        self.log.clear_faults()
-
-    def requests(self, method: str | None = None, path_regex: str | None = None) -> list[JSON]:
-        return [r.to_json() for r in self.log.requests(method, path_regex)]
 
     def patch_count(self, project: str, location: str, service: str) -> int:
         """PATCH requests received for the service (including rejected and faulted ones)."""

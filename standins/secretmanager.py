@@ -35,6 +35,7 @@ from flask import Flask, Response, request
 from standins._common import (
     JSON,
     Clock,
+    FaultInjection,
     FaultRule,
     FaultsAndLog,
     SegmentConverter,
@@ -62,7 +63,7 @@ class _Version:
     state: VersionState = "ENABLED"
 
 
-class SecretManagerState:
+class SecretManagerState(FaultInjection):
     """Secrets and their versions, faults and the access log; every method is thread-safe."""
 
     def __init__(self, *, project_number: str = "123456789012", clock: Clock = utcnow) -> None:
@@ -116,31 +117,6 @@ class SecretManagerState:
         """The next ``count`` accesses answer a ``dataCrc32c`` that does not match the data."""
         with self._lock:
             self._corrupt_next += count
-
-    def inject_fault(
-        self,
-        status: int,
-        *,
-        count: int = 1,
-        method: str | None = None,
-        path_regex: str = ".*",
-        retry_after: int | None = None,
-        message: str | None = None,
-    ) -> FaultRule:
-        return self.log.inject_fault(
-            status,
-            count=count,
-            method=method,
-            path_regex=path_regex,
-            retry_after=retry_after,
-            body=message,
-        )
-
-    def clear_faults(self) -> None:
-        self.log.clear_faults()
-
-    def requests(self, method: str | None = None, path_regex: str | None = None) -> list[JSON]:
-        return [r.to_json() for r in self.log.requests(method, path_regex)]
 
     def access_count(self, secret: str | None = None) -> int:
         """How many access requests (of ``secret``) were received."""
