@@ -8,40 +8,12 @@ SVC=down
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-    sed -n '2,6s/^# \{0,1\}//p' "$0" >&2
-    exit "${1:-2}"
-}
-
-record=""
-services=()
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-    --record)
-        [[ $# -ge 2 ]] || usage
-        record="$(_sightops_abs "$2")"
-        shift 2
-        ;;
-    --record=*)
-        record="$(_sightops_abs "${1#--record=}")"
-        shift
-        ;;
-    -h | --help) usage 0 ;;
-    postgres | redis | neo4j | pubsub)
-        services+=("$1")
-        shift
-        ;;
-    *)
-        echo "down.sh: unknown service or option: $1" >&2
-        usage
-        ;;
-    esac
-done
+parse_stack_args 6 "$@"
 
 if [[ -n "$record" ]]; then
     if [[ ${#services[@]} -gt 0 ]]; then
         echo "down.sh: --record FILE and service names are mutually exclusive" >&2
-        usage
+        exit 2
     fi
     if [[ ! -f "$record" ]]; then
         log "no record file $record: nothing to stop"

@@ -429,3 +429,39 @@ svc_main() {
         ;;
     esac
 }
+
+# parse_stack_args LAST_USAGE_LINE ARGS...: the command line of up.sh / down.sh.
+# Sets `record` (absolute path or empty) and `services` (the names given). Usage text is
+# lines 2..LAST_USAGE_LINE of the calling script's header comment.
+parse_stack_args() {
+    local last="$1"
+    shift
+    _stack_usage() {
+        sed -n "2,${last}s/^# \{0,1\}//p" "$0" >&2
+        exit "${1:-2}"
+    }
+    record=""
+    services=()
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+        --record)
+            [[ $# -ge 2 ]] || _stack_usage
+            record="$(_sightops_abs "$2")"
+            shift 2
+            ;;
+        --record=*)
+            record="$(_sightops_abs "${1#--record=}")"
+            shift
+            ;;
+        -h | --help) _stack_usage 0 ;;
+        postgres | redis | neo4j | pubsub)
+            services+=("$1")
+            shift
+            ;;
+        *)
+            echo "$(basename "$0"): unknown service or option: $1" >&2
+            _stack_usage
+            ;;
+        esac
+    done
+}

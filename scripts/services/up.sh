@@ -12,35 +12,7 @@ SVC=up
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-    sed -n '2,9s/^# \{0,1\}//p' "$0" >&2
-    exit "${1:-2}"
-}
-
-record=""
-services=()
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-    --record)
-        [[ $# -ge 2 ]] || usage
-        record="$(_sightops_abs "$2")"
-        shift 2
-        ;;
-    --record=*)
-        record="$(_sightops_abs "${1#--record=}")"
-        shift
-        ;;
-    -h | --help) usage 0 ;;
-    postgres | redis | neo4j | pubsub)
-        services+=("$1")
-        shift
-        ;;
-    *)
-        echo "up.sh: unknown service or option: $1" >&2
-        usage
-        ;;
-    esac
-done
+parse_stack_args 9 "$@"
 [[ ${#services[@]} -gt 0 ]] || services=("${SIGHTOPS_ALL_SERVICES[@]}")
 
 ensure_state_dirs
