@@ -1,10 +1,10 @@
-"""``python -m standins cloudrun|slack|secretmanager|all`` -- run stand-ins until signalled.
+"""``python -m standins cloudrun|slack|secretmanager|sightapi|all`` -- run until signalled.
 
 Examples::
 
     python -m standins cloudrun --port 8701 --cloudrun-seed dev/cloudrun.json
     python -m standins secretmanager --port 8703 --seed .local/secrets.json
-    python -m standins all   # cloudrun :8701, slack :8702, secretmanager :8703
+    python -m standins all   # cloudrun :8701, slack :8702, secretmanager :8703, sightapi :8704
 
 Logs one line per request to stderr; prints ``<name> listening on <url>`` per stand-in
 once it accepts connections; exits 0 on SIGTERM / SIGINT.
@@ -24,19 +24,24 @@ from types import FrameType
 
 from flask import Flask
 
-from standins import cloudrun, secretmanager, slack
+from standins import cloudrun, secretmanager, sightapi, slack
 from standins._server import RunningServer, serve
 
-DEFAULT_PORTS = {"cloudrun": 8701, "slack": 8702, "secretmanager": 8703}  # as `make dev`
+DEFAULT_PORTS = {  # as `make dev`
+    "cloudrun": 8701,
+    "slack": 8702,
+    "secretmanager": 8703,
+    "sightapi": 8704,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m standins",
-        description="Local stand-ins for Cloud Run Admin API v2, Slack webhooks and "
-        "Secret Manager (see docs/standins.md).",
+        description="Local stand-ins for Cloud Run Admin API v2, Slack webhooks, "
+        "Secret Manager and the Sight API (see docs/standins.md).",
     )
-    parser.add_argument("which", choices=["cloudrun", "slack", "secretmanager", "all"])
+    parser.add_argument("which", choices=["cloudrun", "slack", "secretmanager", "sightapi", "all"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
         "--port", type=int, default=None, help="port of a single stand-in (0 = any free port)"
@@ -79,6 +84,8 @@ def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
             apps[name] = cloudrun.create_app(cr_state)
         elif name == "slack":
             apps[name] = slack.create_app(slack.SlackState())
+        elif name == "sightapi":
+            apps[name] = sightapi.create_app(sightapi.SightApiState())
         else:
             sm_state = secretmanager.SecretManagerState()
             if args.seed is not None:

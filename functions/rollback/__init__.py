@@ -1,0 +1,1 @@
+"""Deployable source of the rollback function (main.py)."""

@@ -1,0 +1,318 @@
+"""The rollback decision as pure functions over typed inputs (DESIGN.md 4.2).
+
+The table, in the order it is applied (docs/rollback.md has it with examples):
+
+| trigger | condition | verdict |
+|---|---|---|
+| smoke | a newer smoke.passed already marked the revision good | skip (superseded) |
+| smoke | the failed revision serves no traffic | skip, mark it bad |
+| alert | the incident names a revision that serves no traffic | skip |
+| alert | the incident started before, or longer than the alert window after, the promotion | skip |
+| smoke, alert | the anti-flap cap of automatic rollbacks is reached | escalate, mark bad |
+| any | no revision is Ready, known-good and not the failed one | fail, mark bad |
+| any | a breaking migration finished after the target was created | freeze, mark bad |
+| any | otherwise | rollback to the newest Ready known-good revision, mark bad |
+
+A manual rollback (``sightops rollback``) goes through the same table without the
+anti-flap cap and without marking; ``--force`` skips the health and migration checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from shared.events import IncidentNotification
+from shared.rollback._model import (
+    BreakingMigration,
+    Decision,
+    HealthRecord,
+    Policy,
+    RevisionInfo,
+    ServiceState,
+    TrafficItem,
+    Trigger,
+    Verdict,
+)
+
+#: Incidents carry whole seconds and metrics are aligned to a minute or so: an incident
+#: that started this little before a promotion still belongs to the promoted revision.
+ALERT_SLACK = timedelta(seconds=60)
+
+
+def decide(
+    trigger: Trigger,
+    state: ServiceState,
+    health: Mapping[str, HealthRecord],
+    breaking: Sequence[BreakingMigration] = (),
+    recent_auto_rollbacks: int = 0,
+    promoted_at: Mapping[str, datetime] | None = None,
+    policy: Policy | None = None,
+) -> Decision:
+    """What to do about ``trigger`` given everything known right now. No I/O."""
+    policy = policy or Policy()
+    serving = state.serving()
+    service = trigger.service
+
+    def verdict(
+        kind: Verdict,
+        reason: str,
+        *,
+        from_revision: str | None = None,
+        to_revision: str | None = None,
+        mark_bad: str | None = None,
+    ) -> Decision:
+        return Decision(kind, service, reason, from_revision, to_revision, mark_bad)
+
+    if trigger.kind == "manual":
+        return _decide_manual(trigger, state, health, breaking, serving)
+
+    if trigger.kind == "smoke":
+        failed = trigger.revision or ""
+        known = health.get(failed)
+        if (
+            known is not None
+            and known.health == "good"
+            and known.evidence_time is not None
+            and known.evidence_time > trigger.evidence_time
+        ):
+            return verdict(
+                Verdict.SKIP,
+                f"smoke.failed for {failed} at {_t(trigger.evidence_time)} is older than the "
+                f"evidence that marked it good at {_t(known.evidence_time)}; superseded",
+                from_revision=failed,
+            )
+        if serving.get(failed, 0) <= 0:
+            return verdict(
+                Verdict.SKIP,
+                f"{failed} serves no traffic; marked bad",
+                from_revision=failed,
+                mark_bad=failed,
+            )
+        reason = f"smoke.failed for {failed} while serving {serving[failed]}% of traffic"
+    else:  # alert
+        if trigger.revision is not None and serving.get(trigger.revision, 0) <= 0:
+            return verdict(
+                Verdict.SKIP,
+                f"incident {trigger.event_id} is about {trigger.revision}, which serves no traffic",
+                from_revision=trigger.revision,
+            )
+        failed = trigger.revision or state.primary() or ""
+        if not failed:
+            return verdict(Verdict.SKIP, f"no revision of {service} serves traffic")
+        info = state.revision(failed)
+        promoted = _promotion_time(info, (promoted_at or {}).get(failed))
+        started = trigger.incident_started_at or trigger.evidence_time
+        if promoted is not None and started < promoted - ALERT_SLACK:
+            return verdict(
+                Verdict.SKIP,
+                f"incident {trigger.event_id} started at {_t(started)}, before {failed} was "
+                f"promoted at {_t(promoted)}",
+                from_revision=failed,
+            )
+        if promoted is not None and started - promoted > policy.alert_window:
+            return verdict(
+                Verdict.SKIP,
+                f"incident {trigger.event_id} started {_span(started - promoted)} after "
+                f"{failed} was promoted, outside the {_span(policy.alert_window)} alert window",
+                from_revision=failed,
+            )
+        reason = (
+            f"auto-rollback incident {trigger.event_id} on {failed} "
+            f"({_span(started - promoted) if promoted else 'unknown time'} after promotion)"
+        )
+
+    target = newest_known_good(state, health, exclude=failed)
+    if recent_auto_rollbacks >= policy.max_per_window:
+        return verdict(
+            Verdict.ESCALATE,
+            f"anti-flap cap reached: {recent_auto_rollbacks} automatic rollbacks of {service} "
+            f"in the last {_span(policy.window)} (cap {policy.max_per_window}); traffic not moved",
+            from_revision=failed,
+            to_revision=target.name if target else None,
+            mark_bad=failed,
+        )
+    if target is None:
+        return verdict(
+            Verdict.FAIL,
+            f"no known-good revision of {service} to roll back to (no Ready revision other "
+            f"than {failed} is marked good); traffic not moved",
+            from_revision=failed,
+            mark_bad=failed,
+        )
+    blocking = breaking_after(breaking, target)
+    if blocking is not None:
+        return verdict(
+            Verdict.FREEZE,
+            f"breaking migration {blocking.label} applied after {target.name} was deployed; "
+            "traffic not moved",
+            from_revision=failed,
+            to_revision=target.name,
+            mark_bad=failed,
+        )
+    return verdict(
+        Verdict.ROLLBACK,
+        reason,
+        from_revision=failed,
+        to_revision=target.name,
+        mark_bad=failed,
+    )
+
+
+def _decide_manual(
+    trigger: Trigger,
+    state: ServiceState,
+    health: Mapping[str, HealthRecord],
+    breaking: Sequence[BreakingMigration],
+    serving: Mapping[str, int],
+) -> Decision:
+    service = trigger.service
+    current = state.primary()
+    if trigger.target is not None:
+        target = state.revision(trigger.target)
+        if target is None:
+            return Decision(
+                Verdict.FAIL, service, f"{trigger.target} is not a revision of {service}", current
+            )
+    else:
+        target = newest_known_good(state, health, exclude=current)
+        if target is None:
+            return Decision(
+                Verdict.FAIL,
+                service,
+                f"no known-good revision of {service} to roll back to (no Ready revision other "
+                f"than {current} is marked good); name one with --to",
+                current,
+            )
+    if serving.get(target.name, 0) >= 100:
+        return Decision(
+            Verdict.SKIP,
+            service,
+            f"{target.name} already serves 100% of traffic",
+            current,
+            target.name,
+        )
+    if not target.ready:
+        # Not a safety check --force could waive: Cloud Run cannot route to it.
+        return Decision(
+            Verdict.FAIL,
+            service,
+            f"{target.name} is not Ready; traffic not moved",
+            current,
+            target.name,
+        )
+    if not trigger.force:
+        known = health.get(target.name)
+        if known is None or known.health != "good":
+            state_word = known.health if known else "unknown"
+            return Decision(
+                Verdict.FAIL,
+                service,
+                f"{target.name} is {state_word}, not known-good; use --force to move anyway",
+                current,
+                target.name,
+            )
+        blocking = breaking_after(breaking, target)
+        if blocking is not None:
+            return Decision(
+                Verdict.FREEZE,
+                service,
+                f"breaking migration {blocking.label} applied after {target.name} was deployed; "
+                "traffic not moved (use --force to move anyway)",
+                current,
+                target.name,
+            )
+    forced = " (forced)" if trigger.force else ""
+    return Decision(
+        Verdict.ROLLBACK,
+        service,
+        f"manual rollback to {target.name}{forced}",
+        current,
+        target.name,
+    )
+
+
+def newest_known_good(
+    state: ServiceState, health: Mapping[str, HealthRecord], exclude: str | None
+) -> RevisionInfo | None:
+    """The newest revision (by create time) that is Ready and marked good."""
+    candidates = [
+        rev
+        for rev in state.revisions
+        if rev.ready
+        and rev.name != exclude
+        and (known := health.get(rev.name)) is not None
+        and known.health == "good"
+    ]
+    return max(candidates, key=lambda r: (r.create_time, r.name), default=None)
+
+
+def breaking_after(
+    breaking: Sequence[BreakingMigration], target: RevisionInfo
+) -> BreakingMigration | None:
+    """The most recent breaking migration that finished after ``target`` was created."""
+    later = [m for m in breaking if m.finished_at > target.create_time]
+    return max(later, key=lambda m: m.finished_at, default=None)
+
+
+def rollback_traffic(spec: Sequence[TrafficItem], target: str) -> list[TrafficItem]:
+    """The new traffic spec: 100 % pinned to ``target``, every tagged entry kept at 0 %.
+
+    Tags are URLs someone relies on (a candidate's tag URL, a ``stable`` tag); keeping them
+    at 0 % changes who gets user traffic and nothing else.
+    """
+    tagged = [
+        TrafficItem(item.type, item.revision if item.type == "REVISION" else "", 0, item.tag)
+        for item in spec
+        if item.tag
+    ]
+    return [TrafficItem("REVISION", target, 100), *tagged]
+
+
+def incident_trigger(notification: IncidentNotification, received_at: datetime) -> Trigger | str:
+    """The trigger an incident notification stands for, or why it is not one.
+
+    Only an open incident of a policy labelled ``auto_rollback=true`` on a
+    ``cloud_run_revision`` resource counts; test notifications never do.
+    """
+    incident = notification.incident
+    if notification.is_test:
+        return "test notification"
+    if not incident.is_open:
+        return f"incident {incident.incident_id} is {incident.state or 'of unknown state'}"
+    if not incident.auto_rollback:
+        return f"incident {incident.incident_id}: policy is not labelled auto_rollback=true"
+    service = incident.cloud_run_service
+    if service is None:
+        return f"incident {incident.incident_id} is not about a Cloud Run revision"
+    started = incident.started_at or received_at
+    return Trigger(
+        kind="alert",
+        service=service,
+        event_id=incident.incident_id,
+        evidence_time=started,
+        revision=incident.cloud_run_revision,
+        incident_started_at=incident.started_at,
+    )
+
+
+def _promotion_time(info: RevisionInfo | None, our_move: datetime | None) -> datetime | None:
+    """When the revision started serving: our own traffic move to it if we made one, else
+    its creation time (a lower bound: the window then closes early, never late)."""
+    times = [t for t in (info.create_time if info else None, our_move) if t is not None]
+    return max(times) if times else None
+
+
+def _t(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60}min"
+    if seconds >= 120:
+        return f"{seconds // 60}min {seconds % 60}s"
+    return f"{seconds}s"

@@ -1,0 +1,499 @@
+"""Orchestration: lock the service, read, decide, mark, act, record, publish.
+
+The rollback function (``functions/rollback``) and the manual ``sightops rollback``
+command both go through :class:`Rollbacks`, so they apply the same checks. Every
+decision ends as one ``ops.actions`` row and one ``sight.ops.rollback.*`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection
+
+from shared.db import transaction
+from shared.errors import TransientError
+from shared.events import (
+    EventType,
+    IncidentNotification,
+    OpsEvent,
+    OpsPayload,
+    RollbackResult,
+    SmokeResult,
+    parse_incident_message,
+    parse_ops_message,
+)
+from shared.rollback import _store as store
+from shared.rollback._cloudrun import (
+    CloudRun,
+    CloudRunError,
+    OperationFailed,
+    ServiceNotFound,
+    TrafficConflict,
+    cloud_run_for,
+)
+from shared.rollback._decide import decide, incident_trigger
+from shared.rollback._model import (
+    Decision,
+    Health,
+    Policy,
+    ServiceState,
+    Trigger,
+    Verdict,
+)
+from shared.runtime import Context, Deps, Outcome, PubsubMessage
+
+logger = logging.getLogger("sightops.rollback")
+
+#: What the rollback function consumes: our smoke events, or Cloud Monitoring incidents.
+RollbackInput = OpsEvent[OpsPayload] | IncidentNotification
+
+
+def parse_rollback_message(data: bytes, attributes: Mapping[str, str]) -> RollbackInput:
+    """Our events carry a ``type`` attribute; incident notifications carry none."""
+    if attributes.get("type"):
+        return parse_ops_message(data, attributes)
+    return parse_incident_message(data, attributes)
+
+
+def rollback_dedupe_key(event: RollbackInput, message: PubsubMessage) -> str:
+    """Our events dedupe on their id. An incident dedupes on (incident id, state): the
+    webhook and the Pub/Sub channel deliver the same notification with different
+    message ids, and a re-notification of an open incident is not a new failure."""
+    if isinstance(event, IncidentNotification):
+        state = event.incident.state or "unknown"
+        return f"incident:{event.incident.incident_id}:{state}"
+    return message.event_id
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one decision came to, for the function's log line and the CLI."""
+
+    decision: Decision
+    verdict: Verdict
+    reason: str
+    dry_run: bool
+    event: OpsEvent[RollbackResult]
+    published: bool
+    serving_before: dict[str, int] = field(default_factory=dict)
+    serving_after: dict[str, int] | None = None
+
+    def outcome(self) -> Outcome:
+        fields = {
+            "verdict": self.verdict.value,
+            "service": self.decision.service,
+            "from_revision": self.decision.from_revision,
+            "to_revision": self.decision.to_revision,
+            "dry_run": self.dry_run,
+            "rollback_event_id": self.event.id,
+        }
+        text = f"{self.event.type.value}: {self.reason}"
+        if self.verdict is Verdict.SKIP:
+            return Outcome.skipped(text, **fields)
+        return Outcome.handled(text, **fields)
+
+
+class Rollbacks:
+    """Decisions about services, on one open transaction (``conn``).
+
+    ``record`` appends to ``ops.actions`` in that transaction (``Context.record_action``).
+    """
+
+    def __init__(
+        self,
+        deps: Deps,
+        conn: Connection,
+        record: store.Recorder,
+        *,
+        actor: str = "automation",
+        source: str = "rollback",
+    ) -> None:
+        self.deps = deps
+        self.conn = conn
+        self.record = record
+        self.actor = actor
+        self.source = source
+        self.config = deps.settings.rollback
+
+    # ------------------------------------------------------------------ entry points
+
+    def smoke_passed(self, event_id: str, evidence_time: datetime, smoke: SmokeResult) -> Outcome:
+        """Mark the revision known-good (unless newer evidence says otherwise)."""
+        store.lock_service(self.conn, smoke.service, self.config.lock_wait_s)
+        state = self._bootstrap_read(smoke.service, smoke.region)
+        applied = self.mark(
+            smoke.service,
+            smoke.revision,
+            "good",
+            f"smoke.passed {event_id} ({len(smoke.checks)} checks at {smoke.url})",
+            evidence_time,
+            state=state,
+            build_id=smoke.build_id,
+            commit_sha=smoke.commit_sha,
+        )
+        if applied:
+            return Outcome.handled(f"{smoke.revision} of {smoke.service} marked good")
+        return Outcome.skipped(
+            f"smoke.passed for {smoke.revision} is older than the evidence already recorded"
+        )
+
+    def run(
+        self,
+        trigger: Trigger,
+        region: str | None = None,
+        *,
+        dry_run: bool = False,
+        bad_reason: str | None = None,
+    ) -> Report:
+        """Decide about ``trigger`` under the service lock, act, record and publish."""
+        settings = self.deps.settings
+        service = trigger.service
+        store.lock_service(self.conn, service, self.config.lock_wait_s)
+        project = self.config.project or settings.gcp_project
+        region = region or self.config.region or settings.gcp_region
+        cloud = cloud_run_for(self.deps)
+        try:
+            state = cloud.read(project, region, service)
+        except ServiceNotFound as exc:
+            decision = Decision(
+                Verdict.FAIL,
+                service,
+                f"{exc}; traffic not moved",
+                from_revision=trigger.revision,
+                mark_bad=trigger.revision if trigger.kind == "smoke" else None,
+            )
+            self._mark_bad(decision, trigger, None, bad_reason)
+            return self._finish(trigger, decision, decision.verdict, decision.reason, dry_run, {})
+
+        if trigger.kind != "manual":
+            self._bootstrap(state, exclude=trigger.revision or state.primary())
+        decision = self._decide(trigger, state)
+        self._mark_bad(decision, trigger, state, bad_reason)
+
+        verdict, reason = decision.verdict, decision.reason
+        serving_after: dict[str, int] | None = None
+        if verdict is Verdict.ROLLBACK and decision.to_revision:
+            if dry_run:
+                verdict = Verdict.SKIP
+                reason = (
+                    f"dry run: would move 100% of {service} from {decision.from_revision} to "
+                    f"{decision.to_revision} ({decision.reason})"
+                )
+            else:
+                verdict, reason, serving_after = self._move(cloud, state, decision)
+        return self._finish(
+            trigger, decision, verdict, reason, dry_run, state.serving(), serving_after
+        )
+
+    def mark(
+        self,
+        service: str,
+        revision: str,
+        health: Health,
+        reason: str,
+        evidence_time: datetime,
+        *,
+        state: ServiceState | None = None,
+        build_id: str | None = None,
+        commit_sha: str | None = None,
+    ) -> bool:
+        return store.mark_health(
+            self.conn,
+            self.record,
+            service=service,
+            revision=revision,
+            health=health,
+            reason=reason,
+            evidence_time=evidence_time,
+            info=state.revision(revision) if state else None,
+            build_id=build_id,
+            commit_sha=commit_sha,
+            actor=self.actor,
+        )
+
+    # ------------------------------------------------------------------ steps
+
+    def _bootstrap_read(self, service: str, region: str | None) -> ServiceState | None:
+        """On the first event about a service, read it and record its baseline."""
+        if store.service_known(self.conn, service):
+            return None
+        settings = self.deps.settings
+        try:
+            state = cloud_run_for(self.deps).read(
+                self.config.project or settings.gcp_project,
+                region or self.config.region or settings.gcp_region,
+                service,
+            )
+        except ServiceNotFound:
+            return None
+        self._bootstrap(state, exclude=None)
+        return state
+
+    def _bootstrap(self, state: ServiceState, exclude: str | None) -> None:
+        """The first time a service is seen, the revision serving 100 % is the baseline
+        known-good -- unless it is the very revision this event accuses.
+
+        Its evidence time is the revision's creation time, so any real smoke result
+        about it (always later) overrides the baseline.
+        """
+        if store.service_known(self.conn, state.service):
+            return
+        baseline = state.sole_server()
+        info = state.revision(baseline) if baseline else None
+        if baseline is None or info is None or baseline == exclude:
+            return
+        self.mark(
+            state.service,
+            baseline,
+            "good",
+            f"baseline: served 100% of traffic when sight-ops first saw {state.service}",
+            info.create_time,
+            state=state,
+        )
+
+    def _decide(self, trigger: Trigger, state: ServiceState) -> Decision:
+        now = self.deps.clock()
+        window = timedelta(seconds=self.config.window_s)
+        oldest = min((r.create_time for r in state.revisions), default=now)
+        return decide(
+            trigger,
+            state,
+            store.load_health(self.conn, trigger.service),
+            breaking=store.breaking_migrations(self.conn, oldest),
+            recent_auto_rollbacks=(
+                0
+                if trigger.kind == "manual"
+                else store.recent_auto_rollbacks(self.conn, trigger.service, now - window)
+            ),
+            promoted_at=(
+                store.our_promotions(self.conn, trigger.service) if trigger.kind == "alert" else {}
+            ),
+            policy=Policy(
+                max_per_window=self.config.max_per_window,
+                window=window,
+                alert_window=timedelta(seconds=self.config.alert_window_s),
+            ),
+        )
+
+    def _mark_bad(
+        self,
+        decision: Decision,
+        trigger: Trigger,
+        state: ServiceState | None,
+        bad_reason: str | None,
+    ) -> None:
+        if decision.mark_bad is None:
+            return
+        self.mark(
+            decision.service,
+            decision.mark_bad,
+            "bad",
+            bad_reason or f"{trigger.kind} {trigger.event_id}",
+            trigger.evidence_time,
+            state=state,
+        )
+
+    def _move(
+        self, cloud: CloudRun, state: ServiceState, decision: Decision
+    ) -> tuple[Verdict, str, dict[str, int] | None]:
+        """Pin traffic; map what Cloud Run answered to the final verdict."""
+        target = decision.to_revision or ""
+        started = time.perf_counter()
+        try:
+            after = cloud.pin_traffic(state, target)
+        except TrafficConflict as exc:
+            return Verdict.FAIL, f"{exc}; traffic not moved", None
+        except OperationFailed as exc:
+            return Verdict.FAIL, f"{exc}; check the service's traffic by hand", None
+        except CloudRunError as exc:
+            return Verdict.FAIL, f"{exc}; traffic not moved", None
+        finally:
+            self.deps.metrics.timing(
+                "rollback_update_ms", (time.perf_counter() - started) * 1000, service=state.service
+            )
+        serving = after.serving()
+        if serving.get(target, 0) < 100:
+            return (
+                Verdict.FAIL,
+                f"UpdateService finished but traffic_statuses show {_fmt(serving)}, not "
+                f"{target} at 100%",
+                serving,
+            )
+        return Verdict.ROLLBACK, decision.reason, serving
+
+    def _finish(
+        self,
+        trigger: Trigger,
+        decision: Decision,
+        verdict: Verdict,
+        reason: str,
+        dry_run: bool,
+        serving_before: dict[str, int],
+        serving_after: dict[str, int] | None = None,
+    ) -> Report:
+        """Publish the ``sight.ops.rollback.*`` event and record the action.
+
+        Once traffic has moved, a failed publish must not undo the record of it (a
+        redelivery would find nothing to do and the move would go unrecorded), so it
+        is logged and noted in the action instead of raised.
+        """
+        manual = trigger.kind == "manual"
+        event = OpsEvent.new(
+            verdict.event_type,
+            RollbackResult(
+                service=decision.service,
+                from_revision=decision.from_revision,
+                to_revision=decision.to_revision,
+                reason=reason,
+                trigger_event_id=None if manual else trigger.event_id,
+                dry_run=dry_run,
+                manual=manual,
+            ),
+            source=self.source,
+            clock=self.deps.clock,
+        )
+        published = True
+        try:
+            self.deps.publisher.publish_event(self.deps.settings.topics.ops_events, event)
+        except Exception as exc:
+            if verdict is not Verdict.ROLLBACK:
+                if isinstance(exc, TransientError):
+                    raise
+                raise TransientError(f"publish failed: {type(exc).__name__}") from exc
+            published = False
+            logger.error(  # noqa: TRY400 - the reason is enough; the action keeps the rest
+                "rollback of %s done but %s not published: %s",
+                decision.service,
+                event.type.value,
+                type(exc).__name__,
+            )
+        self.record(
+            verdict.action_kind,
+            verdict.action_status,
+            service=decision.service,
+            actor=self.actor,
+            detail={
+                "from": decision.from_revision,
+                "to": decision.to_revision,
+                "reason": reason,
+                "trigger": trigger.kind,
+                "trigger_event_id": trigger.event_id,
+                "dry_run": dry_run,
+                "manual": manual,
+                "forced": trigger.force,
+                "event_id": event.id,
+                "event_type": event.type.value,
+                "event_published": published,
+                "serving_before": serving_before,
+                "serving_after": serving_after,
+            },
+        )
+        self.deps.metrics.incr("rollback_decisions", verdict=verdict.value)
+        return Report(
+            decision, verdict, reason, dry_run, event, published, serving_before, serving_after
+        )
+
+
+def _fmt(serving: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {pct}%" for name, pct in sorted(serving.items())) or "nothing"
+
+
+# ---------------------------------------------------------------------- function handler
+
+
+def handle(event: RollbackInput, ctx: Context) -> Outcome:
+    """The rollback function's handler: dispatch on what arrived."""
+    deps = ctx.deps
+    rollbacks = Rollbacks(deps, ctx.conn, ctx.record_action)
+    dry_run = deps.settings.rollback.dry_run
+    if isinstance(event, IncidentNotification):
+        trigger = incident_trigger(event, ctx.message.event_time or deps.clock())
+        if isinstance(trigger, str):
+            return Outcome.skipped(trigger)
+        resource = event.incident.resource
+        region = resource.labels.get("location") if resource else None
+        report = rollbacks.run(
+            trigger,
+            region,
+            dry_run=dry_run,
+            bad_reason=f"auto-rollback incident {trigger.event_id}: "
+            f"{event.incident.policy_name or event.incident.condition_name or 'alert'}",
+        )
+        return report.outcome()
+    if event.type is EventType.SMOKE_PASSED:
+        return rollbacks.smoke_passed(event.id, event.time, event.data_as(SmokeResult))
+    if event.type is not EventType.SMOKE_FAILED:
+        return Outcome.skipped(f"{event.type.value} is not a rollback trigger")
+    smoke = event.data_as(SmokeResult)
+    failed = ", ".join(c.name for c in smoke.failed_checks) or "no failed check listed"
+    report = rollbacks.run(
+        Trigger(
+            kind="smoke",
+            service=smoke.service,
+            event_id=event.id,
+            evidence_time=event.time,
+            revision=smoke.revision,
+        ),
+        smoke.region,
+        dry_run=dry_run,
+        bad_reason=f"smoke.failed {event.id}: {failed}"[:1000],
+    )
+    return report.outcome()
+
+
+# ---------------------------------------------------------------------- manual (CLI)
+
+
+def _cli_context(deps: Deps, conn: Connection, trigger_id: str) -> Context:
+    message = PubsubMessage(
+        data=b"",
+        attributes={"id": trigger_id, "type": "manual"},
+        message_id=trigger_id,
+        publish_time=deps.clock(),
+    )
+    return Context("sightops", deps, message, conn)
+
+
+def manual_rollback(
+    deps: Deps,
+    service: str,
+    *,
+    to: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    actor: str = "manual",
+    region: str | None = None,
+) -> Report:
+    """``sightops rollback``: the same checks as the function (``force`` skips health and
+    migration checks), recorded with ``actor`` and published with ``manual: true``."""
+    trigger_id = str(uuid.uuid4())
+    with transaction(deps.engine) as conn:
+        ctx = _cli_context(deps, conn, trigger_id)
+        rollbacks = Rollbacks(deps, conn, ctx.record_action, actor=actor, source="sightops-cli")
+        trigger = Trigger(
+            kind="manual",
+            service=service,
+            event_id=trigger_id,
+            evidence_time=deps.clock(),
+            target=to,
+            force=force,
+        )
+        return rollbacks.run(trigger, region, dry_run=dry_run or deps.settings.rollback.dry_run)
+
+
+def manual_mark(
+    deps: Deps, service: str, revision: str, health: Health, reason: str, actor: str
+) -> bool:
+    """``sightops revisions S --mark-good/--mark-bad R``: an operator's word, as of now."""
+    trigger_id = str(uuid.uuid4())
+    with transaction(deps.engine) as conn:
+        ctx = _cli_context(deps, conn, trigger_id)
+        rollbacks = Rollbacks(deps, conn, ctx.record_action, actor=actor, source="sightops-cli")
+        store.lock_service(conn, service, deps.settings.rollback.lock_wait_s)
+        return rollbacks.mark(service, revision, health, reason, deps.clock())
