@@ -106,8 +106,18 @@ def setup(
                 )
             )
             if timeline:
-                ensure_subscription(subscriber, project, f"timeline--{dlq}", dlq)
+                created.append(ensure_subscription(subscriber, project, f"timeline--{dlq}", dlq))
     if timeline:
         for topic in TOPICS:
-            ensure_subscription(subscriber, project, f"timeline--{topic}", topic)
+            created.append(ensure_subscription(subscriber, project, f"timeline--{topic}", topic))
     return created
+
+
+def teardown(emulator_host: str, subscriptions: Iterable[str]) -> None:
+    """Delete subscriptions so none keeps pushing to a function that has stopped."""
+    from google.api_core.exceptions import NotFound
+
+    _, subscriber = _clients(emulator_host)
+    for path in subscriptions:
+        with contextlib.suppress(NotFound):
+            subscriber.delete_subscription(subscription=path)  # type: ignore[attr-defined]

@@ -13,10 +13,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from sightops.dev import STANDIN_PORTS
+from sightops.topology import FUNCTIONS
 from tests.helpers import GOLDEN, ROOT
 
 READY_LIMIT_S = 120
-DEV_PORTS = (8701, 8702, 8703, 8801)
+DEV_PORTS = (*STANDIN_PORTS.values(), *(fn.port for fn in FUNCTIONS))
 
 
 def port_open(port: int) -> bool:
@@ -84,3 +86,12 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
     assert proc.returncode == 0
     assert "stopped everything" in Path(out.name).read_text()
     assert not any(port_open(p) for p in DEV_PORTS)
+    from google.cloud import pubsub_v1
+
+    os.environ.setdefault("PUBSUB_EMULATOR_HOST", "127.0.0.1:8681")
+    left = [
+        s.name
+        for s in pubsub_v1.SubscriberClient().list_subscriptions(project="projects/sight-local")
+        if s.name.rsplit("/", 1)[-1].startswith(("timeline--", "notify--"))
+    ]
+    assert left == [], "make dev left subscriptions pushing to stopped functions"
