@@ -1,0 +1,35 @@
+"""Dashboard KPIs (DESIGN.md 4.5): the model, the index-driven aggregates, and the
+stampede-proof cache they are served through. Semantics: docs/kpi.md."""
+
+from shared.kpi.cache import (
+    BytesCodec,
+    CachePolicy,
+    CacheResult,
+    CacheStatus,
+    CacheUnavailableError,
+    Codec,
+    Entry,
+    SingleFlightCache,
+)
+from shared.kpi.model import SCHEMA_VERSION, GraphKpis, ProjectKpis
+from shared.kpi.queries import ProjectNotFoundError, compute_project_kpis
+from shared.kpi.service import KpiService, RefreshReport, kpi_service
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BytesCodec",
+    "CachePolicy",
+    "CacheResult",
+    "CacheStatus",
+    "CacheUnavailableError",
+    "Codec",
+    "Entry",
+    "GraphKpis",
+    "KpiService",
+    "ProjectKpis",
+    "ProjectNotFoundError",
+    "RefreshReport",
+    "SingleFlightCache",
+    "compute_project_kpis",
+    "kpi_service",
+]

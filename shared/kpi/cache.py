@@ -1,0 +1,593 @@
+"""A read-through Redis cache that computes each value once, however many callers ask.
+
+Reusable for any expensive, idempotent computation keyed by a string. Per key:
+
+- **fresh** (younger than ``ttl_s``): served from one ``GET``. With probability rising
+  towards expiry (XFetch: recompute when ``now - delta * beta * ln(rand) >= expiry``, delta
+  being how long the value took to compute) one caller refreshes it early, so a hot key is
+  recomputed before it ever expires;
+- **stale** (older than ``ttl_s``, within ``stale_ttl_s`` more): one caller takes the lock
+  and recomputes; everybody else gets the stale value at once;
+- **missing**: one caller takes the lock and computes; the rest wait (bounded) for the
+  value. Inside one process the waiters are coalesced first (only one of them talks to
+  Redis), so an instance with 80 concurrent requests costs Redis one poller, not 80.
+
+The lock is ``SET lock token NX PX`` with a random token; it is released (and extended,
+by a watchdog while the computation runs) only through compare-and-delete / -expire Lua
+scripts, so a caller never deletes a lock it no longer owns, and a dead holder's lock
+expires by itself. Any Redis error opens a short circuit breaker during which values are
+computed directly (still coalesced per process): slower, never broken.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+
+from redis.exceptions import RedisError
+
+from shared.errors import TransientError
+
+if TYPE_CHECKING:
+    import redis
+
+    from shared.metrics import Metrics
+
+logger = logging.getLogger("sightops.cache")
+
+T = TypeVar("T")
+CacheStatus = Literal["hit", "miss", "stale"]
+
+#: Entry layout: ``sf1 <fresh_until> <delta_s> <stored_at>\n<payload>`` (unix seconds).
+#: A text header keeps entries readable with redis-cli and costs one split to parse.
+_MAGIC = b"sf1"
+
+# KEYS[1] value, KEYS[2] lock; ARGV[1] token, ARGV[2] lock ms.
+# The value, or the lock taken atomically when there is no value: no read-then-lock race.
+_GET_OR_LOCK = """
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ''} end
+return {0, ''}
+"""
+# KEYS[1] lock; ARGV[1] token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS[1] lock; ARGV[1] token, ARGV[2] ms.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# KEYS[1] value, KEYS[2] lock; ARGV[1] entry, ARGV[2] entry ms, ARGV[3] token.
+# Store and release in one round trip; returns 1 if we still owned the lock.
+_STORE_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) return 1 end
+return 0
+"""
+
+
+class Codec(Protocol[T]):
+    """How values become bytes in Redis and back."""
+
+    def dumps(self, value: T) -> bytes: ...
+
+    def loads(self, data: bytes) -> T: ...
+
+
+class BytesCodec:
+    """Values that already are bytes (e.g. a JSON document served as is)."""
+
+    def dumps(self, value: bytes) -> bytes:
+        return value
+
+    def loads(self, data: bytes) -> bytes:
+        return data
+
+
+def blocking_client(client: redis.Redis, max_connections: int, wait_s: float) -> redis.Redis:
+    """A client like ``client`` whose pool makes a caller wait (up to ``wait_s``) for a free
+    connection instead of failing at once.
+
+    redis-py's default pool raises ``MaxConnectionsError`` past 100 connections, which a
+    burst of threads reaches easily; to a cache that would look like "Redis is down".
+    """
+    import redis as redis_module
+
+    source = client.connection_pool
+    pool = redis_module.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+        connection_class=source.connection_class,
+        max_connections=max_connections,
+        timeout=wait_s,
+        **source.connection_kwargs,
+    )
+    return redis_module.Redis(connection_pool=pool)
+
+
+class CacheUnavailableError(TransientError):
+    """Redis cannot be reached, so there is nowhere to store a precomputed value."""
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """Timings of one cache; see ``KpiConfig`` for the meaning of each."""
+
+    ttl_s: float = 300.0
+    stale_ttl_s: float = 3600.0
+    lock_ttl_s: float = 5.0
+    wait_s: float = 8.0
+    poll_min_s: float = 0.005
+    poll_max_s: float = 0.025
+    xfetch_beta: float = 1.0
+    redis_retry_s: float = 5.0
+    #: The watchdog stops extending the lock after this long, so a computation that hangs
+    #: (not merely slow) lets its lock expire and another caller take over.
+    compute_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What is stored under a key, with the payload still encoded."""
+
+    payload: bytes
+    fresh_until: float
+    delta_s: float
+    stored_at: float
+
+    def encode(self) -> bytes:
+        head = b"%s %.6f %.6f %.6f\n" % (_MAGIC, self.fresh_until, self.delta_s, self.stored_at)
+        return head + self.payload
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry | None:
+        """None for anything that is not an entry (old format, foreign data)."""
+        head, sep, payload = raw.partition(b"\n")
+        parts = head.split(b" ")
+        if not sep or len(parts) != 4 or parts[0] != _MAGIC:
+            return None
+        try:
+            return cls(payload, float(parts[1]), float(parts[2]), float(parts[3]))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class CacheResult(Generic[T]):
+    """A value and how it was obtained.
+
+    ``status`` is what the caller saw: ``hit`` (a fresh value), ``stale`` (a value past
+    its freshness, served while someone else recomputes it) or ``miss`` (no usable value:
+    computed now, by this caller or one it waited for). ``reason`` says more, for logs
+    and metrics. ``compute_ms`` is how long the served value took to compute.
+    """
+
+    value: T
+    status: CacheStatus
+    reason: str
+    compute_ms: float
+    stored_at: float
+    fresh_until: float
+    computed_here: bool
+
+
+class _LocalFlight:
+    """In-process single flight: one caller per key runs ``fn``, the others share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, concurrent.futures.Future[Any]] = {}
+
+    def busy(self, key: str) -> bool:
+        """Whether a caller in this process is fetching ``key`` (a racy hint, lock-free)."""
+        return key in self._calls
+
+    def run(self, key: str, fn: Callable[[], T], timeout_s: float) -> tuple[T, bool]:
+        """``(result, led)``; followers raise ``TimeoutError`` after ``timeout_s``."""
+        with self._lock:
+            future = self._calls.get(key)
+            leader = future is None
+            if future is None:
+                future = concurrent.futures.Future()
+                self._calls[key] = future
+        if not leader:
+            try:
+                return future.result(timeout_s), False
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"waited {timeout_s}s for the in-process leader") from None
+        try:
+            result = fn()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result)
+            return result, True
+        finally:
+            with self._lock:
+                if self._calls.get(key) is future:
+                    del self._calls[key]
+
+
+class _Watchdog:
+    """Extends a held lock every ``ttl/3`` until stopped or ``max_s`` has passed."""
+
+    def __init__(self, cache: SingleFlightCache[Any], lock_key: str, token: str, ttl_ms: int):
+        self._cache = cache
+        self._lock_key = lock_key
+        self._token = token
+        self._ttl_ms = ttl_ms
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, name="cache-lock-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        interval = max(self._ttl_ms / 3000, 0.01)
+        deadline = time.monotonic() + self._cache.policy.compute_timeout_s
+        while not self._stop.wait(interval):
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "cache computation still running after %.0fs; letting its lock expire",
+                    self._cache.policy.compute_timeout_s,
+                    extra={"cache": self._cache.name, "lock": self._lock_key},
+                )
+                return
+            try:
+                owned = self._cache._extend(keys=[self._lock_key], args=[self._token, self._ttl_ms])
+            except RedisError:
+                continue  # the next tick tries again; the lock may expire meanwhile
+            if not owned:
+                self.lost = True
+                self._cache._count("cache_lock_lost")
+                logger.warning(
+                    "cache lock lost during computation (expired or taken over)",
+                    extra={"cache": self._cache.name, "lock": self._lock_key},
+                )
+                return
+
+
+class SingleFlightCache(Generic[T]):
+    """Stampede-proof read-through cache; thread-safe, one instance per process."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        codec: Codec[T],
+        policy: CachePolicy,
+        *,
+        name: str = "cache",
+        prefix: str = "sightops:cache",
+        metrics: Metrics | None = None,
+        local_coalesce: bool = True,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.codec = codec
+        self.policy = policy
+        self.name = name
+        self.prefix = prefix
+        self.metrics = metrics
+        self.local_coalesce = local_coalesce
+        self.clock = clock
+        self.rand = rand
+        self._flight = _LocalFlight()
+        self._down_until = 0.0
+        self._down_lock = threading.Lock()
+        self._entry_ms = int((policy.ttl_s + policy.stale_ttl_s) * 1000)
+        self._get_or_lock = client.register_script(_GET_OR_LOCK)
+        self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
+        self._store_and_release = client.register_script(_STORE_AND_RELEASE)
+
+    # ---- keys ------------------------------------------------------------------------
+    def value_key(self, key: str) -> str:
+        """Hash-tagged so value and lock share a Redis Cluster slot (one Lua script)."""
+        return f"{self.prefix}:{{{key}}}"
+
+    def lock_key(self, key: str) -> str:
+        return f"{self.prefix}:{{{key}}}:lock"
+
+    # ---- public API --------------------------------------------------------------------
+    def get(
+        self,
+        key: str,
+        compute: Callable[[], T],
+        *,
+        invalidate_on: tuple[type[BaseException], ...] = (),
+    ) -> CacheResult[T]:
+        """The value for ``key``, computing it at most once across all callers.
+
+        Exceptions from ``compute`` propagate to the caller that needed the value; when a
+        refresh fails but an older value exists, that value is served instead (logged),
+        unless the exception is one of ``invalidate_on`` (e.g. "the thing is gone"): then
+        the entry is deleted and the exception raised.
+        """
+        if not self._redis_usable():
+            return self._coalesced(
+                key, compute, lambda: self._compute_direct(key, compute, "redis_down")
+            )
+        if self.local_coalesce and self._flight.busy(key):
+            # This process is already fetching the key: join it, no Redis round trip.
+            return self._coalesced(key, compute, lambda: self._load(key, compute))
+        try:
+            raw = self.client.get(self.value_key(key))
+        except RedisError as exc:
+            self._redis_failed(exc)
+            return self._coalesced(
+                key, compute, lambda: self._compute_direct(key, compute, "redis_down")
+            )
+        entry = Entry.decode(raw) if isinstance(raw, bytes) else None
+        if entry is None:
+            return self._coalesced(key, compute, lambda: self._load(key, compute))
+        return self._serve(key, entry, compute, invalidate_on)
+
+    def refresh(self, key: str, compute: Callable[[], T]) -> CacheResult[T] | None:
+        """Recompute and store now (scheduled precompute); None if another caller holds
+        the lock (it is computing the same value). Raises ``CacheUnavailableError``
+        when Redis is down: a value that cannot be stored is not worth computing."""
+        token = uuid.uuid4().hex
+        try:
+            acquired = self.client.set(
+                self.lock_key(key), token, nx=True, px=int(self.policy.lock_ttl_s * 1000)
+            )
+        except RedisError as exc:
+            self._redis_failed(exc)
+            raise CacheUnavailableError(f"redis unavailable: {type(exc).__name__}") from exc
+        if not acquired:
+            return None
+        return self._compute_locked(
+            key, token, compute, "refresh", int(self.policy.lock_ttl_s * 1000)
+        )
+
+    def peek(self, key: str) -> tuple[Entry | None, int]:
+        """The stored entry (payload still encoded) and the lock's remaining ms (-2: none)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.value_key(key))
+        pipe.pttl(self.lock_key(key))
+        raw, lock_ms = pipe.execute()
+        return (Entry.decode(raw) if isinstance(raw, bytes) else None), int(lock_ms)
+
+    def invalidate(self, key: str) -> None:
+        """Delete the value (not the lock: a running computation releases its own)."""
+        self.client.delete(self.value_key(key))
+
+    # ---- paths -------------------------------------------------------------------------
+    def _serve(
+        self,
+        key: str,
+        entry: Entry,
+        compute: Callable[[], T],
+        invalidate_on: tuple[type[BaseException], ...],
+    ) -> CacheResult[T]:
+        now = self.clock()
+        if now < entry.fresh_until:
+            beta = self.policy.xfetch_beta
+            # XFetch: -ln(rand) is Exp(1); 1 - random() is in (0, 1] so log() is defined.
+            if beta > 0 and now - entry.delta_s * beta * math.log(1.0 - self.rand()) >= (
+                entry.fresh_until
+            ):
+                return self._refresh_or_serve(key, entry, compute, "hit", invalidate_on)
+            return self._result(entry, "hit", "fresh")
+        return self._refresh_or_serve(key, entry, compute, "stale", invalidate_on)
+
+    def _refresh_or_serve(
+        self,
+        key: str,
+        entry: Entry,
+        compute: Callable[[], T],
+        status: CacheStatus,
+        invalidate_on: tuple[type[BaseException], ...],
+    ) -> CacheResult[T]:
+        """One caller recomputes (lock); everybody else gets ``entry`` right away."""
+        reason = "early_refresh" if status == "hit" else "stale_refresh"
+        token = uuid.uuid4().hex
+        # The lock outlives the computation: at least twice the last compute time.
+        lock_ms = int(max(self.policy.lock_ttl_s, 2 * entry.delta_s) * 1000)
+        try:
+            acquired = self.client.set(self.lock_key(key), token, nx=True, px=lock_ms)
+        except RedisError as exc:
+            self._redis_failed(exc)
+            acquired = False
+        if not acquired:
+            return self._result(entry, status, "fresh" if status == "hit" else "stale_locked")
+        try:
+            return self._compute_locked(key, token, compute, reason, lock_ms)
+        except invalidate_on:
+            self._safe(lambda: self.client.delete(self.value_key(key)))
+            raise
+        except Exception as exc:
+            self._count("cache_refresh_errors")
+            logger.warning(
+                "cache refresh failed; serving the previous value: %s",
+                type(exc).__name__,
+                extra={"cache": self.name, "key": key, "error": str(exc)[:300]},
+            )
+            return self._result(entry, status, "refresh_failed")
+
+    def _load(self, key: str, compute: Callable[[], T]) -> CacheResult[T]:
+        """No value: take the lock and compute, or wait (bounded) for whoever holds it."""
+        token = uuid.uuid4().hex
+        lock_ms = int(self.policy.lock_ttl_s * 1000)
+        deadline = time.monotonic() + self.policy.wait_s
+        delay = self.policy.poll_min_s
+        waited = False
+        value_key, lock_key = self.value_key(key), self.lock_key(key)
+        while True:
+            try:
+                kind, raw = self._get_or_lock(keys=[value_key, lock_key], args=[token, lock_ms])
+            except RedisError as exc:
+                self._redis_failed(exc)
+                return self._compute_direct(key, compute, "redis_down")
+            if kind == 1:
+                entry = Entry.decode(raw)
+                if entry is not None:
+                    if waited:
+                        return self._result(entry, "miss", "waited")
+                    fresh = self.clock() < entry.fresh_until
+                    return self._result(entry, "hit" if fresh else "stale", "fresh")
+                # Undecodable junk under our key: overwrite it under a lock.
+                self._safe(lambda: self.client.delete(value_key))
+                continue
+            if kind == 2:
+                return self._compute_locked(
+                    key, token, compute, "takeover" if waited else "cold", lock_ms
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._count("cache_wait_timeouts")
+                logger.warning(
+                    "waited %.1fs for another caller's computation; computing directly",
+                    self.policy.wait_s,
+                    extra={"cache": self.name, "key": key},
+                )
+                return self._compute_direct(key, compute, "wait_timeout", store=True)
+            waited = True
+            time.sleep(min(delay * (0.8 + 0.4 * random.random()), remaining))
+            delay = min(delay * 2, self.policy.poll_max_s)
+
+    def _compute_locked(
+        self, key: str, token: str, compute: Callable[[], T], reason: str, lock_ms: int
+    ) -> CacheResult[T]:
+        lock_key = self.lock_key(key)
+        try:
+            with _Watchdog(self, lock_key, token, lock_ms):
+                value, payload, delta = self._timed(compute)
+        except BaseException:
+            self._safe(lambda: self._release(keys=[lock_key], args=[token]))
+            raise
+        entry = self._entry(payload, delta)
+        try:
+            owned = self._store_and_release(
+                keys=[self.value_key(key), lock_key],
+                args=[entry.encode(), self._entry_ms, token],
+            )
+            if not owned:
+                self._count("cache_lock_lost")
+        except RedisError as exc:
+            self._redis_failed(exc)
+        return self._computed(key, value, entry, reason)
+
+    def _compute_direct(
+        self, key: str, compute: Callable[[], T], reason: str, store: bool = False
+    ) -> CacheResult[T]:
+        value, payload, delta = self._timed(compute)
+        entry = self._entry(payload, delta)
+        if store:
+            self._safe(
+                lambda: self.client.set(self.value_key(key), entry.encode(), px=self._entry_ms)
+            )
+        return self._computed(key, value, entry, reason)
+
+    def _coalesced(
+        self, key: str, compute: Callable[[], T], fn: Callable[[], CacheResult[T]]
+    ) -> CacheResult[T]:
+        """Run ``fn`` once per key in this process; the other callers share its result."""
+        if not self.local_coalesce:
+            return fn()
+        try:
+            result, led = self._flight.run(key, fn, self.policy.wait_s)
+        except TimeoutError:
+            self._count("cache_wait_timeouts")
+            logger.warning(
+                "waited %.1fs for this process's leader; computing directly",
+                self.policy.wait_s,
+                extra={"cache": self.name, "key": key},
+            )
+            return self._compute_direct(key, compute, "wait_timeout")
+        if led:
+            return result
+        self._count("cache_requests", status=result.status, reason="coalesced")
+        return dataclasses.replace(result, reason="coalesced", computed_here=False)
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _timed(self, compute: Callable[[], T]) -> tuple[T, bytes, float]:
+        started = time.perf_counter()
+        value = compute()
+        payload = self.codec.dumps(value)
+        return value, payload, time.perf_counter() - started
+
+    def _entry(self, payload: bytes, delta: float) -> Entry:
+        now = self.clock()
+        return Entry(payload, now + self.policy.ttl_s, delta, now)
+
+    def _computed(self, key: str, value: T, entry: Entry, reason: str) -> CacheResult[T]:
+        # One line per computation: rare by design, and the first place to look when
+        # computations are not rare.
+        logger.info(
+            "%s %s computed in %.1f ms (%s)",
+            self.name,
+            key,
+            entry.delta_s * 1000,
+            reason,
+            extra={
+                "cache": self.name,
+                "key": key,
+                "cache_reason": reason,
+                "compute_ms": round(entry.delta_s * 1000, 1),
+            },
+        )
+        self._count("cache_computations", reason=reason)
+        if self.metrics is not None:
+            self.metrics.timing("cache_compute_ms", entry.delta_s * 1000, cache=self.name)
+        self._count("cache_requests", status="miss", reason=reason)
+        return CacheResult(
+            value, "miss", reason, entry.delta_s * 1000, entry.stored_at, entry.fresh_until, True
+        )
+
+    def _result(self, entry: Entry, status: CacheStatus, reason: str) -> CacheResult[T]:
+        self._count("cache_requests", status=status, reason=reason)
+        return CacheResult(
+            self.codec.loads(entry.payload),
+            status,
+            reason,
+            entry.delta_s * 1000,
+            entry.stored_at,
+            entry.fresh_until,
+            False,
+        )
+
+    def _count(self, name: str, **tags: object) -> None:
+        if self.metrics is not None:
+            self.metrics.incr(name, 1.0, cache=self.name, **tags)
+
+    def _redis_usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        """Open the breaker; warn once per outage window, not once per request."""
+        self._count("cache_redis_errors")
+        with self._down_lock:
+            already_down = time.monotonic() < self._down_until
+            self._down_until = time.monotonic() + self.policy.redis_retry_s
+        if not already_down:
+            logger.warning(
+                "redis unavailable (%s); computing values directly for the next %.0fs",
+                type(exc).__name__,
+                self.policy.redis_retry_s,
+                extra={"cache": self.name},
+            )
+
+    def _safe(self, op: Callable[[], object]) -> None:
+        """A best-effort Redis call: never raises (a lock we no longer own, Redis gone)."""
+        try:
+            op()
+        except RedisError as exc:
+            self._redis_failed(exc)

@@ -1,0 +1,167 @@
+"""KPIs through the cache: what the HTTP function, kpi_refresh and the CLI call.
+
+Cached values are the model's JSON bytes, so a hit is served without parsing or
+re-serialising anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared.errors import SightOpsError
+from shared.kpi.cache import (
+    BytesCodec,
+    CachePolicy,
+    CacheResult,
+    CacheUnavailableError,
+    SingleFlightCache,
+    blocking_client,
+)
+from shared.kpi.model import SCHEMA_VERSION, ProjectKpis
+from shared.kpi.queries import ProjectNotFoundError, active_project_ids, compute_project_kpis
+
+if TYPE_CHECKING:
+    from shared.runtime import Deps
+    from shared.settings import KpiConfig
+
+#: Compute function: project id -> the KPI document's JSON bytes.
+Computer = Callable[[uuid.UUID], bytes]
+
+
+def policy_from(config: KpiConfig) -> CachePolicy:
+    return CachePolicy(
+        ttl_s=config.ttl_s,
+        stale_ttl_s=config.stale_ttl_s,
+        lock_ttl_s=config.lock_ttl_s,
+        wait_s=config.wait_s,
+        poll_min_s=config.poll_min_s,
+        poll_max_s=config.poll_max_s,
+        xfetch_beta=config.xfetch_beta,
+        redis_retry_s=config.redis_retry_s,
+        compute_timeout_s=max(60.0, config.lock_ttl_s),
+    )
+
+
+@dataclass
+class RefreshReport:
+    """What a refresh of all active projects did."""
+
+    refreshed: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)  # another caller was computing it
+    gone: list[str] = field(default_factory=list)  # deleted since it was listed
+    failed: dict[str, str] = field(default_factory=dict)
+    not_reached: int = 0  # left when the time budget ran out
+
+    @property
+    def attempted(self) -> int:
+        return len(self.refreshed) + len(self.locked) + len(self.gone) + len(self.failed)
+
+
+class KpiService:
+    """Project KPIs, computed once and cached; one per process (see :func:`kpi_service`)."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        compute: Computer | None = None,
+        local_coalesce: bool = True,
+    ) -> None:
+        self.deps = deps
+        self.config = deps.settings.kpi
+        self._compute = compute or self._compute_from_stores
+        self.client = blocking_client(
+            deps.redis, self.config.redis_max_connections, deps.settings.redis_timeout_s
+        )
+        self.cache: SingleFlightCache[bytes] = SingleFlightCache(
+            self.client,
+            BytesCodec(),
+            policy_from(self.config),
+            name="kpi",
+            prefix=f"{self.config.key_prefix}:s{SCHEMA_VERSION}",
+            metrics=deps.metrics,
+            local_coalesce=local_coalesce,
+        )
+
+    def _compute_from_stores(self, project_id: uuid.UUID) -> bytes:
+        kpis = compute_project_kpis(
+            self.deps.engine, self.deps.neo4j, project_id, self.deps.clock()
+        )
+        return kpis.model_dump_json().encode()
+
+    def get(self, project_id: uuid.UUID) -> CacheResult[bytes]:
+        """The project's KPI JSON; ``ProjectNotFoundError`` for an unknown project."""
+        return self.cache.get(
+            str(project_id),
+            lambda: self._compute(project_id),
+            invalidate_on=(ProjectNotFoundError,),
+        )
+
+    def get_model(self, project_id: uuid.UUID) -> tuple[ProjectKpis, CacheResult[bytes]]:
+        result = self.get(project_id)
+        return ProjectKpis.model_validate_json(result.value), result
+
+    def refresh(self, project_id: uuid.UUID) -> CacheResult[bytes] | None:
+        """Recompute now; None if someone else is computing it right now."""
+        try:
+            return self.cache.refresh(str(project_id), lambda: self._compute(project_id))
+        except ProjectNotFoundError:
+            self.cache.invalidate(str(project_id))
+            raise
+
+    def refresh_all_active(self, budget_s: float, concurrency: int = 4) -> RefreshReport:
+        """Precompute every active project, ``concurrency`` at a time, for up to ``budget_s``."""
+        ids = active_project_ids(self.deps.engine)
+        report = RefreshReport()
+        deadline = time.monotonic() + budget_s
+        pending = iter(ids)
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while time.monotonic() < deadline:
+                with lock:
+                    project_id = next(pending, None)
+                if project_id is None:
+                    return
+                key = str(project_id)
+                try:
+                    result = self.refresh(project_id)
+                except ProjectNotFoundError:
+                    outcome = "gone"
+                except CacheUnavailableError:
+                    raise  # nowhere to store anything: stop the whole run
+                except (SightOpsError, OSError) as exc:
+                    with lock:
+                        report.failed[key] = f"{type(exc).__name__}: {exc}"[:200]
+                    continue
+                else:
+                    outcome = "refreshed" if result is not None else "locked"
+                with lock:
+                    getattr(report, outcome).append(key)
+
+        with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="kpi-refresh") as pool:
+            futures = [pool.submit(worker) for _ in range(max(1, concurrency))]
+            for future in futures:
+                future.result()
+        report.not_reached = len(ids) - report.attempted
+        return report
+
+
+_services: weakref.WeakKeyDictionary[Deps, KpiService] = weakref.WeakKeyDictionary()
+_services_lock = threading.Lock()
+
+
+def kpi_service(deps: Deps) -> KpiService:
+    """The process's service for these deps (its cache holds the in-process flights)."""
+    with _services_lock:
+        service = _services.get(deps)
+        if service is None:
+            service = _services[deps] = KpiService(deps)
+        return service

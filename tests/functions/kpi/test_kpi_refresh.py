@@ -1,0 +1,157 @@
+"""kpi_refresh through functions-framework: our own events, Cloud Scheduler's fixed-attribute
+messages, deduplication on the Pub/Sub message id, and what is left in the cache."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import functions_framework
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from shared.events import EventType, KpiRefreshRequested, OpsEvent
+from shared.kpi.model import ProjectKpis
+from shared.kpi.service import kpi_service
+from shared.metrics import Metrics
+from shared.runtime import Deps, set_process_deps
+from shared.settings import Settings
+from tests.helpers import ROOT, envelope, post_cloudevent, push
+from tests.shared.kpi.helpers import OwnRedis, SightProject, delete_graph, insert_project
+
+SOURCE = ROOT / "functions" / "kpi" / "main.py"
+SCHEDULER_ATTRIBUTES = {"type": EventType.KPI_REFRESH_REQUESTED.value, "source": "scheduler"}
+
+
+@pytest.fixture
+def client(deps: Deps) -> Any:
+    app = functions_framework.create_app(
+        target="kpi_refresh", source=str(SOURCE), signature_type="cloudevent"
+    )
+    return app.test_client()
+
+
+@pytest.fixture
+def projects(deps: Deps) -> Iterator[list[SightProject]]:
+    made = [
+        insert_project(deps, old_personas=2, graph_personas=1),
+        insert_project(deps, new_personas=1),
+        insert_project(deps, old_personas=1, archived=True),
+    ]
+    yield made
+    delete_graph(deps, [p.id for p in made])
+
+
+def our_event(payload: KpiRefreshRequested) -> tuple[bytes, dict[str, str]]:
+    return OpsEvent.new(EventType.KPI_REFRESH_REQUESTED, payload, source="test").to_pubsub()
+
+
+def cached(deps: Deps, project_id: uuid.UUID) -> ProjectKpis | None:
+    entry, _ = kpi_service(deps).cache.peek(str(project_id))
+    return ProjectKpis.model_validate_json(entry.payload) if entry else None
+
+
+def outcomes(metrics: Metrics) -> dict[str, float]:
+    return {
+        outcome: metrics.counter("events", consumer="kpi_refresh", outcome=outcome)
+        for outcome in ("handled", "skipped", "duplicate", "rejected", "stale", "retry")
+        if metrics.counter("events", consumer="kpi_refresh", outcome=outcome)
+    }
+
+
+def test_refresh_event_for_one_project_precomputes_its_kpis(
+    client: Any, deps: Deps, metrics: Metrics, projects: list[SightProject]
+) -> None:
+    target = projects[0]
+    data, attributes = our_event(KpiRefreshRequested(project_id=str(target.id)))
+    assert push(client, "kpi-refresh", envelope(data, attributes)).status_code == 200
+    kpis = cached(deps, target.id)
+    assert kpis is not None and kpis.personas_total == 2
+    assert outcomes(metrics) == {"handled": 1}
+    assert cached(deps, projects[1].id) is None
+
+
+def test_scheduler_message_without_id_or_time_refreshes_every_active_project(
+    client: Any, deps: Deps, metrics: Metrics, projects: list[SightProject]
+) -> None:
+    body = envelope(b'{"all_active": true}', SCHEDULER_ATTRIBUTES)
+    assert post_cloudevent(client, "kpi-refresh", body).status_code == 200
+    active, other_active, archived = projects
+    assert cached(deps, active.id) is not None
+    assert cached(deps, other_active.id) is not None
+    assert cached(deps, archived.id) is None
+    assert outcomes(metrics) == {"handled": 1}
+
+
+def test_scheduler_runs_with_identical_attributes_are_each_handled(
+    client: Any, metrics: Metrics, projects: list[SightProject]
+) -> None:
+    fixed = {**SCHEDULER_ATTRIBUTES, "id": "scheduler-job-kpi"}  # a misconfigured fixed id
+    for _ in range(2):
+        assert push(client, "kpi-refresh", envelope(b"", fixed)).status_code == 200
+    assert outcomes(metrics) == {"handled": 2}
+
+
+def test_redelivery_of_the_same_message_is_a_duplicate(
+    client: Any, metrics: Metrics, projects: list[SightProject]
+) -> None:
+    data, attributes = our_event(KpiRefreshRequested(project_id=str(projects[0].id)))
+    body = envelope(data, attributes)
+    for _ in range(2):
+        assert push(client, "kpi-refresh", body).status_code == 200
+    assert outcomes(metrics) == {"handled": 1, "duplicate": 1}
+
+
+def test_refresh_of_an_unknown_project_is_skipped(client: Any, metrics: Metrics) -> None:
+    data, attributes = our_event(KpiRefreshRequested(project_id=str(uuid.uuid4())))
+    assert push(client, "kpi-refresh", envelope(data, attributes)).status_code == 200
+    assert outcomes(metrics) == {"skipped": 1}
+
+
+def test_malformed_refresh_is_rejected_and_kept(client: Any, deps: Deps, metrics: Metrics) -> None:
+    marker = f"not-a-uuid-{uuid.uuid4().hex}"
+    body = envelope(json.dumps({"project_id": marker}), SCHEDULER_ATTRIBUTES)
+    assert push(client, "kpi-refresh", body).status_code == 200
+    assert outcomes(metrics) == {"rejected": 1}
+    with deps.engine.connect() as conn:
+        reason = conn.execute(
+            text(
+                "SELECT reason FROM ops.rejected_events WHERE consumer = 'kpi_refresh'"
+                " AND convert_from(payload, 'UTF8') LIKE :m"
+            ),
+            {"m": f"%{marker}%"},
+        ).scalar_one()
+    assert "project_id" in reason
+
+
+def test_refresh_request_older_than_its_maximum_age_is_dropped(
+    client: Any, metrics: Metrics
+) -> None:
+    old = datetime.now(UTC) - timedelta(hours=1)
+    body = envelope(b'{"all_active": true}', SCHEDULER_ATTRIBUTES, publish_time=old)
+    assert push(client, "kpi-refresh", body).status_code == 200
+    assert outcomes(metrics) == {"stale": 1}
+
+
+def test_refresh_with_redis_stopped_is_skipped_not_retried(
+    own_redis: OwnRedis, settings: Settings, deps: Deps, projects: list[SightProject]
+) -> None:
+    own = Deps(
+        settings.model_copy(update={"redis_url": SecretStr(own_redis.url)}),
+        engine=deps.engine,
+        neo4j_driver=deps.neo4j,
+        metrics=Metrics(),
+    )
+    set_process_deps(own)
+    client = functions_framework.create_app(
+        target="kpi_refresh", source=str(SOURCE), signature_type="cloudevent"
+    ).test_client()
+    own_redis.stop()
+    body = envelope(b'{"all_active": true}', SCHEDULER_ATTRIBUTES)
+    assert push(client, "kpi-refresh", body).status_code == 200
+    assert outcomes(own.metrics) == {"skipped": 1}
+    own.redis.close()
