@@ -1,0 +1,340 @@
+# The sight-ops functions: Cloud Functions gen2, one service account each, built from the
+# content-hashed zips of `make package` (dist/manifest.json).
+
+locals {
+  # Every deployed function. `source` is functions/<source>/ as packaged by `make package`;
+  # `topics` are consumed through the push subscriptions of pubsub.tf (HTTP functions have
+  # none); `publishes` get roles/pubsub.publisher on exactly those topics; `secrets` are
+  # keys of local.secrets, injected as environment variables and readable by this
+  # function's service account only; `cloudsql` grants roles/cloudsql.client on the one
+  # instance; `manages_cloud_run` grants run.developer on the managed services (rollback).
+  functions = {
+    migrate = {
+      source            = "migrate"
+      entry_point       = "migrate"
+      description       = "Applies Alembic and Neo4j schema migrations for a selected successful CI build and reports on ops-events."
+      trigger           = "pubsub"
+      topics            = ["cloud-builds"]
+      publishes         = ["ops-events"]
+      secrets           = ["database_url", "neo4j_password"]
+      cloudsql          = true
+      manages_cloud_run = false
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "1Gi"
+      cpu               = "1"
+      timeout_seconds   = 540
+      min_instances     = 0
+      max_instances     = 1 # one migration at a time (it also holds an advisory lock)
+      concurrency       = 1
+      env               = {}
+    }
+    rollback = {
+      source            = "rollback"
+      entry_point       = "rollback"
+      description       = "Moves Cloud Run traffic back to the last known-good revision on a failed smoke test or an auto_rollback alert."
+      trigger           = "pubsub"
+      topics            = ["smoke-tests", "monitoring-alerts"]
+      publishes         = ["ops-events"]
+      secrets           = ["database_url"]
+      cloudsql          = true
+      manages_cloud_run = true
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 300
+      min_instances     = 1 # reaction latency: a rollback must not wait for a cold start
+      max_instances     = 2
+      concurrency       = 4
+      env = {
+        ROLLBACK__DRY_RUN = tostring(var.rollback_dry_run)
+        ROLLBACK__PROJECT = var.project_id
+        ROLLBACK__REGION  = var.region
+      }
+    }
+    notify = {
+      source            = "notify"
+      entry_point       = "notify"
+      description       = "Posts one Slack message per terminal build, smoke failure, ops event and alert (grouped)."
+      trigger           = "pubsub"
+      topics            = ["cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts"]
+      publishes         = []
+      secrets           = ["database_url", "redis_url", "slack_webhook_url"]
+      cloudsql          = true
+      manages_cloud_run = false
+      notify_config     = true
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 120
+      min_instances     = 0
+      max_instances     = 5
+      concurrency       = 8
+      env               = { NOTIFY__CONFIG_FILE = "${local.notify_config_dir}/notify.yaml" }
+    }
+    notify_flush = {
+      source            = "notify"
+      entry_point       = "notify_flush"
+      description       = "Flushes due alert groups and repeat reminders; called every minute by Cloud Scheduler."
+      trigger           = "http"
+      topics            = []
+      publishes         = []
+      secrets           = ["database_url", "redis_url", "slack_webhook_url"]
+      cloudsql          = true
+      manages_cloud_run = false
+      notify_config     = true
+      ingress           = "ALLOW_INTERNAL_ONLY" # Cloud Scheduler counts as internal
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 120
+      min_instances     = 0
+      max_instances     = 1
+      concurrency       = 1
+      env               = { NOTIFY__CONFIG_FILE = "${local.notify_config_dir}/notify.yaml" }
+    }
+    alert_intake = {
+      source            = "alert_intake"
+      entry_point       = "alert_intake"
+      description       = "Authenticates Cloud Monitoring webhooks (Basic auth), validates them and publishes to monitoring-alerts."
+      trigger           = "http"
+      topics            = []
+      publishes         = ["monitoring-alerts"]
+      secrets           = ["intake_username", "intake_password"]
+      cloudsql          = false
+      manages_cloud_run = false
+      notify_config     = false
+      ingress           = var.alert_webhook_enabled ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 30
+      min_instances     = 0
+      max_instances     = 10
+      concurrency       = 16
+      env               = {}
+    }
+    kpi = {
+      source            = "kpi"
+      entry_point       = "kpi"
+      description       = "Serves a project's dashboard KPIs (GET /v1/projects/{id}/kpis), cached in Redis."
+      trigger           = "http"
+      topics            = []
+      publishes         = []
+      secrets           = ["database_url", "neo4j_password", "redis_url"]
+      cloudsql          = true
+      manages_cloud_run = false
+      notify_config     = false
+      ingress           = "ALLOW_ALL" # IAM-authenticated: only kpi_invoker_members may call it
+      memory            = "1Gi"
+      cpu               = "1"
+      timeout_seconds   = 60
+      min_instances     = 1 # the dashboard waits on it: no cold starts
+      max_instances     = 10
+      concurrency       = 20
+      env               = {}
+    }
+    kpi_refresh = {
+      source            = "kpi"
+      entry_point       = "kpi_refresh"
+      description       = "Precomputes KPIs into Redis on schedule (kpi-refresh)."
+      trigger           = "pubsub"
+      topics            = ["kpi-refresh"]
+      publishes         = []
+      secrets           = ["database_url", "neo4j_password", "redis_url"]
+      cloudsql          = true
+      manages_cloud_run = false
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "1Gi"
+      cpu               = "1"
+      timeout_seconds   = 300
+      min_instances     = 0
+      max_instances     = 1 # one refresh sweep at a time
+      concurrency       = 1
+      env               = {}
+    }
+  }
+
+  # Environment shared by every function (Settings in shared/settings.py).
+  common_env = {
+    ENVIRONMENT          = "production"
+    GCP_PROJECT          = var.project_id
+    GCP_REGION           = var.region
+    LOG_LEVEL            = var.log_level
+    METRICS_BACKEND      = "log"
+    PUBSUB_EMULATOR_HOST = ""
+    NEO4J_URI            = var.neo4j_uri
+    NEO4J_USER           = var.neo4j_user
+  }
+
+  notify_config_dir = "/etc/sightops/notify"
+
+  package_dir = startswith(var.package_dir, "/") ? var.package_dir : "${path.module}/${var.package_dir}"
+  packages    = jsondecode(file("${local.package_dir}/manifest.json")).packages
+  sources     = toset([for f in local.functions : f.source])
+
+  pubsub_functions = { for k, f in local.functions : k => f if f.trigger == "pubsub" }
+
+  function_secrets = {
+    for pair in flatten([
+      for fn, f in local.functions : [for s in f.secrets : { function = fn, secret = s }]
+    ]) : "${pair.function}/${pair.secret}" => pair
+  }
+  function_publishes = {
+    for pair in flatten([
+      for fn, f in local.functions : [for t in f.publishes : { function = fn, topic = t }]
+    ]) : "${pair.function}/${pair.topic}" => pair
+  }
+  cloud_run_managers = {
+    for pair in setproduct([for fn, f in local.functions : fn if f.manages_cloud_run], var.managed_services) :
+    "${pair[0]}/${pair[1]}" => { function = pair[0], service = pair[1] }
+  }
+}
+
+resource "google_service_account" "fn" {
+  for_each = local.functions
+
+  account_id   = "sightops-${replace(each.key, "_", "-")}"
+  display_name = "sight-ops ${each.key}"
+  description  = "Runtime identity of the ${each.key} function (least privilege: see docs/deploy.md)."
+}
+
+# Source archives, named by content hash: a new package is a new object, hence a new build.
+resource "google_storage_bucket_object" "source" {
+  for_each = local.sources
+
+  bucket       = google_storage_bucket.sources.name
+  name         = "functions/${lookup(local.packages, each.key, { zip = "${each.key}-missing.zip" }).zip}"
+  source       = "${local.package_dir}/${lookup(local.packages, each.key, { zip = "${each.key}-missing.zip" }).zip}"
+  content_type = "application/zip"
+
+  lifecycle {
+    precondition {
+      condition     = contains(keys(local.packages), each.key)
+      error_message = "No package for functions/${each.key}: run `make package` before plan/apply."
+    }
+  }
+}
+
+resource "google_cloudfunctions2_function" "fn" {
+  #checkov:skip=CKV_GCP_124:Only kpi (IAM-authenticated: run.invoker for kpi_invoker_members alone) and, when the webhook channel is enabled, alert_intake (Basic auth) accept external traffic; every event-driven function is ALLOW_INTERNAL_ONLY (local.functions[*].ingress).
+  for_each = local.functions
+
+  name        = "sightops-${replace(each.key, "_", "-")}"
+  location    = var.region
+  description = each.value.description
+
+  build_config {
+    runtime           = var.function_runtime
+    entry_point       = each.value.entry_point
+    service_account   = google_service_account.build.id
+    docker_repository = google_artifact_registry_repository.functions.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.source[each.value.source].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.fn[each.key].email
+    available_memory                 = each.value.memory
+    available_cpu                    = each.value.cpu
+    timeout_seconds                  = each.value.timeout_seconds
+    min_instance_count               = each.value.min_instances
+    max_instance_count               = each.value.max_instances
+    max_instance_request_concurrency = each.value.concurrency
+    ingress_settings                 = each.value.ingress
+    all_traffic_on_latest_revision   = true
+    vpc_connector                    = var.vpc_connector
+    vpc_connector_egress_settings    = var.vpc_connector == null ? null : var.vpc_egress
+    environment_variables            = merge(local.common_env, each.value.env)
+
+    dynamic "secret_environment_variables" {
+      for_each = each.value.secrets
+      content {
+        key        = local.secrets[secret_environment_variables.value].env
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.secret[secret_environment_variables.value].secret_id
+        version    = "latest"
+      }
+    }
+
+    dynamic "secret_volumes" {
+      for_each = each.value.notify_config ? [local.notify_config_dir] : []
+      content {
+        mount_path = secret_volumes.value
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.notify_config.secret_id
+        versions {
+          version = google_secret_manager_secret_version.notify_config.version
+          path    = "notify.yaml"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = contains(keys(lookup(local.packages, each.value.source, { entry_points = {} }).entry_points), each.value.entry_point)
+      error_message = "functions/${each.value.source}/main.py has no entry point ${each.value.entry_point} (dist/manifest.json): package again or fix local.functions."
+    }
+  }
+
+  depends_on = [
+    google_project_service.api,
+    google_secret_manager_secret_iam_member.function,
+    google_secret_manager_secret_iam_member.notify_config,
+    google_storage_bucket_iam_member.build_reads_sources,
+    google_artifact_registry_repository_iam_member.build_writes_functions,
+    google_project_iam_member.build_logs,
+  ]
+}
+
+# --- who may call the functions --------------------------------------------------------------
+
+# Pub/Sub pushes with an OIDC token of this account; it may invoke the event-driven functions.
+resource "google_service_account" "push" {
+  account_id   = "sightops-pubsub-push"
+  display_name = "sight-ops Pub/Sub push"
+  description  = "OIDC identity of the push subscriptions delivering events to the sight-ops functions."
+}
+
+resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
+  for_each = local.pubsub_functions
+
+  location = var.region
+  name     = google_cloudfunctions2_function.fn[each.key].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = google_service_account.push.member
+}
+
+resource "google_cloud_run_v2_service_iam_member" "kpi_invoker" {
+  for_each = toset(var.kpi_invoker_members)
+
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["kpi"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+resource "google_cloud_run_v2_service_iam_member" "scheduler_invokes_notify_flush" {
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["notify_flush"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = google_service_account.scheduler.member
+}
+
+# Cloud Monitoring webhooks carry no Google identity, only HTTP Basic auth (checked in
+# constant time by alert_intake against its two secrets), so the endpoint must be public
+# when the webhook channel is enabled.
+resource "google_cloud_run_v2_service_iam_member" "alert_intake_public" {
+  count = var.alert_webhook_enabled ? 1 : 0
+
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["alert_intake"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

@@ -1,0 +1,136 @@
+# Topics, and one push subscription per (function, topic) it consumes, each with its own
+# dead-letter topic and a bounded exponential retry policy (DESIGN.md 2).
+#
+# Why explicit push subscriptions rather than Eventarc triggers: an Eventarc Pub/Sub trigger
+# creates and owns its subscription, which cannot be given a dead-letter policy, and a gen2
+# function takes a single trigger while notify consumes four topics. Pushing straight to the
+# function's URL with an OIDC token gives every subscription a dead-letter topic, a retry
+# policy and a name we choose (the same names `make dev` uses, sightops/topology.py).
+# functions-framework turns the raw push body into the same CloudEvent Eventarc would send
+# (the topic comes from the push path /projects/P/topics/T). docs/deploy.md has the details.
+
+locals {
+  # Topics we own. `cloud-builds` is Google's: Cloud Build creates and publishes to it.
+  topics = toset(["smoke-tests", "monitoring-alerts", "ops-events", "kpi-refresh"])
+
+  topic_ids = merge(
+    { for t in local.topics : t => google_pubsub_topic.topic[t].id },
+    { "cloud-builds" = data.google_pubsub_topic.cloud_builds.id },
+  )
+
+  # "<function>--<topic>" -> which function consumes which topic.
+  subscriptions = {
+    for pair in flatten([
+      for fn, f in local.pubsub_functions : [for t in f.topics : { function = fn, topic = t }]
+    ]) : "${pair.function}--${pair.topic}" => pair
+  }
+}
+
+data "google_pubsub_topic" "cloud_builds" {
+  name = "cloud-builds"
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_pubsub_topic" "topic" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; messages carry build/alert metadata, no secrets or personal data, and CMEK would couple every publish to a KMS key.
+  for_each = local.topics
+
+  name                       = each.key
+  message_retention_duration = "604800s" # 7 days: replay after an outage (seek)
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption, as for the source topics.
+  for_each = local.subscriptions
+
+  name                       = "${each.key}--dead-letter"
+  message_retention_duration = "604800s"
+  labels                     = { role = "dead-letter", function = replace(each.value.function, "_", "-") }
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_pubsub_subscription" "push" {
+  for_each = local.subscriptions
+
+  name                       = each.key
+  topic                      = local.topic_ids[each.value.topic]
+  ack_deadline_seconds       = min(600, google_cloudfunctions2_function.fn[each.value.function].service_config[0].timeout_seconds)
+  message_retention_duration = "604800s"
+  labels                     = { role = "push", function = replace(each.value.function, "_", "-") }
+
+  push_config {
+    # The path names the topic: functions-framework builds the CloudEvent source from it.
+    push_endpoint = "${google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri}/projects/${var.project_id}/topics/${each.value.topic}"
+
+    oidc_token {
+      service_account_email = google_service_account.push.email
+      audience              = google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "${var.retry_backoff_seconds.minimum}s"
+    maximum_backoff = "${var.retry_backoff_seconds.maximum}s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter[each.key].id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = "" # never expire for inactivity
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.push_invoker,
+    google_service_account_iam_member.pubsub_mints_push_tokens,
+  ]
+}
+
+# A topic without a subscription drops what it receives: each dead-letter topic gets a
+# pull subscription that keeps messages 7 days for the runbook
+# (docs/runbooks/rejected-and-dead-lettered-messages.md). It is the end of the line, so it
+# has no dead-letter policy of its own.
+resource "google_pubsub_subscription" "dead_letter_hold" {
+  for_each = local.subscriptions
+
+  name                       = "${each.key}--dead-letter"
+  topic                      = google_pubsub_topic.dead_letter[each.key].id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+  retain_acked_messages      = true
+  labels                     = { role = "dead-letter-hold", function = replace(each.value.function, "_", "-") }
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# --- what the Pub/Sub service agent needs for dead-lettering and authenticated push ---------
+
+resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" {
+  for_each = local.subscriptions
+
+  topic  = google_pubsub_topic.dead_letter[each.key].id
+  role   = "roles/pubsub.publisher"
+  member = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_dead_letters" {
+  for_each = local.subscriptions
+
+  subscription = google_pubsub_subscription.push[each.key].id
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+resource "google_service_account_iam_member" "pubsub_mints_push_tokens" {
+  service_account_id = google_service_account.push.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+}

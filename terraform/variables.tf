@@ -1,0 +1,333 @@
+# Inputs. Every variable is documented here and in docs/deploy.md; none holds a secret
+# value (secrets are created empty by secrets.tf and filled with `gcloud secrets versions add`).
+
+variable "project_id" {
+  description = "Google Cloud project that runs Sight and sight-ops."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project ID (6-30 lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region for the functions, Cloud Run services, scheduler jobs and the source bucket."
+  type        = string
+  default     = "europe-west1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a Google Cloud region such as europe-west1."
+  }
+}
+
+variable "labels" {
+  description = "Extra labels put on every resource that takes labels."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.labels : can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))])
+    error_message = "labels keys and values must be lowercase letters, digits, '_' or '-' (keys start with a letter)."
+  }
+}
+
+variable "package_dir" {
+  description = "Directory holding `make package` output (manifest.json and the content-hashed zips), relative to this module or absolute."
+  type        = string
+  default     = "../dist"
+
+  validation {
+    condition     = length(trimspace(var.package_dir)) > 0
+    error_message = "package_dir must not be empty."
+  }
+}
+
+variable "function_runtime" {
+  description = "Cloud Functions runtime; must match the Python the packages were pinned with (3.11)."
+  type        = string
+  default     = "python311"
+
+  validation {
+    condition     = can(regex("^python3[0-9]{2}$", var.function_runtime))
+    error_message = "function_runtime must be a Python runtime such as python311."
+  }
+}
+
+variable "managed_services" {
+  description = "Cloud Run services of Sight that the release pipeline deploys and rollback may move traffic on (in var.region)."
+  type        = list(string)
+  default     = ["sight-api"]
+
+  validation {
+    condition     = length(var.managed_services) > 0 && alltrue([for s in var.managed_services : can(regex("^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$", s))])
+    error_message = "managed_services must be a non-empty list of Cloud Run service names."
+  }
+}
+
+variable "managed_services_runtime_service_account" {
+  description = "Email of the service account the managed Cloud Run services run as; rollback and the deploy pipeline need iam.serviceAccountUser on it (and on nothing else)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\\.iam\\.gserviceaccount\\.com$", var.managed_services_runtime_service_account))
+    error_message = "managed_services_runtime_service_account must be a service account email (...@PROJECT.iam.gserviceaccount.com)."
+  }
+}
+
+variable "vpc_connector" {
+  description = "Serverless VPC Access connector (projects/P/locations/R/connectors/N) through which the functions reach Cloud SQL (private IP), Memorystore and Neo4j; null for none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.vpc_connector == null || can(regex("^projects/[^/]+/locations/[^/]+/connectors/[^/]+$", var.vpc_connector))
+    error_message = "vpc_connector must be a full connector name projects/P/locations/R/connectors/N, or null."
+  }
+}
+
+variable "vpc_egress" {
+  description = "Which egress goes through the VPC connector: PRIVATE_RANGES_ONLY (default: Google APIs stay direct) or ALL_TRAFFIC."
+  type        = string
+  default     = "PRIVATE_RANGES_ONLY"
+
+  validation {
+    condition     = contains(["PRIVATE_RANGES_ONLY", "ALL_TRAFFIC"], var.vpc_egress)
+    error_message = "vpc_egress must be PRIVATE_RANGES_ONLY or ALL_TRAFFIC."
+  }
+}
+
+variable "cloudsql_instance" {
+  description = "Name of the Cloud SQL for PostgreSQL instance (in project_id) holding Sight's database; scopes roles/cloudsql.client and the connections alert."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,96}$", var.cloudsql_instance))
+    error_message = "cloudsql_instance must be a Cloud SQL instance name (not the connection name)."
+  }
+}
+
+variable "max_connections" {
+  description = "The instance's max_connections flag; the connections alert fires above 90% of it."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.max_connections >= 14 && var.max_connections <= 262143 && floor(var.max_connections) == var.max_connections
+    error_message = "max_connections must be an integer between 14 and 262143 (Cloud SQL's range)."
+  }
+}
+
+variable "neo4j_uri" {
+  description = "Bolt URI of Sight's Neo4j 5 (e.g. neo4j+s://xxxx.databases.neo4j.io); the password is the sightops-neo4j-password secret."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(neo4j|bolt)(\\+s|\\+ssc)?://[^\\s]+$", var.neo4j_uri))
+    error_message = "neo4j_uri must be a neo4j:// or bolt:// URI (optionally +s / +ssc)."
+  }
+}
+
+variable "neo4j_user" {
+  description = "Neo4j user the functions connect as."
+  type        = string
+  default     = "neo4j"
+
+  validation {
+    condition     = length(var.neo4j_user) > 0
+    error_message = "neo4j_user must not be empty."
+  }
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of every function."
+  type        = string
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "rollback_dry_run" {
+  description = "ROLLBACK__DRY_RUN: rollback decides, records and publishes, but never moves traffic. Start with true on a new project."
+  type        = bool
+  default     = false
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one message to a function before Pub/Sub moves it to the subscription's dead-letter topic (the runbooks assume 5)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be between 5 and 100 (Pub/Sub's bounds)."
+  }
+}
+
+variable "retry_backoff_seconds" {
+  description = "Pub/Sub exponential retry backoff bounds for every push subscription, in seconds."
+  type = object({
+    minimum = number
+    maximum = number
+  })
+  default = {
+    minimum = 10
+    maximum = 600
+  }
+
+  validation {
+    condition     = var.retry_backoff_seconds.minimum >= 0 && var.retry_backoff_seconds.maximum <= 600 && var.retry_backoff_seconds.minimum <= var.retry_backoff_seconds.maximum
+    error_message = "retry_backoff_seconds must satisfy 0 <= minimum <= maximum <= 600."
+  }
+}
+
+variable "kpi_invoker_members" {
+  description = "IAM members allowed to call the kpi HTTP function (e.g. the Sight API's service account as serviceAccount:EMAIL)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.kpi_invoker_members : can(regex("^(serviceAccount|group|user):", m))])
+    error_message = "kpi_invoker_members must be IAM members (serviceAccount:, group: or user:); allUsers is not allowed."
+  }
+}
+
+variable "alert_webhook_enabled" {
+  description = "Also create the Cloud Monitoring webhook_basicauth channel to alert_intake (the function then accepts unauthenticated HTTP and checks Basic auth itself). Needs versions in the alert-intake username/password secrets first."
+  type        = bool
+  default     = false
+}
+
+variable "alert_notification_channels" {
+  description = "Extra notification channel IDs (e-mail, PagerDuty, ...) every alert policy also notifies."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "alert_notification_channels must be full channel names projects/P/notificationChannels/ID."
+  }
+}
+
+variable "notify_config_file" {
+  description = "notify's YAML configuration (routes, grouping; webhook references only, never URLs), mounted into notify from Secret Manager."
+  type        = string
+  default     = "../config/notify.yaml"
+
+  validation {
+    condition     = can(regex("\\.ya?ml$", var.notify_config_file))
+    error_message = "notify_config_file must be a .yaml or .yml file."
+  }
+}
+
+variable "slack_route_secret_ids" {
+  description = "IDs of extra secrets holding Slack webhook URLs that notify's routes reference (created empty here, read by notify only)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for s in var.slack_route_secret_ids : can(regex("^[a-zA-Z0-9_-]{1,255}$", s))])
+    error_message = "slack_route_secret_ids must be Secret Manager secret IDs."
+  }
+}
+
+variable "kpi_refresh_schedule" {
+  description = "Cron schedule (in scheduler_time_zone) of the job publishing {\"all_active\": true} to kpi-refresh."
+  type        = string
+  default     = "*/10 * * * *"
+
+  validation {
+    condition     = length(split(" ", var.kpi_refresh_schedule)) == 5
+    error_message = "kpi_refresh_schedule must be a five-field cron expression."
+  }
+}
+
+variable "notify_flush_schedule" {
+  description = "Cron schedule of the job calling notify_flush (due alert groups and repeat reminders)."
+  type        = string
+  default     = "* * * * *"
+
+  validation {
+    condition     = length(split(" ", var.notify_flush_schedule)) == 5
+    error_message = "notify_flush_schedule must be a five-field cron expression."
+  }
+}
+
+variable "scheduler_time_zone" {
+  description = "Time zone of the Cloud Scheduler jobs."
+  type        = string
+  default     = "Etc/UTC"
+
+  validation {
+    condition     = length(var.scheduler_time_zone) > 0
+    error_message = "scheduler_time_zone must be a tz database name."
+  }
+}
+
+variable "github_owner" {
+  description = "GitHub owner of the repository whose pushes run CI (cloudbuild.yaml) and which holds cloudbuild-deploy.yaml. Needs the Cloud Build GitHub app installed."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", var.github_owner))
+    error_message = "github_owner must be a GitHub user or organisation name."
+  }
+}
+
+variable "github_repo" {
+  description = "GitHub repository name (see github_owner)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]{1,100}$", var.github_repo))
+    error_message = "github_repo must be a GitHub repository name."
+  }
+}
+
+variable "ci_branch_regex" {
+  description = "Branches whose pushes run CI (RE2)."
+  type        = string
+  default     = "^main$"
+
+  validation {
+    condition     = can(regexall(var.ci_branch_regex, "main"))
+    error_message = "ci_branch_regex must be a valid regular expression."
+  }
+}
+
+variable "ci_service" {
+  description = "_SERVICE substitution of the CI trigger: the managed service this repository's CI releases (migrate selects builds by it; empty = migrate skips them)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.ci_service == "" || contains(var.managed_services, var.ci_service)
+    error_message = "ci_service must be empty or one of managed_services."
+  }
+}
+
+variable "deploy_branch" {
+  description = "Branch the deploy trigger reads cloudbuild-deploy.yaml (and the smoke runner) from."
+  type        = string
+  default     = "main"
+
+  validation {
+    condition     = length(var.deploy_branch) > 0
+    error_message = "deploy_branch must not be empty."
+  }
+}
+
+variable "image_repository_id" {
+  description = "Artifact Registry Docker repository (in var.region) CI pushes images to."
+  type        = string
+  default     = "sight"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.image_repository_id))
+    error_message = "image_repository_id must be a valid Artifact Registry repository ID."
+  }
+}
