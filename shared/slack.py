@@ -9,6 +9,7 @@ is a credential: it is registered with the redactor and never put in an error.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,23 @@ from slack_sdk.webhook import WebhookClient
 
 from shared.errors import PermanentError, TransientError
 from shared.log import REDACTOR
+
+
+class _RedactingFilter(logging.Filter):
+    """slack_sdk logs the request URL (the credential) at DEBUG: redact every record of
+    its logger before any handler, pytest's capture included, can see it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = REDACTOR.redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+#: The logger handed to slack_sdk instead of its own.
+SDK_LOGGER = logging.getLogger("sightops.slack.sdk")
+SDK_LOGGER.addFilter(_RedactingFilter())
+# slack_sdk formats a DEBUG line with the whole request when the level allows it.
+SDK_LOGGER.setLevel(logging.INFO)
 
 
 class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
@@ -68,7 +86,9 @@ class SlackWebhook:
             ServerErrorRetryHandler(max_retry_count=max_retries),
             ConnectionErrorRetryHandler(max_retry_count=max_retries),
         ]
-        self._client = WebhookClient(url, timeout=int(max(1, timeout_s)), retry_handlers=handlers)
+        self._client = WebhookClient(
+            url, timeout=int(max(1, timeout_s)), retry_handlers=handlers, logger=SDK_LOGGER
+        )
 
     def send(self, text: str, blocks: Sequence[Any] | None = None) -> None:
         """Post one message; raises TransientError or PermanentError when it did not land."""

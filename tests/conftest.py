@@ -7,6 +7,7 @@ point the process settings at it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -116,3 +117,44 @@ def deps(settings: Settings, metrics: Metrics) -> Iterator[Deps]:
     yield d
     set_process_deps(None)
     d.close()
+
+
+# --- every log line and error message of the session, for tests/test_no_secrets_in_logs.py
+
+
+class SessionLogCapture(logging.Handler):
+    """Keeps every record any logger emits during the session (raw message, exception
+    text included), before any redacting formatter could hide a leak."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.name} {record.levelname} {record.getMessage()}"
+        except Exception:  # a broken log call is not ours to judge here
+            text = f"{record.name} {record.levelname} {record.msg!r} {record.args!r}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.texts.append(text)
+
+
+SESSION_LOGS = SessionLogCapture()
+NO_SECRETS_TEST = "test_no_secrets_in_logs.py"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(SESSION_LOGS)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Error messages, and captured stdout/stderr/log sections, of every test phase."""
+    if report.longrepr is not None:
+        SESSION_LOGS.texts.append(report.longreprtext)
+    SESSION_LOGS.texts.extend(content for _name, content in report.sections)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The scan runs last, so it sees what every other test logged."""
+    items.sort(key=lambda item: item.path.name == NO_SECRETS_TEST)

@@ -1,12 +1,24 @@
-"""Block Kit messages built with slack_sdk's models, always within Slack's limits."""
+"""Block Kit messages (slack_sdk models) for every notice, always within Slack's limits.
+
+Slack refuses a whole message over a limit (50 blocks, 3000 characters a section text,
+2000 a section field, 10 fields a section, 150 a header, 75 a button label), so every
+piece of event text goes through ``truncate`` on the way in: a message is cut, never
+refused. Event text is also mrkdwn-escaped (``&``, ``<``, ``>``) so a summary cannot
+turn into a link or a mention. Rendering is pure: no clock, no I/O (golden-tested).
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
+    Block,
     ButtonElement,
     ContextBlock,
     HeaderBlock,
@@ -15,12 +27,29 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from shared.events import Build, BuildStatus
+from shared.events import (
+    Build,
+    BuildStatus,
+    EventType,
+    IncidentNotification,
+    MigrationResult,
+    OpsEvent,
+    OpsPayload,
+    RollbackResult,
+    SmokeResult,
+)
+from shared.notify._config import NotifyFileConfig, Templates, render_template
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
 FIELD_MAX = 2000
+FIELDS_MAX = 10
 MAX_BLOCKS = 50
+BUTTON_TEXT_MAX = 75
+URL_MAX = 3000
+CONTEXT_ELEMENTS_MAX = 10
+#: The plain-text fallback shows in notifications and screen readers: keep it short.
+TEXT_MAX = 3000
 
 _STATUS_ICON = {
     BuildStatus.SUCCESS: ":white_check_mark:",
@@ -30,57 +59,584 @@ _STATUS_ICON = {
     BuildStatus.CANCELLED: ":no_entry_sign:",
     BuildStatus.EXPIRED: ":hourglass:",
 }
+_SEVERITY_ICON = {
+    "critical": ":red_circle:",
+    "error": ":red_circle:",
+    "warning": ":large_orange_circle:",
+    "info": ":large_blue_circle:",
+}
 
 
 def truncate(value: str, limit: int) -> str:
+    """At most ``limit`` characters, an ellipsis marking a cut."""
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def escape(value: str) -> str:
+    """mrkdwn control characters, as Slack asks (``&``, ``<``, ``>``)."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _link(url: str | None, label: str) -> str:
+    if not url or len(url) > URL_MAX or "|" in url or ">" in url:
+        return escape(label)
+    return f"<{url}|{escape(label).replace('|', '¦')}>"
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else None
+
+
+def _seconds(total: float) -> str:
+    seconds = int(total)
+    if seconds < 60:
+        return f"{total:.1f}s" if total < 10 else f"{seconds}s"
+    return f"{seconds // 60}m {seconds % 60:02d}s"
 
 
 @dataclass
 class SlackMessage:
+    """A rendered message: plain-text fallback plus Block Kit blocks."""
+
     text: str
-    blocks: list[Any] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": [b.to_dict() for b in self.blocks[:MAX_BLOCKS]]}
+        blocks = list(self.blocks)
+        if len(blocks) > MAX_BLOCKS:
+            omitted = len(blocks) - (MAX_BLOCKS - 1)
+            blocks = [*blocks[: MAX_BLOCKS - 1], _context(f"… {omitted} more blocks omitted")]
+        return {"text": truncate(self.text, TEXT_MAX), "blocks": [b.to_dict() for b in blocks]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
-def _duration(build: Build) -> str | None:
-    if build.duration is None:
-        return None
-    seconds = int(build.duration.total_seconds())
-    return f"{seconds // 60}m {seconds % 60:02d}s"
+# ---- block helpers (every one truncates) ------------------------------------------
 
 
-def render_build(build: Build) -> SlackMessage:
-    """A terminal build: status, trigger, commit, branch, duration, log link."""
-    icon = _STATUS_ICON.get(build.status, ":grey_question:")
-    name = build.trigger_name or build.service or "manual build"
-    title = truncate(f"{name}: {build.status.value}", HEADER_MAX)
-    facts = [
-        ("Status", build.status.value),
-        ("Trigger", build.trigger_name),
-        ("Service", build.service),
-        ("Commit", build.short_sha or build.commit_sha),
-        ("Branch", build.branch),
-        ("Duration", _duration(build)),
-    ]
-    fields = [
-        MarkdownTextObject(text=truncate(f"*{label}*\n{value}", FIELD_MAX))
+def _header(title: str) -> HeaderBlock:
+    return HeaderBlock(text=PlainTextObject(text=truncate(title, HEADER_MAX), emoji=True))
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=truncate(text, SECTION_MAX)))
+
+
+def _fields(facts: Iterable[tuple[str, str | None]]) -> SectionBlock | None:
+    items = [
+        MarkdownTextObject(text=truncate(f"*{label}*\n{escape(value)}", FIELD_MAX))
         for label, value in facts
         if value
     ]
-    blocks: list[Any] = [HeaderBlock(text=PlainTextObject(text=title, emoji=True))]
-    blocks.append(SectionBlock(fields=fields[:10]))
+    return SectionBlock(fields=items[:FIELDS_MAX]) if items else None
+
+
+def _context(*texts: str) -> ContextBlock:
+    return ContextBlock(
+        elements=[
+            MarkdownTextObject(text=truncate(t, SECTION_MAX))
+            for t in texts[:CONTEXT_ELEMENTS_MAX]
+            if t
+        ]
+    )
+
+
+def _buttons(links: Iterable[tuple[str, str | None]]) -> ActionsBlock | None:
+    elements = [
+        ButtonElement(text=truncate(label, BUTTON_TEXT_MAX), url=url)
+        for label, url in links
+        if url and len(url) <= URL_MAX and url.startswith(("https://", "http://"))
+    ]
+    return ActionsBlock(elements=elements[:5]) if elements else None
+
+
+def _lines_sections(title: str, lines: Sequence[str], max_blocks: int) -> list[SectionBlock]:
+    """Bulleted lines split over as few sections as fit, within ``max_blocks``; what does
+    not fit is counted ("… and N more"), never silently dropped."""
+    sections: list[SectionBlock] = []
+    current = f"*{title}*"
+    for index, raw in enumerate(lines):
+        line = truncate(raw, SECTION_MAX - 100)
+        if len(current) + 1 + len(line) > SECTION_MAX - 40:
+            if len(sections) + 1 >= max_blocks:
+                current += f"\n… and {len(lines) - index} more"
+                break
+            sections.append(_section(current))
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    sections.append(_section(current))
+    return sections
+
+
+def _assemble(text: str, *blocks: Block | None, tail: Sequence[Block] = ()) -> SlackMessage:
+    present = [b for b in blocks if b is not None]
+    return SlackMessage(text=text, blocks=[*present, *tail])
+
+
+# ---- builds ------------------------------------------------------------------------
+
+
+def render_build(build: Build, templates: Templates | None = None) -> SlackMessage:
+    """A terminal build: status, trigger, commit, branch, duration, log link."""
+    templates = templates or Templates()
+    icon = _STATUS_ICON.get(build.status, ":grey_question:")
+    name = build.trigger_name or build.service or "manual build"
+    title = render_template(
+        templates.build_title,
+        {
+            "name": name,
+            "status": build.status.value,
+            "trigger": build.trigger_name,
+            "service": build.service,
+            "branch": build.branch,
+            "short_sha": build.short_sha,
+            "build_id": build.id,
+            "repo": build.repo,
+        },
+    )
+    duration = _seconds(build.duration.total_seconds()) if build.duration else None
+    facts = [
+        ("Status", build.status.value),
+        ("Trigger", build.trigger_name or build.build_trigger_id),
+        ("Service", build.service),
+        ("Commit", build.short_sha or build.commit_sha),
+        ("Branch", build.branch),
+        ("Duration", duration),
+    ]
     detail = build.status_detail or (build.failure_info.detail if build.failure_info else None)
+    detail_block = None
     if detail and build.status is not BuildStatus.SUCCESS:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(detail, SECTION_MAX))))
-    if build.log_url:
-        blocks.append(ActionsBlock(elements=[ButtonElement(text="Build log", url=build.log_url)]))
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"build `{build.id}`")]))
-    text = f"{icon} {name}: {build.status.value}"
+        detail_block = _section(escape(detail))
+    text = f"{icon} {title}"
     if build.short_sha:
         text += f" ({build.short_sha})"
     if build.log_url:
         text += f" {build.log_url}"
-    return SlackMessage(text=text, blocks=blocks)
+    return _assemble(
+        text,
+        _header(title),
+        _fields(facts),
+        detail_block,
+        _buttons([("Build log", build.log_url)]),
+        _context(f"build `{escape(build.id)}`"),
+    )
+
+
+# ---- our own events ----------------------------------------------------------------
+
+
+def _outcome(event: OpsEvent[OpsPayload]) -> str:
+    return event.type.value.rsplit(".", 1)[1]
+
+
+def render_smoke(event: OpsEvent[OpsPayload], templates: Templates) -> SlackMessage:
+    """Smoke failed: which checks failed and how, with a link to what was probed."""
+    smoke = event.data_as(SmokeResult)
+    failed = smoke.failed_checks
+    title = render_template(
+        templates.smoke_title,
+        {
+            "service": smoke.service,
+            "revision": smoke.revision,
+            "region": smoke.region,
+            "failed": len(failed),
+            "total": len(smoke.checks),
+        },
+    )
+    facts = [
+        ("Service", smoke.service),
+        ("Revision", smoke.revision),
+        ("Region", smoke.region),
+        ("Failed checks", f"{len(failed)} of {len(smoke.checks)}"),
+        ("Commit", smoke.commit_sha[:7] if smoke.commit_sha else None),
+        ("Build", smoke.build_id),
+    ]
+    lines = []
+    for check in failed:
+        how = [f"HTTP {check.status_code}" if check.status_code else None]
+        how.append(f"{check.latency_ms:.0f} ms" if check.latency_ms is not None else None)
+        said = ", ".join(h for h in how if h)
+        error = f": {escape(check.error)}" if check.error else ""
+        lines.append(f"• `{escape(check.name)}` {said}{error}")
+    sections = _lines_sections("Failing checks", lines or ["(none listed)"], 40)
+    icon = ":rotating_light:" if event.type is EventType.SMOKE_FAILED else ":white_check_mark:"
+    text = f"{icon} {title}: {len(failed)} of {len(smoke.checks)} checks failed"
+    return _assemble(
+        text,
+        _header(title),
+        _fields(facts),
+        *sections,
+        _buttons([("Open service", smoke.url)]),
+        _context(f"event `{event.id}`", f"source `{escape(event.source)}`"),
+    )
+
+
+def _revisions(before: object, after: object) -> str | None:
+    if before is None and after is None:
+        return None
+    return f"{before if before is not None else '(empty)'} → {after if after is not None else '?'}"
+
+
+def render_migration(event: OpsEvent[OpsPayload], templates: Templates) -> SlackMessage:
+    """Migration outcome: what changed, lint findings, and how to undo it."""
+    result = event.data_as(MigrationResult)
+    outcome = _outcome(event)
+    service = result.service or event.service or "unknown service"
+    title = render_template(
+        templates.migration_title,
+        {
+            "outcome": outcome,
+            "service": service,
+            "build_id": result.build_id,
+            "short_sha": result.commit_sha[:7] if result.commit_sha else None,
+        },
+    )
+    facts = [
+        ("Service", service),
+        ("Postgres", _revisions(result.postgres.from_, result.postgres.to)),
+        ("Graph schema", _revisions(result.graph.from_, result.graph.to)),
+        ("Breaking", "yes: older revisions cannot run on this schema" if result.breaking else None),
+        ("Commit", result.commit_sha[:7] if result.commit_sha else None),
+        ("Build", result.build_id),
+        ("Duration", _seconds(result.duration_ms / 1000) if result.duration_ms else None),
+    ]
+    blocks: list[Block | None] = [_header(title), _fields(facts)]
+    if result.error:
+        blocks.append(_section(f"*Error*\n{escape(result.error)}"))
+    if result.reason:
+        blocks.append(_section(f"*Why skipped*\n{escape(result.reason)}"))
+    if result.lint_findings:
+        lines = [
+            f"• *{f.severity}* `{escape(f.rule)}` in `{escape(f.migration)}`"
+            f"{' (allowed)' if f.allowed else ''}: {escape(f.message)}"
+            for f in result.lint_findings
+        ]
+        blocks.extend(_lines_sections("Lint findings", lines, 20))
+    if event.type is EventType.MIGRATION_SUCCEEDED and (
+        result.postgres.changed or result.graph.changed
+    ):
+        undo = (
+            "*To undo*: migrations go forward in production. Write a new migration that "
+            "reverts this one; only if it is known to be safe, "
+            f"`alembic downgrade {result.postgres.from_ or 'base'}`."
+        )
+        if result.breaking:
+            undo += " Automatic rollback is frozen for this service until a new good release."
+        blocks.append(_section(undo))
+    elif event.type is EventType.MIGRATION_FAILED:
+        blocks.append(
+            _section(
+                "*What now*: the release is blocked (nothing is deployed). Fix the migration "
+                "and push again; the schema stays at "
+                f"`{result.postgres.to or result.postgres.from_ or 'base'}`."
+            )
+        )
+    icon = {"succeeded": ":white_check_mark:", "failed": ":x:"}.get(outcome, ":fast_forward:")
+    text = f"{icon} {title}"
+    if result.error:
+        text += f": {result.error}"
+    elif result.reason:
+        text += f": {result.reason}"
+    blocks.append(_context(f"event `{event.id}`", f"source `{escape(event.source)}`"))
+    return _assemble(text, *blocks)
+
+
+_ROLLBACK_ICON = {
+    "succeeded": ":rewind:",
+    "skipped": ":fast_forward:",
+    "failed": ":rotating_light:",
+    "frozen": ":ice_cube:",
+}
+
+
+#: Runbooks (docs/runbooks/) for our own outcomes that need a human.
+ROLLBACK_RUNBOOKS = {
+    "succeeded": "rollback-succeeded.md",
+    "failed": "rollback-failed.md",
+    "frozen": "rollback-frozen.md",
+}
+
+
+def render_rollback(
+    event: OpsEvent[OpsPayload],
+    templates: Templates,
+    mention: str | None = None,
+    runbook_base_url: str | None = None,
+) -> SlackMessage:
+    """Rollback outcome: what moved, why, how to undo; failed/frozen escalate."""
+    result = event.data_as(RollbackResult)
+    outcome = _outcome(event)
+    title = render_template(
+        templates.rollback_title,
+        {
+            "outcome": outcome,
+            "service": result.service,
+            "from_revision": result.from_revision,
+            "to_revision": result.to_revision,
+        },
+    )
+    if result.dry_run:
+        title = f"{title} (dry run)"
+    facts = [
+        ("Service", result.service),
+        ("From revision", result.from_revision),
+        ("To revision", result.to_revision),
+        ("Started by", "an operator (manual)" if result.manual else "automation"),
+        ("Trigger", result.trigger_event_id),
+    ]
+    escalation = event.type in {EventType.ROLLBACK_FAILED, EventType.ROLLBACK_FROZEN}
+    blocks: list[Block | None] = [_header(title)]
+    if escalation:
+        who = f"{mention} " if mention else ""
+        blocks.append(
+            _section(f":rotating_light: *Escalation*: {who}a human must decide what happens next.")
+        )
+    blocks.append(_fields(facts))
+    blocks.append(_section(f"*Why*\n{escape(result.reason)}"))
+    service = result.service
+    if event.type is EventType.ROLLBACK_SUCCEEDED and result.from_revision and not result.dry_run:
+        blocks.append(
+            _section(
+                "*To undo*: traffic is pinned to the rolled-back-to revision. Send it back with "
+                f"`gcloud run services update-traffic {service} "
+                f"--to-revisions {result.from_revision}=100`, or release a fix "
+                "(the deploy promotes it explicitly)."
+            )
+        )
+    elif event.type is EventType.ROLLBACK_FAILED:
+        target = result.to_revision or "<known-good revision>"
+        blocks.append(
+            _section(
+                "*What now*: traffic may not have moved. Check with "
+                f"`gcloud run services describe {service}`, then move it by hand: "
+                f"`gcloud run services update-traffic {service} --to-revisions {target}=100`."
+            )
+        )
+    elif event.type is EventType.ROLLBACK_FROZEN:
+        blocks.append(
+            _section(
+                "*What now*: traffic was *not* moved, so there is nothing to undo. Roll forward "
+                "with a fix, or roll back by hand once the schema is known to be compatible "
+                f"with `{result.to_revision or 'the older revision'}`."
+            )
+        )
+    else:
+        blocks.append(_section("*Nothing to undo*: no traffic was moved."))
+    runbook = ROLLBACK_RUNBOOKS.get(outcome)
+    if runbook and runbook_base_url:
+        blocks.append(_buttons([("Runbook", runbook_base_url + runbook)]))
+    blocks.append(_context(f"event `{event.id}`", f"source `{escape(event.source)}`"))
+    icon = _ROLLBACK_ICON.get(outcome, ":grey_question:")
+    text = f"{icon} {title}: {result.reason}"
+    if escalation and mention:
+        text = f"{mention} {text}"
+    return _assemble(text, *blocks)
+
+
+# ---- alerts ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertEntry:
+    """The part of an incident a message shows; small enough to keep per alert in Redis."""
+
+    incident_id: str
+    state: str  # firing | resolved
+    policy: str
+    service: str | None = None
+    severity: str = "warning"
+    condition: str | None = None
+    observed: str | None = None
+    threshold: str | None = None
+    resource: str | None = None
+    url: str | None = None
+    summary: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    doc_subject: str | None = None
+    doc_content: str | None = None
+    runbook: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in self.__dict__.items() if v is not None})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> AlertEntry:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def runbook_url(policy: str | None, labels: dict[str, str], config: NotifyFileConfig) -> str | None:
+    """The runbook for a policy: its ``runbook`` user label, else the first matching rule."""
+    name = labels.get("runbook")
+    if name and re.fullmatch(r"[a-z0-9\-]+", name.removesuffix(".md")):
+        return config.runbook_base_url + name.removesuffix(".md") + ".md"
+    for rule in config.runbooks:
+        if policy and re.search(rule.policy, policy, re.IGNORECASE):
+            return config.runbook_base_url + rule.runbook
+    return None
+
+
+def alert_entry(notification: IncidentNotification, config: NotifyFileConfig) -> AlertEntry:
+    """Reduce an incident to what its message shows."""
+    incident = notification.incident
+    from shared.notify._model import incident_service, incident_severity
+
+    doc = incident.documentation
+    resource = incident.resource_display_name or incident.resource_name
+    if not resource and incident.resource is not None:
+        resource = incident.resource.type
+    return AlertEntry(
+        incident_id=incident.incident_id,
+        state="resolved" if incident.is_closed else "firing",
+        policy=incident.policy_name or "(unnamed policy)",
+        service=incident_service(incident),
+        severity=incident_severity(incident),
+        condition=incident.condition_name,
+        observed=incident.observed_value,
+        threshold=incident.threshold_value,
+        resource=resource,
+        url=incident.url,
+        summary=incident.summary,
+        started_at=incident.started_at.timestamp() if incident.started_at else None,
+        ended_at=incident.ended_at.timestamp() if incident.ended_at else None,
+        doc_subject=doc.subject if doc else None,
+        doc_content=truncate(doc.content, 1500) if doc and doc.content else None,
+        runbook=runbook_url(incident.policy_name, incident.policy_user_labels, config),
+    )
+
+
+@dataclass(frozen=True)
+class AlertGroupView:
+    """What one group message is about: the group's labels and its alerts now."""
+
+    labels: dict[str, str]
+    firing: tuple[AlertEntry, ...]
+    resolved: tuple[AlertEntry, ...]
+    reason: str = "first notification"
+    test: bool = False
+
+    @property
+    def all_resolved(self) -> bool:
+        return not self.firing and bool(self.resolved)
+
+
+def _epoch(value: float | None) -> str | None:
+    return _time(datetime.fromtimestamp(value, UTC)) if value else None
+
+
+def _alert_line(entry: AlertEntry) -> str:
+    parts = [_link(entry.url, entry.incident_id)]
+    if entry.resource:
+        parts.append(escape(truncate(entry.resource, 120)))
+    if entry.observed and entry.state == "firing":
+        value = f"observed {escape(truncate(entry.observed, 60))}"
+        if entry.threshold:
+            value += f" (threshold {escape(truncate(entry.threshold, 40))})"
+        parts.append(value)
+    if entry.state == "resolved" and entry.ended_at:
+        parts.append(f"resolved {_epoch(entry.ended_at)}")
+    return "• " + " — ".join(parts)
+
+
+def render_alert_group(view: AlertGroupView, config: NotifyFileConfig) -> SlackMessage:
+    """One message for a group: a single alert in detail, many as a list; "resolved"
+    when every alert of the group has closed."""
+    alerts = view.firing or view.resolved
+    first = alerts[0]
+    status = "TEST" if view.test else ("RESOLVED" if view.all_resolved else "FIRING")
+    count = "" if view.test or view.all_resolved else f":{len(view.firing)}"
+    policy = view.labels.get("policy_name") or first.policy
+    service = view.labels.get("service") or first.service
+    severity = view.labels.get("severity") or first.severity
+    title = render_template(
+        config.templates.alert_title,
+        {
+            "status": status,
+            "count": count,
+            "firing": len(view.firing),
+            "resolved": len(view.resolved),
+            "policy": policy,
+            "service": service,
+            "severity": severity,
+        },
+    )
+    if view.test:
+        icon = ":test_tube:"
+    elif view.all_resolved:
+        icon = ":large_green_circle:"
+    else:
+        icon = _SEVERITY_ICON.get(severity, ":red_circle:")
+    single = len(view.firing) + len(view.resolved) == 1
+    facts: list[tuple[str, str | None]] = [
+        ("Policy", policy),
+        ("Service", service),
+        ("Severity", severity),
+        ("Condition", first.condition),
+    ]
+    if single:
+        facts += [
+            ("Observed", first.observed),
+            ("Threshold", first.threshold),
+            ("Resource", first.resource),
+            ("Started", _epoch(first.started_at)),
+            ("Ended", _epoch(first.ended_at)),
+        ]
+    else:
+        facts += [("Firing", str(len(view.firing))), ("Resolved", str(len(view.resolved)))]
+    blocks: list[Block | None] = [_header(title), _fields(facts)]
+    if single and first.summary:
+        blocks.append(_section(escape(first.summary)))
+    if not single:
+        budget = MAX_BLOCKS - 8
+        firing_budget = budget if not view.resolved else max(1, budget * 2 // 3)
+        if view.firing:
+            lines = [_alert_line(a) for a in view.firing]
+            blocks.extend(_lines_sections(f"Firing ({len(lines)})", lines, firing_budget))
+        if view.resolved:
+            lines = [_alert_line(a) for a in view.resolved]
+            blocks.extend(
+                _lines_sections(f"Resolved ({len(lines)})", lines, max(1, budget - firing_budget))
+            )
+    if first.doc_subject or first.doc_content:
+        doc = "\n".join(escape(p) for p in (first.doc_subject, first.doc_content) if p)
+        blocks.append(_section(f"*Documentation*\n{doc}"))
+    runbook = first.runbook
+    blocks.append(_buttons([("Incident", first.url if single else None), ("Runbook", runbook)]))
+    context = [f"{len(view.firing)} firing, {len(view.resolved)} resolved · {view.reason}"]
+    if single:
+        context.append(f"incident `{escape(first.incident_id)}`")
+    blocks.append(_context(*context))
+    text = f"{icon} {title}"
+    if single and first.summary:
+        text += f": {first.summary}"
+    if single and first.url:
+        text += f" {first.url}"
+    return _assemble(text, *blocks)
+
+
+def render_incident(notification: IncidentNotification, config: NotifyFileConfig) -> SlackMessage:
+    """One incident on its own (test notifications; the no-Redis fallback)."""
+    entry = alert_entry(notification, config)
+    view = AlertGroupView(
+        labels={},
+        firing=(entry,) if entry.state == "firing" else (),
+        resolved=(entry,) if entry.state == "resolved" else (),
+        reason="test notification" if notification.is_test else "single alert",
+        test=notification.is_test,
+    )
+    return render_alert_group(view, config)
+
+
+def render_ops(event: OpsEvent[OpsPayload], config: NotifyFileConfig) -> SlackMessage:
+    family = event.type.value.split(".")[2]
+    if family == "smoke":
+        return render_smoke(event, config.templates)
+    if family == "migration":
+        return render_migration(event, config.templates)
+    if family == "rollback":
+        return render_rollback(
+            event, config.templates, config.escalation.mention, config.runbook_base_url
+        )
+    raise ValueError(f"notify does not render {event.type.value}")

@@ -1,10 +1,21 @@
-"""Send a rendered message, or log it when no webhook is configured."""
+"""Integrations: where a rendered message goes. Slack is one; the log is the other.
+
+The pipeline (route -> filter -> dedup -> group -> render) hands a finished
+``SlackMessage`` to an integration and gets back ``sent`` or ``logged``, or one of our
+errors (``TransientError``: retry later; ``PermanentError``: never deliverable). Webhook
+references are resolved here, through ``deps.secrets``, so the URL is registered with
+the log redactor before anything could print it.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+from typing import Protocol
 
+from shared.errors import ConfigError
 from shared.notify._render import SlackMessage
 from shared.runtime import Deps
 from shared.slack import SlackWebhook
@@ -12,20 +23,81 @@ from shared.slack import SlackWebhook
 logger = logging.getLogger("sightops.notify")
 
 
-def deliver(deps: Deps, message: SlackMessage) -> str:
-    """Returns ``sent`` or ``logged`` (no webhook configured)."""
-    configured = deps.settings.slack_webhook_url
-    url = deps.secrets.resolve(configured.get_secret_value()) if configured else None
-    if not url:
+class Integration(Protocol):
+    """A receiver of rendered messages."""
+
+    name: str
+
+    def notify(self, message: SlackMessage) -> str: ...
+
+
+class LogIntegration:
+    """No webhook configured: the message is rendered to the log (DESIGN.md 4.3)."""
+
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+
+    def notify(self, message: SlackMessage) -> str:
         logger.info(
-            "slack message (no webhook configured): %s", json.dumps(message.to_dict())[:4000]
+            "slack message (no webhook configured): %s",
+            message.to_json()[:4000],
+            extra={"route_webhook": self.name},
         )
         return "logged"
-    webhook = SlackWebhook(
-        url,
-        timeout_s=deps.settings.slack_timeout_s,
-        max_retry_wait_s=deps.settings.slack_max_retry_wait_s,
-    )
-    payload = message.to_dict()
-    webhook.send(payload["text"], payload["blocks"])
-    return "sent"
+
+
+class SlackIntegration:
+    """An incoming webhook, resolved on first use (a Secret Manager read may be slow or
+    fail transiently; that must not break start-up)."""
+
+    def __init__(self, name: str, deps: Deps, reference: str) -> None:
+        self.name = name
+        self._deps = deps
+        self._reference = reference
+        self._webhook: SlackWebhook | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> SlackWebhook | None:
+        with self._lock:
+            if self._webhook is None:
+                url = self._deps.secrets.resolve(self._reference)
+                if not url:
+                    return None
+                settings = self._deps.settings
+                self._webhook = SlackWebhook(
+                    url,
+                    timeout_s=settings.slack_timeout_s,
+                    max_retry_wait_s=settings.slack_max_retry_wait_s,
+                )
+            return self._webhook
+
+    def notify(self, message: SlackMessage) -> str:
+        client = self._client()
+        if client is None:
+            return LogIntegration(self.name).notify(message)
+        payload = message.to_dict()
+        client.send(payload["text"], payload["blocks"])
+        return "sent"
+
+
+def integration_for(deps: Deps, reference: str) -> Integration:
+    """The integration a webhook reference names (validated in the config already)."""
+    if reference == "log":
+        return LogIntegration()
+    if reference == "default":
+        configured = deps.settings.slack_webhook_url
+        if configured is None or not configured.get_secret_value().strip():
+            return LogIntegration("default")
+        return SlackIntegration("default", deps, configured.get_secret_value())
+    if reference.startswith("env:"):
+        name = reference[4:]
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(f"webhook reference {reference}: environment variable is not set")
+        return SlackIntegration(reference, deps, value)
+    return SlackIntegration(reference, deps, reference)
+
+
+def describe(message: SlackMessage) -> str:
+    """The message as compact JSON (previews and logs; it never holds a webhook URL)."""
+    return json.dumps(message.to_dict(), ensure_ascii=False)

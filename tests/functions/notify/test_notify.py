@@ -1,4 +1,4 @@
-"""notify, through functions-framework: the build-message slice of DESIGN.md 4.3."""
+"""notify, through functions-framework: builds (DESIGN.md 4.3), delivery and retries."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ from shared.notify import render_build
 from shared.runtime import Deps, set_process_deps
 from shared.settings import Settings
 from sightops.pubsub_admin import ensure_subscription, ensure_topic
-from standins import RunningServer, serve
-from standins import slack as slack_standin
-from tests.helpers import GOLDEN, PROJECT, ROOT, envelope, push
+from standins import serve
+from tests.functions.notify.conftest import SOURCE, WEBHOOK_PATH
+from tests.helpers import GOLDEN, PROJECT, envelope, push
 
-SOURCE = ROOT / "functions" / "notify" / "main.py"
-WEBHOOK_PATH = "/services/T0TEST/B0TEST/notifytestsecret"
 REGEN = os.environ.get("REGEN_GOLDEN") == "1"
 
 
@@ -34,13 +32,6 @@ def golden_build(name: str, build_id: str | None = None) -> tuple[bytes, dict[st
     if build_id:
         data["id"] = attributes["buildId"] = build_id
     return json.dumps(data).encode(), attributes
-
-
-@pytest.fixture
-def sink() -> Iterator[tuple[slack_standin.SlackState, RunningServer]]:
-    state = slack_standin.SlackState()
-    with serve(slack_standin.create_app(state)) as running:
-        yield state, running
 
 
 @pytest.fixture
@@ -139,7 +130,7 @@ def test_archived_channel_is_permanent_recorded_and_not_retried(
     assert push(client, "cloud-builds", body).status_code == 200
     assert push(client, "cloud-builds", body).status_code == 200  # redelivery: duplicate
     assert [m.status for m in state.received()] == [410]
-    assert notifications(notify_deps, build_id) == []
+    assert notifications(notify_deps, build_id) == ["failed"]
     assert notify_deps.metrics.counter("events", consumer="notify", outcome="failed") == 1
 
 

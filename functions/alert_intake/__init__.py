@@ -1,0 +1,1 @@
+"""Deployable source of the alert_intake function (main.py)."""

@@ -1,0 +1,1 @@
+"""Deployable source of the notify function (main.py)."""
