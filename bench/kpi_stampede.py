@@ -49,7 +49,8 @@ if str(ROOT) not in sys.path:
 
 import redis  # noqa: E402
 
-from shared.kpi.cache import BytesCodec, SingleFlightCache, blocking_client  # noqa: E402
+from shared.cache import create_redis  # noqa: E402
+from shared.kpi.cache import BytesCodec, SingleFlightCache  # noqa: E402
 from shared.kpi.service import policy_from  # noqa: E402
 from shared.metrics import create_metrics  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -150,8 +151,8 @@ class Ours(ThreadedImpl):
     ) -> None:
         super().__init__(pool, callers)
         self.name = "this cache" if coalesce else "this cache, Redis lock only"
-        base = redis.Redis.from_url(settings.redis_url.get_secret_value())
-        self.client = blocking_client(base, settings.kpi.redis_max_connections, 30.0)
+        # The production client, with a patient pool wait: 200 callers share one process.
+        self.client = create_redis(settings.model_copy(update={"redis_timeout_s": 30.0}))
         self.cache = SingleFlightCache(
             self.client,
             BytesCodec(),
@@ -187,7 +188,7 @@ class Dogpile(ThreadedImpl):
                 # MaxConnectionsError past 100 concurrent users.
                 "connection_pool": redis.BlockingConnectionPool.from_url(
                     settings.redis_url.get_secret_value(),
-                    max_connections=settings.kpi.redis_max_connections,
+                    max_connections=settings.redis_max_connections,
                     timeout=30,
                 ),
                 "distributed_lock": True,
@@ -229,7 +230,7 @@ class Cashews:
         self.cache.setup(
             self.settings.redis_url.get_secret_value(),
             client_side=False,
-            max_connections=self.settings.kpi.redis_max_connections,
+            max_connections=self.settings.redis_max_connections,
         )
 
         @self.cache(ttl=int(self.settings.kpi.ttl_s), key="bench:cashews:{key}", lock=True)

@@ -96,25 +96,6 @@ class BytesCodec:
         return data
 
 
-def blocking_client(client: redis.Redis, max_connections: int, wait_s: float) -> redis.Redis:
-    """A client like ``client`` whose pool makes a caller wait (up to ``wait_s``) for a free
-    connection instead of failing at once.
-
-    redis-py's default pool raises ``MaxConnectionsError`` past 100 connections, which a
-    burst of threads reaches easily; to a cache that would look like "Redis is down".
-    """
-    import redis as redis_module
-
-    source = client.connection_pool
-    pool = redis_module.BlockingConnectionPool(  # type: ignore[no-untyped-call]
-        connection_class=source.connection_class,
-        max_connections=max_connections,
-        timeout=wait_s,
-        **source.connection_kwargs,
-    )
-    return redis_module.Redis(connection_pool=pool)
-
-
 class CacheUnavailableError(TransientError):
     """Redis cannot be reached, so there is nowhere to store a precomputed value."""
 

@@ -22,7 +22,6 @@ from shared.kpi.cache import (
     CacheResult,
     CacheUnavailableError,
     SingleFlightCache,
-    blocking_client,
 )
 from shared.kpi.model import SCHEMA_VERSION, ProjectKpis
 from shared.kpi.queries import ProjectNotFoundError, active_project_ids, compute_project_kpis
@@ -77,9 +76,7 @@ class KpiService:
         self.deps = deps
         self.config = deps.settings.kpi
         self._compute = compute or self._compute_from_stores
-        self.client = blocking_client(
-            deps.redis, self.config.redis_max_connections, deps.settings.redis_timeout_s
-        )
+        self.client = deps.redis
         self.cache: SingleFlightCache[bytes] = SingleFlightCache(
             self.client,
             BytesCodec(),
