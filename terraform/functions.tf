@@ -71,7 +71,12 @@ locals {
       min_instances     = 0
       max_instances     = 5
       concurrency       = 8
-      env               = { NOTIFY__CONFIG_FILE = "${local.notify_config_dir}/notify.yaml" }
+      env = {
+        NOTIFY__CONFIG_FILE = "${local.notify_config_dir}/notify.yaml"
+        # notify_flush runs every minute (scheduler.tf), so group timers need not be held
+        # in-process for long intervals (docs/notify.md, "Scheduled flush").
+        NOTIFY__SCHEDULED_FLUSH = "true"
+      }
     }
     notify_flush = {
       source            = "notify"
