@@ -58,10 +58,13 @@ def build_message(
     from shared.events import PAYLOAD_TYPES, EventType, OpsEvent
 
     body: Any = json.loads(file.read_text()) if file else None
-    if isinstance(body, dict) and "attributes" in body and "data" in body and not event_type:
-        payload = body["data"]
-        raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-        return raw, {str(k): str(v) for k, v in body["attributes"].items()}
+    if isinstance(body, dict) and "attributes" in body and "data" in body:
+        if event_type:  # a fresh event (new id and time) with that message's payload
+            body = body["data"]
+        else:  # exactly that message
+            payload = body["data"]
+            raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            return raw, {str(k): str(v) for k, v in body["attributes"].items()}
     if isinstance(body, dict) and "incident" in body and not event_type:
         return json.dumps(body).encode(), {}
     if not event_type:

@@ -119,3 +119,20 @@ def test_status_shows_services_schema_revision_and_recent_actions(cli_env: None)
     head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
     assert f"database schema revision: {head}" in result.output
     assert "rejected messages kept" in result.output
+
+
+def test_publish_with_a_type_makes_a_fresh_event_from_a_golden_messages_payload(
+    cli_env: None, pull_from: Any
+) -> None:
+    pull = pull_from("smoke-tests")
+    golden = GOLDEN / "ops" / "smoke_failed.json"
+    original = json.loads(golden.read_text())
+    result = runner.invoke(
+        app, ["events", "publish", "--type", "sight.ops.smoke.failed", "--file", str(golden)]
+    )
+    assert result.exit_code == 0, result.output
+    [message] = pull()
+    event = parse_ops_message(message.data, dict(message.attributes))
+    assert event.id != original["attributes"]["id"]
+    assert event.source == "sightops-cli"
+    assert json.loads(message.data)["revision"] == original["data"]["revision"]
