@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 LINT_PATHS := shared functions standins sightops
 PYTEST_ARGS ?=
 
-.PHONY: help venv dev test lint fmt bench clean services-up services-down lint-migrations
+.PHONY: help venv dev test lint fmt bench clean services-up services-down lint-migrations package check-infra
 
 help:
 	@echo "make dev    - the whole system locally, with a live timeline (Ctrl-C stops it)"
@@ -15,6 +15,8 @@ help:
 	@echo "make lint   - ruff and strict mypy"
 	@echo "make fmt    - format and auto-fix"
 	@echo "make bench  - benchmarks (ratios against a baseline in the same run)"
+	@echo "make package     - per-function deployable dirs and content-hashed zips in dist/"
+	@echo "make check-infra - offline checks of terraform/, Dockerfile, Cloud Build, compose, secrets"
 	@echo "make clean  - stop services, remove local state and caches"
 
 venv: $(STAMP)
@@ -28,13 +30,23 @@ $(STAMP):
 dev: venv
 	$(BIN)/sightops dev
 
-test: venv lint
+test: venv lint check-infra
 	scripts/test.sh $(PYTEST_ARGS)
 
-lint: venv
+package: venv
+	$(BIN)/python -m sightops.package
+
+check-infra: venv
+	scripts/check_infra.sh
+
+lint: venv lint-migrations
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check $(LINT_PATHS) tests bench
 	$(BIN)/mypy $(LINT_PATHS)
+
+# Offline (no database): every Alembic migration from base, linted as migrate does.
+lint-migrations: venv
+	$(BIN)/sightops migrations lint
 
 fmt: venv
 	$(BIN)/ruff format $(LINT_PATHS) tests bench

@@ -8,11 +8,14 @@ references.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from shared.events import BuildSelector
 
 _ASYNC_TO_SYNC_DRIVERS = {
     "postgresql+asyncpg": "postgresql+pg8000",
@@ -47,19 +50,119 @@ class Topics(BaseModel):
 
 
 class MigrateConfig(BaseModel):
-    """The migrate function (DESIGN.md 4.1)."""
+    """The migrate function (DESIGN.md 4.1); docs/migrate.md explains every knob.
+
+    Env: ``MIGRATE__LOCK_WAIT_S=120``, ``MIGRATE__SELECTOR='{"services": ["sight-api"]}'``.
+    Paths default to the repository's ``alembic.ini`` and ``graph/migrations``.
+    """
+
+    # Which SUCCESS builds migrate; empty selects nothing (never "every build").
+    selector: BuildSelector = BuildSelector()
+    # Publish sight.ops.migration.skipped for SUCCESS builds the selector does not select.
+    publish_skipped: bool = True
+    # Older deliveries are dropped as stale (a replay days later must not migrate silently).
+    max_age_s: float = Field(default=24 * 3600, gt=0)
+    # Retryable failures become `failed` on this delivery attempt, so the deploy stage always
+    # gets an answer instead of a dead-lettered message (match the subscription's policy).
+    max_delivery_attempts: int = Field(default=5, ge=1)
+
+    # PostgreSQL advisory lock (per database) serialising every migrate run.
+    lock_name: str = "sightops:migrate"
+    lock_wait_s: float = Field(default=120.0, gt=0)
+    lock_poll_s: float = Field(default=0.05, gt=0)
+    # Session defaults set before EACH migration (a migration may lower lock_timeout itself).
+    lock_timeout_ms: int = Field(default=5_000, ge=1)
+    statement_timeout_ms: int = Field(default=300_000, ge=1)
+
+    alembic_ini: Path | None = None
+    # Directories of revision files; None = what alembic.ini says (alembic/versions).
+    version_locations: list[Path] | None = None
+
+    graph_enabled: bool = True
+    graph_migrations_dir: Path | None = None
+    # Bookkeeping node labels (tests use unique ones: Neo4j Community has one database).
+    graph_record_label: str = Field(default="SchemaMigration", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    graph_lock_label: str = Field(default="SchemaMigrationLock", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    # A lock older than this belongs to a crashed runner and is taken over.
+    graph_lock_ttl_s: float = Field(default=600.0, gt=0)
+    graph_lock_wait_s: float = Field(default=30.0, gt=0)
 
 
 class RollbackConfig(BaseModel):
-    """The rollback function and smoke runner (DESIGN.md 4.2)."""
+    """The rollback function and smoke runner (DESIGN.md 4.2); docs/rollback.md."""
+
+    # Where the Cloud Run services live (None: ``gcp_project`` / ``gcp_region``). A smoke
+    # event's own ``region`` wins over ``region``.
+    project: str | None = None
+    region: str | None = None
+    dry_run: bool = False  # decide, record and publish, never move traffic
+    max_per_window: int = Field(default=2, ge=1)  # automatic rollbacks per service...
+    window_s: float = Field(default=3600.0, gt=0)  # ...in this window, then escalate
+    alert_window_s: float = Field(default=1800.0, gt=0)  # alerts count this long after promotion
+    max_event_age_s: float = Field(default=900.0, gt=0)  # older deliveries are dropped as stale
+    lock_wait_s: float = Field(default=30.0, gt=0)  # wait for the per-service lock, then 503
+    operation_timeout_s: float = Field(default=45.0, gt=0)  # < the push ack deadline (60 s)
+    api_timeout_s: float = Field(default=10.0, gt=0)  # each Cloud Run API call
+    # Smoke runner: each check gets a timeout and at most ``smoke_retries`` extra attempts.
+    smoke_url: str | None = None  # default URL for `sightops smoke` (make dev: the stand-in)
+    smoke_timeout_s: float = Field(default=10.0, gt=0)
+    smoke_retries: int = Field(default=2, ge=0)
+    smoke_backoff_s: float = Field(default=0.5, ge=0)
+    smoke_email: str = "smoke@sight.local"
+    smoke_password: SecretStr = SecretStr("smoke-local")  # or a Secret Manager reference
+    smoke_project_id: str = "00000000-0000-4000-8000-00000000a11e"  # Sight's smoke project
 
 
 class NotifyConfig(BaseModel):
-    """The notify and alert_intake functions (DESIGN.md 4.3, 4.4)."""
+    """The notify and alert_intake functions (DESIGN.md 4.3, 4.4); see docs/notify.md.
+
+    Routes, filters, templates and grouping live in a YAML file (``config_file``,
+    ``NOTIFY__CONFIG_FILE``) validated at start-up; the grouping values here are the
+    defaults that file may override.
+    """
+
+    config_file: str | None = None
+    group_wait_s: float = Field(default=10.0, ge=0)
+    group_interval_s: float = Field(default=60.0, gt=0)
+    repeat_interval_s: float = Field(default=4 * 3600.0, gt=0)
+    # Longest a delivery blocks in-process waiting for its group to fall due.
+    inline_wait_max_s: float = Field(default=10.0, ge=0, le=30)
+    # True when Cloud Scheduler calls notify_flush (every minute): a group due later
+    # than the inline wait is left to it. False: Pub/Sub redelivery is the timer (503).
+    scheduled_flush: bool = False
+    redis_prefix: str = "sightops:notify:v1:"
+    # Grouping state and sent-markers expire by themselves (Redis holds nothing forever).
+    state_ttl_s: int = Field(default=2 * 86400, gt=0)
+    # alert_intake: Basic auth credentials (values, or Secret Manager references).
+    intake_username: SecretStr | None = None
+    intake_password: SecretStr | None = None
+    intake_max_body_bytes: int = Field(default=64 * 1024, gt=0)
 
 
 class KpiConfig(BaseModel):
-    """The kpi and kpi_refresh functions (DESIGN.md 4.5)."""
+    """The kpi and kpi_refresh functions (DESIGN.md 4.5); semantics in docs/kpi.md."""
+
+    # An entry is fresh for ttl_s, then served stale (while one caller recomputes) for
+    # stale_ttl_s more; after that Redis drops it.
+    ttl_s: float = Field(default=300.0, gt=0)
+    stale_ttl_s: float = Field(default=3600.0, ge=0)
+    # The single-flight lock: expires by itself if its holder dies; a watchdog extends it
+    # while a computation runs, so it never expires under a live (slow) computation.
+    lock_ttl_s: float = Field(default=5.0, gt=0)
+    # How long a caller waits for another's computation before computing itself.
+    wait_s: float = Field(default=8.0, gt=0)
+    poll_min_s: float = Field(default=0.005, gt=0)
+    poll_max_s: float = Field(default=0.025, gt=0)
+    # XFetch: larger beta refreshes earlier; 0 disables early refresh.
+    xfetch_beta: float = Field(default=1.0, ge=0)
+    # After a Redis error, skip Redis for this long (compute directly) instead of paying
+    # a timeout on every request.
+    redis_retry_s: float = Field(default=5.0, ge=0)
+    key_prefix: str = "sightops:kpi:v1"
+    # kpi_refresh with all_active stops starting new projects after this long.
+    refresh_budget_s: float = Field(default=240.0, gt=0)
+    # Refresh requests older than this are dropped (the next schedule supersedes them).
+    refresh_max_age_s: float = Field(default=900.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -92,6 +195,8 @@ class Settings(BaseSettings):
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:63799/0")
     redis_timeout_s: float = 0.5
+    # Past this many connections a caller waits (up to redis_timeout_s) for a free one.
+    redis_max_connections: int = Field(default=64, ge=2)
 
     gcp_project: str = "sight-local"
     gcp_region: str = "europe-west1"

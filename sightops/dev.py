@@ -29,9 +29,13 @@ from sightops.topology import FUNCTIONS, TOPICS, dead_letter_topic
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("SIGHTOPS_STATE", ROOT / ".local"))
 
-STANDIN_PORTS = {"cloudrun": 8701, "slack": 8702, "secretmanager": 8703}
+STANDIN_PORTS = {"cloudrun": 8701, "slack": 8702, "secretmanager": 8703, "sightapi": 8704}
 SLACK_WEBHOOK_PATH = "/services/T0LOCAL/B0LOCAL/devwebhooksecret"
 SLACK_SECRET = "slack-webhook-url"  # noqa: S105 - the secret's name, not its value
+# alert_intake's Basic-auth password lives in the Secret Manager stand-in (by reference).
+INTAKE_SECRET = "alert-intake-password"  # noqa: S105 - the secret's name, not its value
+INTAKE_USER = "monitoring"
+INTAKE_PASSWORD = "dev-intake-password"  # noqa: S105 - local development only
 
 
 def dev_env() -> dict[str, str]:
@@ -43,6 +47,13 @@ def dev_env() -> dict[str, str]:
     env.setdefault("SECRET_MANAGER_ENDPOINT", f"http://127.0.0.1:{STANDIN_PORTS['secretmanager']}")
     env.setdefault(
         "SLACK_WEBHOOK_URL", f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}"
+    )
+    env.setdefault("ROLLBACK__SMOKE_URL", f"http://127.0.0.1:{STANDIN_PORTS['sightapi']}")
+    env.setdefault("NOTIFY__CONFIG_FILE", str(ROOT / "config" / "notify.yaml"))
+    env.setdefault("NOTIFY__INTAKE_USERNAME", INTAKE_USER)
+    env.setdefault(
+        "NOTIFY__INTAKE_PASSWORD",
+        f"projects/{env['GCP_PROJECT']}/secrets/{INTAKE_SECRET}/versions/latest",
     )
     env.setdefault("LOG_LEVEL", "INFO")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -56,6 +67,7 @@ class Dev:
         self.children: list[tuple[str, subprocess.Popen[str]]] = []
         self.record = STATE / "run" / "dev-started"
         self.stopping = threading.Event()
+        self.subscriptions: list[str] = []
         self.env = dev_env()
 
     # ---- lifecycle -------------------------------------------------------------
@@ -116,7 +128,10 @@ class Dev:
         seed = STATE / "run" / "secrets-seed.json"
         seed.write_text(
             json.dumps(
-                {SLACK_SECRET: f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}"}
+                {
+                    SLACK_SECRET: f"http://127.0.0.1:{STANDIN_PORTS['slack']}{SLACK_WEBHOOK_PATH}",
+                    INTAKE_SECRET: INTAKE_PASSWORD,
+                }
             )
         )
         seed.chmod(0o600)
@@ -143,7 +158,7 @@ class Dev:
                 "--target",
                 fn.name,
                 "--source",
-                str(ROOT / "functions" / fn.name / "main.py"),
+                str(ROOT / "functions" / fn.source_dir / "main.py"),
                 "--signature-type",
                 fn.signature,
                 "--host",
@@ -156,11 +171,18 @@ class Dev:
     def _pubsub(self) -> None:
         from sightops.pubsub_admin import setup
 
-        setup(self.env["PUBSUB_EMULATOR_HOST"], self.env["GCP_PROJECT"])
+        self.subscriptions = setup(self.env["PUBSUB_EMULATOR_HOST"], self.env["GCP_PROJECT"])
         threading.Thread(target=self._tail_topics, daemon=True).start()
 
     def down(self) -> None:
         self.stopping.set()
+        if self.subscriptions:
+            from sightops.pubsub_admin import teardown
+
+            try:
+                teardown(self.env["PUBSUB_EMULATOR_HOST"], self.subscriptions)
+            except Exception as exc:  # the emulator may already be gone: nothing to clean
+                self.console.print(f"[yellow]subscriptions not removed: {type(exc).__name__}[/]")
         for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

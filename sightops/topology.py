@@ -17,10 +17,25 @@ class FunctionSpec:
     port: int
     signature: str  # "cloudevent" or "http"
     topics: tuple[str, ...] = ()
+    source: str | None = None  # functions/<source>/main.py; None: the function's name
+
+    @property
+    def source_dir(self) -> str:
+        return self.source or self.name
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("notify", 8801, "cloudevent", ("cloud-builds",)),
+    FunctionSpec(
+        "notify",
+        8801,
+        "cloudevent",
+        ("cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts"),
+    ),
+    FunctionSpec("migrate", 8802, "cloudevent", ("cloud-builds",)),
+    FunctionSpec("alert_intake", 8804, "http"),
+    FunctionSpec("rollback", 8803, "cloudevent", ("smoke-tests", "monitoring-alerts")),
+    FunctionSpec("kpi", 8805, "http"),
+    FunctionSpec("kpi_refresh", 8806, "cloudevent", ("kpi-refresh",), source="kpi"),
 )
 
 MAX_DELIVERY_ATTEMPTS = 5

@@ -1,0 +1,1 @@
+"""Deployable source of the migrate function (main.py)."""

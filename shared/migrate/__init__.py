@@ -1,0 +1,72 @@
+"""The migrate function's library (DESIGN.md 4.1; docs/migrate.md).
+
+On a selected SUCCESS build: under a PostgreSQL advisory lock, lint the pending Alembic
+migrations' offline SQL (pglast), apply them one by one with lock/statement timeouts,
+apply the versioned Cypher files to Neo4j under a graph lock, record the run in
+``ops.actions`` and publish ``sight.ops.migration.*``.
+"""
+
+from shared.migrate._alembic import ALEMBIC_LOCK, AlembicRunner, RenderedMigration
+from shared.migrate._graph import (
+    GraphFile,
+    GraphLockLost,
+    GraphMigrationError,
+    GraphMigrator,
+    GraphRun,
+    GraphStatus,
+    load_files,
+    split_statements,
+)
+from shared.migrate._handler import (
+    DUPLICATE_WAIT_MS,
+    dedupe_key,
+    handle_build,
+    max_age,
+    migrate_deps,
+    migration_event,
+)
+from shared.migrate._lint import RULES, Rule, blocking, lint_migrations, parse_allowances
+from shared.migrate._lock import advisory_lock, lock_holder, lock_key
+from shared.migrate._run import (
+    MigrationFailed,
+    RunOutcome,
+    RunRequest,
+    migration_engine,
+    run_migrations,
+)
+from shared.migrate._status import MigrationStatus, migration_status
+
+__all__ = [
+    "ALEMBIC_LOCK",
+    "DUPLICATE_WAIT_MS",
+    "RULES",
+    "AlembicRunner",
+    "GraphFile",
+    "GraphLockLost",
+    "GraphMigrationError",
+    "GraphMigrator",
+    "GraphRun",
+    "GraphStatus",
+    "MigrationFailed",
+    "MigrationStatus",
+    "RenderedMigration",
+    "Rule",
+    "RunOutcome",
+    "RunRequest",
+    "advisory_lock",
+    "blocking",
+    "dedupe_key",
+    "handle_build",
+    "lint_migrations",
+    "load_files",
+    "lock_holder",
+    "lock_key",
+    "max_age",
+    "migrate_deps",
+    "migration_engine",
+    "migration_event",
+    "migration_status",
+    "parse_allowances",
+    "run_migrations",
+    "split_statements",
+]

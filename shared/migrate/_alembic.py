@@ -1,0 +1,174 @@
+"""Alembic, driven in-process: current/head/pending, offline rendering, step-wise upgrade.
+
+Alembic's command API is not thread-safe: ``command.upgrade`` installs its environment in
+module globals (the ``alembic.context`` and ``alembic.op`` proxies) while ``env.py`` and the
+migration scripts run. Every call that runs ``env.py`` therefore holds :data:`ALEMBIC_LOCK`
+(in-process); the PostgreSQL advisory lock serialises processes. The lock is taken with a
+bounded wait, and is always the innermost lock (nothing else is acquired while holding it),
+so it cannot take part in a deadlock.
+
+Upgrades run one revision at a time on a connection that is *not* in a transaction, so
+``env.py`` uses ``transaction_per_migration``: each migration commits on its own (and
+``autocommit_block()`` works, which ``CREATE INDEX CONCURRENTLY`` needs), ``lock_timeout``
+and ``statement_timeout`` are reset before each one, and progress can be recorded between
+them. A failing migration rolls back alone and leaves the database at the previous one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shared.errors import ConfigError, LockTimeoutError
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_INI = ROOT / "alembic.ini"
+
+#: Serialises every use of Alembic's command API in this process (see module docstring).
+ALEMBIC_LOCK = threading.Lock()
+ALEMBIC_LOCK_WAIT_S = 300.0
+
+# Offline rendering needs a dialect, never a server.
+_OFFLINE_URL = "postgresql+pg8000://offline@localhost/render"
+_MARKER = re.compile(r"^-- Running upgrade (?P<from>.*?) -> (?P<to>\S+)\s*$", re.MULTILINE)
+
+
+@contextmanager
+def alembic_api(wait_s: float = ALEMBIC_LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the in-process Alembic lock, waiting at most ``wait_s``."""
+    if not ALEMBIC_LOCK.acquire(timeout=wait_s):
+        raise LockTimeoutError(f"Alembic busy in this process for more than {wait_s:g}s")
+    try:
+        yield
+    finally:
+        ALEMBIC_LOCK.release()
+
+
+@dataclass(frozen=True)
+class RenderedMigration:
+    """One pending revision: its offline SQL and its source (for allow annotations)."""
+
+    revision: str
+    label: str
+    source: str
+    sql: str
+
+
+def migration_label(script: Script) -> str:
+    """``0002_add_foo`` from ``2026_01_31_1405-0002_add_foo.py`` (what findings name)."""
+    stem = Path(script.path).stem
+    return stem.split("-", 1)[1] if "-" in stem else stem
+
+
+class AlembicRunner:
+    """The project's Alembic environment (``alembic/env.py``) with configurable versions."""
+
+    def __init__(
+        self, ini: Path | None = None, version_locations: Sequence[Path] | None = None
+    ) -> None:
+        self.ini = ini or DEFAULT_INI
+        self.version_locations = list(version_locations) if version_locations else None
+
+    def config(self, connection: Connection | None = None) -> Config:
+        """A fresh Config: Alembic keeps per-command state on it."""
+        config = Config(str(self.ini), output_buffer=io.StringIO())
+        if self.version_locations:
+            config.set_main_option(
+                "version_locations", os.pathsep.join(str(p) for p in self.version_locations)
+            )
+        # Keep the embedding process's logging; alembic.ini's is for the command line.
+        config.attributes["configure_logger"] = False
+        if connection is not None:
+            config.attributes["connection"] = connection
+        return config
+
+    def script(self) -> ScriptDirectory:
+        """The revision files as they are now (read afresh on every run)."""
+        return ScriptDirectory.from_config(self.config())
+
+    @staticmethod
+    def head(script: ScriptDirectory) -> str | None:
+        try:
+            return script.get_current_head()
+        except CommandError as exc:  # several heads: a merge revision is missing
+            raise ConfigError(f"alembic: {exc}") from exc
+
+    @staticmethod
+    def current(conn: Connection) -> str | None:
+        """The database's revision (None for an empty database); leaves no transaction."""
+        try:
+            return MigrationContext.configure(conn).get_current_revision()
+        finally:
+            conn.rollback()
+
+    @staticmethod
+    def pending(script: ScriptDirectory, current: str | None) -> list[Script]:
+        """Revisions from ``current`` (exclusive) to head, in the order they apply."""
+        return list(reversed(list(script.iterate_revisions("head", current))))
+
+    def render(self, script: ScriptDirectory, current: str | None) -> list[RenderedMigration]:
+        """Offline SQL of every revision after ``current``, one entry per revision."""
+        config = self.config()
+        config.set_main_option("sqlalchemy.url", _OFFLINE_URL)
+        target = f"{current}:head" if current else "head"
+        with alembic_api():
+            command.upgrade(config, target, sql=True)
+        assert isinstance(config.output_buffer, io.StringIO)
+        return split_rendered(config.output_buffer.getvalue(), script)
+
+    def upgrade(
+        self,
+        conn: Connection,
+        revision: str,
+        *,
+        lock_timeout_ms: int,
+        statement_timeout_ms: int,
+    ) -> float:
+        """Apply up to ``revision`` with fresh session timeouts; returns its duration (ms)."""
+        conn.execute(text(f"SET lock_timeout = {int(lock_timeout_ms)}"))
+        conn.execute(text(f"SET statement_timeout = {int(statement_timeout_ms)}"))
+        conn.commit()
+        started = time.perf_counter()
+        with alembic_api():
+            try:
+                command.upgrade(self.config(conn), revision)
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+        return (time.perf_counter() - started) * 1000
+
+
+def split_rendered(sql: str, script: ScriptDirectory) -> list[RenderedMigration]:
+    """Cut ``upgrade --sql`` output at its ``-- Running upgrade a -> b`` markers."""
+    markers = list(_MARKER.finditer(sql))
+    out: list[RenderedMigration] = []
+    for i, marker in enumerate(markers):
+        end = markers[i + 1].start() if i + 1 < len(markers) else len(sql)
+        revision = marker.group("to")
+        found = script.get_revision(revision)
+        if found is None:  # pragma: no cover - alembic rendered what it knows
+            raise ConfigError(f"alembic rendered unknown revision {revision!r}")
+        out.append(
+            RenderedMigration(
+                revision=revision,
+                label=migration_label(found),
+                source=Path(found.path).read_text(encoding="utf-8"),
+                sql=sql[marker.end() : end],
+            )
+        )
+    return out

@@ -1,0 +1,94 @@
+"""The ``ops.actions`` row of one build's migration run, written on the migration session.
+
+Why not ``ctx.record_action`` (the delivery transaction)? The schema changes commit on
+the migration session, migration by migration, independently of the delivery. If their
+record lived in the delivery transaction, a retried delivery (Neo4j down, publish failed,
+process killed) would roll the record back while the schema change stays: the audit trail
+would lose a breaking migration, and rollback would move traffic to code that cannot run
+against the schema. So the record is committed next to the change it describes, before
+the lock is released, and is keyed ``migrate:<build id>`` (``dedupe_key``) so a rerun of
+the same build continues its row instead of adding one.
+
+Status goes ``started`` -> ``succeeded`` | ``failed``; ``detail`` is the
+``MigrationResult`` (wire form) plus ``applied``, ``lock_wait_ms`` and ``attempts``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+FINAL = frozenset({"succeeded", "failed"})
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    status: str
+    detail: dict[str, Any]
+
+
+class RunRecorder:
+    """Upserts the run's row; silent while ``ops.actions`` does not exist (bootstrap)."""
+
+    def __init__(
+        self,
+        build_id: str,
+        *,
+        service: str | None,
+        trigger_event_id: str | None,
+        actor: str = "automation",
+    ) -> None:
+        self.key = f"migrate:{build_id}"
+        self.service = service
+        self.trigger_event_id = trigger_event_id
+        self.actor = actor
+        self._table_exists = False
+
+    def _exists(self, conn: Connection) -> bool:
+        if not self._table_exists:
+            found = conn.execute(text("SELECT to_regclass('ops.actions') IS NOT NULL")).scalar()
+            conn.commit()
+            self._table_exists = bool(found)
+        return self._table_exists
+
+    def load(self, conn: Connection) -> RecordedRun | None:
+        if not self._exists(conn):
+            return None
+        row = conn.execute(
+            text("SELECT status, detail FROM ops.actions WHERE dedupe_key = :k"), {"k": self.key}
+        ).first()
+        conn.commit()
+        return None if row is None else RecordedRun(str(row.status), dict(row.detail))
+
+    def save(self, conn: Connection, status: str, detail: dict[str, Any], now: datetime) -> None:
+        """Insert or update the row and commit: it must be durable before the lock goes."""
+        if not self._exists(conn):
+            return
+        conn.execute(
+            text(
+                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
+                " dedupe_key, detail, started_at, finished_at)"
+                " VALUES ('migration', :service, :status, :trigger, :actor, :key,"
+                " CAST(:detail AS jsonb), :now,"
+                " CASE WHEN :final THEN CAST(:now AS timestamptz) END)"
+                " ON CONFLICT (dedupe_key) DO UPDATE SET status = EXCLUDED.status,"
+                " detail = EXCLUDED.detail, finished_at = EXCLUDED.finished_at,"
+                " trigger_event_id = EXCLUDED.trigger_event_id"
+            ),
+            {
+                "service": self.service,
+                "status": status,
+                "trigger": self.trigger_event_id,
+                "actor": self.actor,
+                "key": self.key,
+                "detail": json.dumps(detail, default=str),
+                "now": now,
+                "final": status in FINAL,
+            },
+        )
+        conn.commit()
