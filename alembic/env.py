@@ -26,6 +26,8 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, Engine, create_engine, pool
 
+from shared.db import allow_autocommit_blocks
+
 config = context.config
 
 # Migrations are hand-written and self-contained (op.create_table & co.); there is no
@@ -101,6 +103,7 @@ def run_migrations_online() -> None:
         )
 
     engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    allow_autocommit_blocks(engine)
     try:
         with engine.connect() as connection:
             _run_with_connection(connection)

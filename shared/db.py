@@ -102,3 +102,22 @@ def pool_usage(engine: Engine) -> dict[str, int]:
 def ping(engine: Engine) -> None:
     with transaction(engine) as conn:
         conn.execute(text("SELECT 1"))
+
+
+def allow_autocommit_blocks(engine: Engine) -> None:
+    """Make Alembic's ``autocommit_block()`` (CREATE INDEX CONCURRENTLY) work on pg8000.
+
+    The block first asks for the current isolation level, a ``SHOW`` that makes pg8000
+    open a DBAPI transaction SQLAlchemy does not know about; switching to autocommit does
+    not end it, so the next statement still runs "inside a transaction block". SQLAlchemy
+    refuses the switch while one of *its* transactions is open, so what is open at that
+    point is only the implicit one: end it.
+    """
+    event.listen(engine, "set_connection_execution_options", _end_implicit_transaction)
+
+
+def _end_implicit_transaction(conn: Connection, opts: dict[str, Any]) -> None:
+    if opts.get("isolation_level") == "AUTOCOMMIT":
+        dbapi_conn = conn.connection.dbapi_connection
+        if dbapi_conn is not None and getattr(dbapi_conn, "_in_transaction", True):
+            dbapi_conn.rollback()

@@ -55,6 +55,8 @@ def dev_env() -> dict[str, str]:
         "NOTIFY__INTAKE_PASSWORD",
         f"projects/{env['GCP_PROJECT']}/secrets/{INTAKE_SECRET}/versions/latest",
     )
+    # The service the local stand-ins deploy; its CI builds (_SERVICE=sight-api) migrate.
+    env.setdefault("MIGRATE__SELECTOR", '{"services": ["sight-api"]}')
     env.setdefault("LOG_LEVEL", "INFO")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env

@@ -27,7 +27,13 @@ locals {
       min_instances     = 0
       max_instances     = 1 # one migration at a time (it also holds an advisory lock)
       concurrency       = 1
-      env               = {}
+      env = {
+        # An empty selector selects nothing: migrate the builds of the managed services.
+        MIGRATE__SELECTOR = jsonencode({ services = var.managed_services })
+        # On the last attempt a retryable failure becomes `failed`, so the deploy stage
+        # always gets an answer instead of a dead-lettered message.
+        MIGRATE__MAX_DELIVERY_ATTEMPTS = tostring(var.max_delivery_attempts)
+      }
     }
     rollback = {
       source            = "rollback"

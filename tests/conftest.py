@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from shared.db import allow_autocommit_blocks
 from shared.metrics import Metrics
 from shared.runtime import Deps, set_process_deps
 from shared.settings import Settings
@@ -83,7 +84,8 @@ def upgrade_to_head(settings: Settings) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "alembic"))
     engine = create_engine(settings.database_url_sync)
-    with engine.begin() as conn:
+    allow_autocommit_blocks(engine)
+    with engine.connect() as conn:  # not begin(): Alembic commits migration by migration
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
     engine.dispose()

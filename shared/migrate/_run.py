@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError
 
+from shared.db import allow_autocommit_blocks, sqlstate
 from shared.db import is_transient as db_is_transient
-from shared.db import sqlstate
 from shared.errors import ConfigError, LockTimeoutError, PermanentError, TransientError
 from shared.events import GraphVersions, LintFinding, MigrationResult, PostgresRevisions
 from shared.migrate._alembic import AlembicRunner
@@ -93,7 +93,7 @@ def migration_engine(settings: Settings) -> Engine:
                 pool_recycle=1800,
                 connect_args={"timeout": settings.db_connect_timeout_s},
             )
-            event.listen(engine, "set_connection_execution_options", _autocommit_for_pg8000)
+            allow_autocommit_blocks(engine)
             _engines[url] = engine
         return engine
 
@@ -114,21 +114,6 @@ def start_session(conn: Connection, settings: Settings, name: str) -> None:
         },
     )
     conn.commit()
-
-
-def _autocommit_for_pg8000(conn: Connection, opts: dict[str, Any]) -> None:
-    """Make Alembic's ``autocommit_block()`` (CREATE INDEX CONCURRENTLY) work on pg8000.
-
-    The block asks for the current isolation level first, a ``SHOW`` query that makes
-    pg8000 open a DBAPI transaction SQLAlchemy does not know about; switching pg8000 to
-    autocommit does not end it, so the next statement still runs "inside a transaction
-    block". SQLAlchemy refuses the switch while one of *its* transactions is open, so
-    what is open here is only that implicit one: end it.
-    """
-    if opts.get("isolation_level") == "AUTOCOMMIT":
-        dbapi_conn = conn.connection.dbapi_connection
-        if dbapi_conn is not None and getattr(dbapi_conn, "_in_transaction", True):
-            dbapi_conn.rollback()
 
 
 def run_migrations(deps: Deps, request: RunRequest) -> RunOutcome:

@@ -139,14 +139,21 @@ def mark_health(
 
 
 def breaking_migrations(conn: Connection, since: datetime) -> list[BreakingMigration]:
-    """Breaking migrations that finished after ``since``, of any service: the database is
-    shared, so old code of any service may not survive the new schema."""
+    """Breaking migrations applied after ``since``, of any service: the database is
+    shared, so old code of any service may not survive the new schema.
+
+    Any run but a skipped one counts: migrate marks a run breaking as soon as a destructive
+    migration commits, so a run that then failed, or is still ``started`` (its messages
+    dead-lettered), has changed the schema all the same.
+    """
     rows = conn.execute(
         text(
-            "SELECT id, finished_at, detail FROM ops.actions"
-            " WHERE kind = 'migration' AND status = 'succeeded'"
-            " AND detail->>'breaking' = 'true' AND finished_at > :since"
-            " ORDER BY finished_at"
+            "SELECT id, COALESCE(finished_at, started_at) AS finished_at, detail"
+            " FROM ops.actions"
+            " WHERE kind = 'migration' AND status <> 'skipped'"
+            " AND detail->>'breaking' = 'true'"
+            " AND COALESCE(finished_at, started_at) > :since"
+            " ORDER BY 2"
         ),
         {"since": since},
     ).all()

@@ -172,18 +172,21 @@ class EventHandler(Generic[E]):
         try:
             with transaction(deps.engine) as conn:
                 waited = time.perf_counter()
+                # rowcount, not RETURNING: a RETURNING result left open keeps pg8000's portal
+                # (and its snapshot) alive while the handler runs, which stalls
+                # CREATE INDEX CONCURRENTLY in a migration run by that handler.
                 fresh = conn.execute(
                     text(
                         "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
-                        " VALUES (:c, :k, :t, 'handled') ON CONFLICT DO NOTHING RETURNING 1"
+                        " VALUES (:c, :k, :t, 'handled') ON CONFLICT DO NOTHING"
                     ),
                     {"c": self.consumer, "k": key, "t": message.event_type},
-                ).first()
+                ).rowcount
                 deps.metrics.timing(
                     "dedupe_wait_ms", (time.perf_counter() - waited) * 1000, consumer=self.consumer
                 )
                 deps.metrics.gauge("db_pool_checked_out", pool_usage(deps.engine)["checked_out"])
-                if fresh is None:
+                if not fresh:
                     return self._log(
                         deps,
                         message,

@@ -159,6 +159,25 @@ def test_secret_env_names_are_settings_fields() -> None:
             assert nested.lower() in model.model_fields, f"{key}: {env} is not a Settings field"  # type: ignore[union-attr]
 
 
+def test_every_plain_env_name_is_a_settings_field() -> None:
+    from shared.settings import Settings
+
+    for name, fn in FUNCS.items():
+        for env in fn["env"]:
+            top, _, nested = env.partition("__")
+            assert top.lower() in Settings.model_fields, f"{name}: {env}"
+            if nested:
+                model = Settings.model_fields[top.lower()].annotation
+                assert nested.lower() in model.model_fields, f"{name}: {env}"  # type: ignore[union-attr]
+
+
+def test_migrate_selects_the_managed_services_and_matches_the_retry_policy() -> None:
+    """An empty selector selects nothing: without this, production would skip every build."""
+    env = FUNCS["migrate"]["env"]
+    assert "var.managed_services" in env["MIGRATE__SELECTOR"]
+    assert "var.max_delivery_attempts" in env["MIGRATE__MAX_DELIVERY_ATTEMPTS"]
+
+
 def test_no_account_holds_a_primitive_or_authoritative_role() -> None:
     for kind, name, body in TF.iam_members():
         assert not kind.endswith(("_iam_binding", "_iam_policy")), (

@@ -305,20 +305,29 @@ def breaking_migration(deps: Deps) -> Iterator[Callable[..., None]]:
     since breaking migrations apply to every service."""
     ids: list[int] = []
 
-    def insert(finished_at: datetime, label: str = "a7f3e9b2c410", breaking: bool = True) -> None:
+    def insert(
+        finished_at: datetime,
+        label: str = "a7f3e9b2c410",
+        breaking: bool = True,
+        status: str = "succeeded",
+    ) -> None:
+        """``status='started'`` leaves finished_at empty, as a run that never finished."""
         with deps.engine.begin() as conn:
             ids.append(
                 conn.execute(
                     text(
                         "INSERT INTO ops.actions (kind, service, status, detail, started_at,"
-                        " finished_at) VALUES ('migration', 'sight-api', 'succeeded',"
-                        " CAST(:d AS jsonb), :t, :t) RETURNING id"
+                        " finished_at) VALUES ('migration', 'sight-api', :status,"
+                        " CAST(:d AS jsonb), :t,"
+                        " CASE WHEN :status = 'started' THEN NULL"
+                        " ELSE CAST(:t AS timestamptz) END) RETURNING id"
                     ),
                     {
                         "d": json.dumps(
                             {"breaking": breaking, "postgres": {"from": "0001", "to": label}}
                         ),
                         "t": finished_at,
+                        "status": status,
                     },
                 ).scalar_one()
             )

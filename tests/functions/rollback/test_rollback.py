@@ -134,6 +134,19 @@ def test_rollback_freezes_on_a_breaking_migration_after_the_target_was_deployed(
     assert action["status"] == "frozen"
 
 
+@pytest.mark.parametrize("status", ["failed", "started"])
+def test_rollback_freezes_on_a_breaking_migration_from_a_run_that_did_not_succeed(
+    env: Env, breaking_migration: Callable[..., None], status: str
+) -> None:
+    v1, v2, v3 = env.deploy()
+    env.seed_health(**{v1: "good", v2: "good"})
+    breaking_migration(datetime.now(UTC) - timedelta(minutes=30), status=status)
+    assert deliver(env, env.smoke(False, v3)).status_code == 200
+    assert env.patches() == 0
+    kind, _ = env.published.one()
+    assert kind is EventType.ROLLBACK_FROZEN
+
+
 def test_rollback_ignores_non_breaking_and_older_migrations(
     env: Env, breaking_migration: Callable[..., None]
 ) -> None:
