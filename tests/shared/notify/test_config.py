@@ -55,7 +55,7 @@ def test_invalid_configs_fail_with_the_field_and_reason(raw: dict[str, Any], mes
 
 
 def test_a_pasted_webhook_url_is_never_echoed_in_the_error() -> None:
-    url = "https://hooks.slack.com/services/T0001/B0001/abcdefSECRET"
+    url = "https://hooks.slack.com/services/T0001/B0001/abcdefSECRET"  # pragma: allowlist secret
     with pytest.raises(ConfigError) as caught:
         parse_config({"default_webhook": url})
     assert "abcdefSECRET" not in str(caught.value)
