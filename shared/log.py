@@ -99,6 +99,30 @@ class JsonFormatter(logging.Formatter):
         return self._redactor.redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
+class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the stream given, or to whatever ``sys.stdout`` is at the time of each
+    record (so a replaced stdout, e.g. a test's captured one, is never written after it
+    closes), and never lets logging's own error report print a record's raw arguments."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._fixed_stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self._fixed_stream or sys.stdout
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # logging.Handler.handleError prints the message and its arguments unformatted
+        # (unredacted) to stderr; report the failure without them.
+        exc = sys.exc_info()[1]
+        if logging.raiseExceptions and sys.stderr:
+            sys.stderr.write(
+                f"sightops logging error: {type(exc).__name__} while writing a "
+                f"{record.levelname} record from {record.name}\n"
+            )
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     """Install the JSON formatter on the root logger once (idempotent)."""
     root = logging.getLogger()
@@ -106,7 +130,7 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         if isinstance(handler.formatter, JsonFormatter):
             root.setLevel(level.upper())
             return
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = JsonLineHandler(stream)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())

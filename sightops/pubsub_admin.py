@@ -85,9 +85,17 @@ def setup(
     functions: Iterable[FunctionSpec] = FUNCTIONS,
     host: str = "127.0.0.1",
     timeline: bool = True,
+    fresh: bool = True,
 ) -> list[str]:
-    """Topics, push subscriptions with dead-letter topics, and timeline pull subscriptions."""
+    """Topics, push subscriptions with dead-letter topics, and timeline pull subscriptions.
+
+    ``fresh`` deletes subscriptions of the same names first: a backlog left by an earlier
+    run that was killed would otherwise flood the new one.
+    """
+    functions = tuple(functions)
     publisher, subscriber = _clients(emulator_host)
+    if fresh:
+        teardown(emulator_host, _owned_subscriptions(project, functions, timeline))
     created: list[str] = []
     for topic in TOPICS:
         ensure_topic(publisher, project, topic)
@@ -111,6 +119,20 @@ def setup(
         for topic in TOPICS:
             created.append(ensure_subscription(subscriber, project, f"timeline--{topic}", topic))
     return created
+
+
+def _owned_subscriptions(
+    project: str, functions: Iterable[FunctionSpec], timeline: bool
+) -> list[str]:
+    names = []
+    for fn in functions:
+        for topic in fn.topics:
+            names.append(subscription_name(fn.name, topic))
+            if timeline:
+                names.append(f"timeline--{dead_letter_topic(fn.name, topic)}")
+    if timeline:
+        names += [f"timeline--{topic}" for topic in TOPICS]
+    return [f"projects/{project}/subscriptions/{name}" for name in names]
 
 
 def teardown(emulator_host: str, subscriptions: Iterable[str]) -> None:

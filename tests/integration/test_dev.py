@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from sightops.dev import STANDIN_PORTS
@@ -50,6 +51,12 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
             time.sleep(0.2)
         assert json.loads(ready.read_text())["ready_s"] < READY_LIMIT_S
 
+        # A build id of its own: notify remembers what it sent (Redis), across runs too.
+        build = json.loads((GOLDEN / "cloudbuild" / "failure.json").read_text())
+        build_id = str(uuid.uuid4())
+        build["data"]["id"] = build["attributes"]["buildId"] = build_id
+        message_file = tmp_path / "build.json"
+        message_file.write_text(json.dumps(build))
         subprocess.run(
             [
                 sys.executable,
@@ -58,7 +65,7 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
                 "events",
                 "publish",
                 "--file",
-                str(GOLDEN / "cloudbuild" / "failure.json"),
+                str(message_file),
             ],
             cwd=ROOT,
             env=env,
@@ -72,7 +79,7 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
                 messages = json.load(r)["messages"]
             time.sleep(0.2)
         assert messages, "no Slack message reached the sink"
-        assert "FAILURE" in json.dumps(messages[0]["body"])
+        assert build_id in json.dumps(messages)
         while time.monotonic() < deadline:
             text = Path(out.name).read_text()
             if "notify: handled" in text and "→ cloud-builds build" in text:

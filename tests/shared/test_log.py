@@ -4,7 +4,16 @@ import io
 import json
 import logging
 
-from shared.log import MASK, JsonFormatter, Redactor, configure_logging, labels
+import pytest
+
+from shared.log import (
+    MASK,
+    JsonFormatter,
+    JsonLineHandler,
+    Redactor,
+    configure_logging,
+    labels,
+)
 
 
 def test_registered_secret_values_are_masked() -> None:
@@ -54,6 +63,10 @@ def test_json_line_has_severity_labels_and_is_redacted() -> None:
 def test_configure_logging_is_idempotent() -> None:
     root = logging.getLogger()
     before = list(root.handlers)
+    level = root.level
+    for h in before:  # an earlier test may have configured the process already
+        if isinstance(h.formatter, JsonFormatter):
+            root.removeHandler(h)
     try:
         configure_logging("INFO", io.StringIO())
         configure_logging("DEBUG", io.StringIO())
@@ -62,5 +75,33 @@ def test_configure_logging_is_idempotent() -> None:
         assert root.level == logging.DEBUG
     finally:
         for h in root.handlers[:]:
-            if h not in before:
-                root.removeHandler(h)
+            root.removeHandler(h)
+        for h in before:
+            root.addHandler(h)
+        root.setLevel(level)
+
+
+def test_a_failing_log_stream_never_prints_the_records_raw_arguments(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    closed = io.StringIO()
+    closed.close()
+    handler = JsonLineHandler(closed)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.log.closed")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("posting to %s", "https://hooks.example/services/T1/B2/rawsecret")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "sightops logging error: ValueError" in err
+    assert "rawsecret" not in err
+
+
+def test_default_handler_follows_the_current_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = JsonLineHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.emit(logging.makeLogRecord({"msg": "to the current stdout", "levelno": 20}))
+    assert "to the current stdout" in capsys.readouterr().out
