@@ -100,16 +100,18 @@ class JsonFormatter(logging.Formatter):
 
 
 class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to the stream given, or to whatever ``sys.stdout`` is at the time of each
-    record (so a replaced stdout, e.g. a test's captured one, is never written after it
-    closes), and never lets logging's own error report print a record's raw arguments."""
+    """Writes to the stream given, else to the process's real stdout (or stderr), never
+    to a replaced ``sys.stdout`` (a CLI's captured output, a test's closed capture), and
+    never lets logging's own error report print a record's raw arguments."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, *, to_stderr: bool = False) -> None:
         super().__init__(stream)
         self._fixed_stream = stream
+        self._to_stderr = to_stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = self._fixed_stream or sys.stdout
+        real = sys.__stderr__ if self._to_stderr else sys.__stdout__
+        self.stream = self._fixed_stream or real or sys.stdout
         super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -123,14 +125,15 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             )
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Install the JSON formatter on the root logger once (idempotent)."""
+def configure_logging(level: str = "INFO", stream: Any = None, *, to_stderr: bool = False) -> None:
+    """Install the JSON formatter on the root logger once (idempotent). Functions log to
+    stdout; a CLI logs to stderr so its own output stays clean."""
     root = logging.getLogger()
     for handler in root.handlers:
         if isinstance(handler.formatter, JsonFormatter):
             root.setLevel(level.upper())
             return
-    handler = JsonLineHandler(stream)
+    handler = JsonLineHandler(stream, to_stderr=to_stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -20,6 +20,16 @@ app.add_typer(pubsub_app, name="pubsub")
 console = Console()
 
 
+@app.callback()
+def _main() -> None:
+    """sight-ops: operations automation for Sight."""
+    from shared.log import configure_logging
+    from shared.settings import get_settings
+
+    # Logs as JSON on stderr: stdout is the command's own output (tables, JSON reports).
+    configure_logging(get_settings().log_level, to_stderr=True)
+
+
 def _register_areas() -> None:
     from sightops.commands import kpi, migrations, notify, rollback
 

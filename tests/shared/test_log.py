@@ -100,8 +100,21 @@ def test_a_failing_log_stream_never_prints_the_records_raw_arguments(
     assert "rawsecret" not in err
 
 
-def test_default_handler_follows_the_current_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+def test_default_handler_writes_to_the_real_stdout_not_a_replaced_one(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replaced = io.StringIO()
+    monkeypatch.setattr("sys.stdout", replaced)
     handler = JsonLineHandler()
     handler.setFormatter(JsonFormatter())
-    handler.emit(logging.makeLogRecord({"msg": "to the current stdout", "levelno": 20}))
-    assert "to the current stdout" in capsys.readouterr().out
+    handler.emit(logging.makeLogRecord({"msg": "to the real stdout", "levelno": 20}))
+    assert "to the real stdout" in capfd.readouterr().out
+    assert replaced.getvalue() == ""
+
+
+def test_cli_handler_writes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    handler = JsonLineHandler(to_stderr=True)
+    handler.setFormatter(JsonFormatter())
+    handler.emit(logging.makeLogRecord({"msg": "to stderr", "levelno": 20}))
+    captured = capfd.readouterr()
+    assert "to stderr" in captured.err and "to stderr" not in captured.out
