@@ -12,9 +12,10 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from sightops.dev import STANDIN_PORTS
+from sightops.dev import STANDIN_PORTS, dev_env
 from sightops.topology import FUNCTIONS
 from tests.helpers import GOLDEN, ROOT
 
@@ -87,6 +88,8 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
             time.sleep(0.2)
         assert "→ cloud-builds build" in text
         assert "notify: handled" in text
+        # The CLI talks to the same local stack as the functions `make dev` started.
+        rollback_flow({**dev_env(), **env}, text_of=lambda: Path(out.name).read_text())
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
@@ -102,3 +105,85 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
         if s.name.rsplit("/", 1)[-1].startswith(("timeline--", "notify--"))
     ]
     assert left == [], "make dev left subscriptions pushing to stopped functions"
+
+
+ADMIN = "http://127.0.0.1:8701/_admin"
+SERVICE = {"project": "sight-local", "location": "europe-west1", "service": "sight-api"}
+
+
+def admin(method: str, path: str, body: object = None) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        ADMIN + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request) as r:
+        return json.load(r)
+
+
+def serving() -> dict[str, int]:
+    [service] = [
+        s
+        for s in admin("GET", "/services")["services"]  # type: ignore[index]
+        if s["name"].endswith("/services/sight-api")
+    ]
+    return {
+        t["revision"]: t.get("percent", 0) for t in service["trafficStatuses"] if t.get("revision")
+    }
+
+
+def rollback_flow(env: dict[str, str], text_of: Callable[[], str]) -> None:
+    """smoke.failed published in the local stack -> traffic restored on the Cloud Run
+    stand-in -> rollback.succeeded, and the timeline shows both events."""
+    good = admin("POST", "/revisions", {**SERVICE, "image": "sight/api:good", "promote": True})
+    bad = admin("POST", "/revisions", {**SERVICE, "image": "sight/api:bad", "promote": True})
+    good_name = str(good["name"]).rsplit("/", 1)[1]  # type: ignore[index]
+    bad_name = str(bad["name"]).rsplit("/", 1)[1]  # type: ignore[index]
+    admin(
+        "POST",
+        "/traffic",
+        {**SERVICE, "traffic": [{"type": "REVISION", "revision": bad_name, "percent": 100}]},
+    )
+    cli = [sys.executable, "-m", "sightops.cli"]
+    subprocess.run(
+        [*cli, "revisions", "sight-api", "--mark-good", good_name, "--reason", "dev test"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    payload = {
+        "service": "sight-api",
+        "region": "europe-west1",
+        "revision": bad_name,
+        "url": "http://127.0.0.1:8704",
+        "started_at": now,
+        "finished_at": now,
+        "checks": [{"name": "health", "ok": False, "status_code": 500, "error": "boom"}],
+    }
+    subprocess.run(
+        [
+            *cli,
+            "events",
+            "publish",
+            "--type",
+            "sight.ops.smoke.failed",
+            "--data",
+            json.dumps(payload),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and serving() != {good_name: 100}:
+        time.sleep(0.2)
+    assert serving() == {good_name: 100}
+    while time.monotonic() < deadline:
+        text = text_of()
+        if "→ ops-events sight.ops.rollback.succeeded" in text:
+            break
+        time.sleep(0.2)
+    assert "→ smoke-tests sight.ops.smoke.failed service=sight-api" in text
+    assert "→ ops-events sight.ops.rollback.succeeded service=sight-api" in text
