@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -451,3 +451,35 @@ def install_google_http_errors(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
         return google_error(code, exc.description or exc.name)
+
+
+class _HasFaultLog(Protocol):
+    log: FaultsAndLog
+
+
+def add_fault_admin_routes(app: Flask, state: _HasFaultLog) -> None:
+    """The admin routes every fault-injecting stand-in offers, registered once:
+    ``POST/GET/DELETE /_admin/faults`` and ``GET/DELETE /_admin/requests``."""
+
+    @app.post("/_admin/faults")
+    def admin_fault() -> Response:
+        return json_response(fault_from_admin(admin_json(), state.log).to_json(), 201)
+
+    @app.get("/_admin/faults")
+    def admin_faults() -> Response:
+        return json_response({"faults": [f.to_json() for f in state.log.faults()]})
+
+    @app.delete("/_admin/faults")
+    def admin_clear_faults() -> Response:
+        state.log.clear_faults()
+        return json_response({})
+
+    @app.get("/_admin/requests")
+    def admin_requests() -> Response:
+        found = state.log.requests(request.args.get("method"), request.args.get("path"))
+        return json_response({"requests": [r.to_json() for r in found]})
+
+    @app.delete("/_admin/requests")
+    def admin_clear_requests() -> Response:
+        state.log.clear_requests()
+        return json_response({})

@@ -46,10 +46,10 @@ from standins._common import (
     FaultsAndLog,
     SegmentConverter,
     StandinError,
+    add_fault_admin_routes,
     admin_json,
     decode_enum,
     encode_enums,
-    fault_from_admin,
     google_error,
     install_google_http_errors,
     install_request_hooks,
@@ -1259,29 +1259,7 @@ def create_app(state: CloudRunState | None = None) -> Flask:
         p, loc, s = where(body)
         return json_response(st.set_traffic(p, loc, s, body.get("traffic") or []))
 
-    @app.post("/_admin/faults")
-    def admin_fault() -> Response:
-        return json_response(fault_from_admin(admin_json(), st.log).to_json(), 201)
-
-    @app.get("/_admin/faults")
-    def admin_faults() -> Response:
-        return json_response({"faults": [f.to_json() for f in st.log.faults()]})
-
-    @app.delete("/_admin/faults")
-    def admin_clear_faults() -> Response:
-        st.clear_faults()
-        return json_response({})
-
-    @app.get("/_admin/requests")
-    def admin_requests() -> Response:
-        return json_response(
-            {"requests": st.requests(request.args.get("method"), request.args.get("path"))}
-        )
-
-    @app.delete("/_admin/requests")
-    def admin_clear_requests() -> Response:
-        st.log.clear_requests()
-        return json_response({})
+    add_fault_admin_routes(app, st)
 
     @app.get("/_admin/patch-counts")
     def admin_patch_counts() -> Response:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import google_crc32c
-from flask import Flask, Response, request
+from flask import Flask, Response
 
 from standins._common import (
     JSON,
@@ -40,8 +40,8 @@ from standins._common import (
     FaultsAndLog,
     SegmentConverter,
     StandinError,
+    add_fault_admin_routes,
     admin_json,
-    fault_from_admin,
     google_error,
     install_google_http_errors,
     install_request_hooks,
@@ -255,24 +255,7 @@ def create_app(state: SecretManagerState | None = None) -> Flask:
         st.corrupt_next_checksum(int(admin_json().get("count", 1)))
         return json_response({})
 
-    @app.post("/_admin/faults")
-    def admin_fault() -> Response:
-        return json_response(fault_from_admin(admin_json(), st.log).to_json(), 201)
-
-    @app.get("/_admin/faults")
-    def admin_faults() -> Response:
-        return json_response({"faults": [f.to_json() for f in st.log.faults()]})
-
-    @app.delete("/_admin/faults")
-    def admin_clear_faults() -> Response:
-        st.clear_faults()
-        return json_response({})
-
-    @app.get("/_admin/requests")
-    def admin_requests() -> Response:
-        return json_response(
-            {"requests": st.requests(request.args.get("method"), request.args.get("path"))}
-        )
+    add_fault_admin_routes(app, st)
 
     @app.post("/_admin/reset")
     def admin_reset() -> Response:

@@ -36,8 +36,8 @@ from standins._common import (
     FaultRule,
     FaultsAndLog,
     StandinError,
+    add_fault_admin_routes,
     admin_json,
-    fault_from_admin,
     install_request_hooks,
     json_response,
     rfc3339,
@@ -418,29 +418,7 @@ def create_app(state: SightApiState | None = None) -> Flask:
     def admin_personas() -> Response:
         return json_response({"personas": st.personas()})
 
-    @app.post("/_admin/faults")
-    def admin_fault() -> Response:
-        return json_response(fault_from_admin(admin_json(), st.log).to_json(), 201)
-
-    @app.get("/_admin/faults")
-    def admin_faults() -> Response:
-        return json_response({"faults": [f.to_json() for f in st.log.faults()]})
-
-    @app.delete("/_admin/faults")
-    def admin_clear_faults() -> Response:
-        st.log.clear_faults()
-        return json_response({})
-
-    @app.get("/_admin/requests")
-    def admin_requests() -> Response:
-        return json_response(
-            {"requests": st.requests(request.args.get("method"), request.args.get("path"))}
-        )
-
-    @app.delete("/_admin/requests")
-    def admin_clear_requests() -> Response:
-        st.log.clear_requests()
-        return json_response({})
+    add_fault_admin_routes(app, st)
 
     @app.post("/_admin/reset")
     def admin_reset() -> Response:
