@@ -37,27 +37,13 @@ fi
 
 ensure_state_dirs
 t0="$(now)"
-work="$(mktemp -d "${TMPDIR:-/tmp}/sightops-down.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-
-declare -A pids=()
-declare -A seen=()
-ordered=()
-for s in "${services[@]}"; do
-    [[ -n "${seen[$s]:-}" ]] && continue
-    seen[$s]=1
-    ordered+=("$s")
-    "$SIGHTOPS_SERVICES_DIR/$s.sh" stop </dev/null >"$work/$s.out" &
-    pids[$s]=$!
-done
+run_each stop "${services[@]}"
 
 failed=()
 for s in "${ordered[@]}"; do
-    rc=0
-    wait "${pids[$s]}" || rc=$?
     cat "$work/$s.out"
-    if [[ "$rc" -ne 0 ]]; then
-        printf '%s: FAILED to stop (exit %s)\n' "$s" "$rc"
+    if [[ "${rcs[$s]}" -ne 0 ]]; then
+        printf '%s: FAILED to stop (exit %s)\n' "$s" "${rcs[$s]}"
         failed+=("$s")
     fi
 done

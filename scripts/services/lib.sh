@@ -465,3 +465,31 @@ parse_stack_args() {
         esac
     done
 }
+
+# run_each ACTION SVC...: `<svc>.sh ACTION` for each distinct service, in parallel.
+# Sets `ordered` (distinct names in order), `rcs[svc]` (exit codes) and `work`, a temp dir
+# (removed on exit) holding each service's one-line summary in <svc>.out and, for start,
+# whether it was started or already running in <svc>.result.
+run_each() {
+    local action="$1" s rc
+    shift
+    work="$(mktemp -d "${TMPDIR:-/tmp}/sightops-$action.XXXXXX")"
+    trap 'rm -rf "$work"' EXIT
+    declare -gA rcs=()
+    local -A pids=() seen=()
+    ordered=()
+    for s in "$@"; do
+        [[ -n "${seen[$s]:-}" ]] && continue
+        seen[$s]=1
+        ordered+=("$s")
+        # stdout (the summary) is collected; progress and errors go straight to stderr.
+        SIGHTOPS_START_RESULT="$work/$s.result" "$SIGHTOPS_SERVICES_DIR/$s.sh" "$action" \
+            </dev/null >"$work/$s.out" &
+        pids[$s]=$!
+    done
+    for s in "${ordered[@]}"; do
+        rc=0
+        wait "${pids[$s]}" || rc=$?
+        rcs[$s]=$rc
+    done
+}

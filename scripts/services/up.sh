@@ -17,35 +17,18 @@ parse_stack_args 9 "$@"
 
 ensure_state_dirs
 t0="$(now)"
-work="$(mktemp -d "${TMPDIR:-/tmp}/sightops-up.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-
-declare -A pids=()
-declare -A seen=()
-ordered=()
-for s in "${services[@]}"; do
-    [[ -n "${seen[$s]:-}" ]] && continue
-    seen[$s]=1
-    ordered+=("$s")
-    # stdout (the one-line summary) is collected; progress/errors go straight to stderr.
-    SIGHTOPS_START_RESULT="$work/$s.result" "$SIGHTOPS_SERVICES_DIR/$s.sh" start \
-        </dev/null >"$work/$s.out" &
-    pids[$s]=$!
-done
+run_each start "${services[@]}"
 
 failed=()
 for s in "${ordered[@]}"; do
-    rc=0
-    wait "${pids[$s]}" || rc=$?
-    if [[ "$rc" -eq 0 ]]; then
-        cat "$work/$s.out"
+    cat "$work/$s.out"
+    if [[ "${rcs[$s]}" -eq 0 ]]; then
         if [[ -n "$record" && "$(cat "$work/$s.result" 2>/dev/null)" == started ]]; then
             mkdir -p "$(dirname "$record")"
             printf '%s\n' "$s" >>"$record"
         fi
     else
-        cat "$work/$s.out"
-        printf '%s: FAILED (exit %s); log: %s/%s.log\n' "$s" "$rc" "$SIGHTOPS_LOG_DIR" "$s"
+        printf '%s: FAILED (exit %s); log: %s/%s.log\n' "$s" "${rcs[$s]}" "$SIGHTOPS_LOG_DIR" "$s"
         failed+=("$s")
     fi
 done
