@@ -165,7 +165,9 @@ def test_alert_storm_of_1000_incidents_becomes_a_handful_of_messages_with_none_l
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(g >= GROUP_INTERVAL - 0.001 for g in gaps), gaps
 
-    windows = (STORM_S + CLOSE_S) / GROUP_INTERVAL + 2
+    # The same rule as a total: no group can have sent more than one message per window
+    # of the time the storm actually took (a loaded machine stretches it past 10 s).
+    windows = elapsed / GROUP_INTERVAL + 2
     assert len(messages) <= POLICIES * windows
     statuses = [m.status for m in state.received()]
     print(
