@@ -4,18 +4,19 @@ Where the connection comes from (first match wins):
 
 1. ``config.attributes["connection"]``: a SQLAlchemy ``Connection`` or ``Engine`` handed over
    by the caller (Alembic cookbook, "Sharing a Connection across one or more programmatic
-   migration commands"). The migrate function uses this to run under its own advisory lock
-   and timeouts; tests use it too. If the Connection is already inside a transaction, every
-   pending migration runs in that one transaction and the CALLER commits; otherwise Alembic
-   commits each migration on its own (``transaction_per_migration``).
+   migration commands"); tests and scripts use this. If the Connection is already inside a
+   transaction, every pending migration runs in that one transaction and the CALLER
+   commits; otherwise Alembic commits each migration on its own
+   (``transaction_per_migration``).
 2. ``-x url=postgresql+pg8000://...`` on the command line.
 3. ``sqlalchemy.url``, only when set programmatically (``Config.set_main_option``); alembic.ini
    holds no URL.
 4. ``shared.settings``: ``DATABASE_URL_SYNC``, else the pg8000 URL derived from ``DATABASE_URL``.
 
 Offline mode (``alembic upgrade --sql``) never connects: it only needs the dialect, and renders
-plain SQL with literal values. The migration linter of the migrate function parses that output,
-so migrations must render everything they do through ``op`` (no Python-side data reads).
+plain SQL with literal values. The migrate function renders the pending migrations this way,
+lints that SQL and applies exactly it (shared/migrate/_apply.py), so migrations must do
+everything through ``op`` (no Python-side data reads, no branching on offline mode).
 """
 
 from __future__ import annotations

@@ -104,6 +104,20 @@ def ping(engine: Engine) -> None:
         conn.execute(text("SELECT 1"))
 
 
+def is_autocommit(conn: Connection) -> bool:
+    """Whether the DBAPI session autocommits (``isolation_level="AUTOCOMMIT"``, set on the
+    engine or per connection)."""
+    return bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+
+
+def end_transaction(conn: Connection) -> None:
+    """Commit what ``conn`` just did. An autocommit session has nothing to commit, and
+    pg8000 would still send a ``COMMIT`` round trip (PostgreSQL: "no transaction in
+    progress")."""
+    if not is_autocommit(conn):
+        conn.commit()
+
+
 def allow_autocommit_blocks(engine: Engine) -> None:
     """Make Alembic's ``autocommit_block()`` (CREATE INDEX CONCURRENTLY) work on pg8000.
 

@@ -1,4 +1,7 @@
-"""Alembic, driven in-process: current/head/pending, offline rendering, step-wise upgrade.
+"""Alembic, driven in-process: current/head/pending revisions and their offline SQL.
+
+The migrate function renders the pending revisions once (``upgrade <current>:head --sql``)
+and applies exactly that SQL (``_apply``): Alembic's command API runs only offline here.
 
 Alembic's command API is not thread-safe: ``command.upgrade`` installs its environment in
 module globals (the ``alembic.context`` and ``alembic.op`` proxies) while ``env.py`` and the
@@ -6,12 +9,6 @@ migration scripts run. Every call that runs ``env.py`` therefore holds :data:`AL
 (in-process); the PostgreSQL advisory lock serialises processes. The lock is taken with a
 bounded wait, and is always the innermost lock (nothing else is acquired while holding it),
 so it cannot take part in a deadlock.
-
-Upgrades run one revision at a time on a connection that is *not* in a transaction, so
-``env.py`` uses ``transaction_per_migration``: each migration commits on its own (and
-``autocommit_block()`` works, which ``CREATE INDEX CONCURRENTLY`` needs), ``lock_timeout``
-and ``statement_timeout`` are reset before each one, and progress can be recorded between
-them. A failing migration rolls back alone and leaves the database at the previous one.
 """
 
 from __future__ import annotations
@@ -20,10 +17,10 @@ import io
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from alembic import command
@@ -31,10 +28,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from shared.errors import ConfigError, LockTimeoutError
+from shared.migrate._sql import Statement, parse_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INI = ROOT / "alembic.ini"
@@ -46,6 +43,22 @@ ALEMBIC_LOCK_WAIT_S = 300.0
 # Offline rendering needs a dialect, never a server.
 _OFFLINE_URL = "postgresql+pg8000://offline@localhost/render"
 _MARKER = re.compile(r"^-- Running upgrade (?P<from>.*?) -> (?P<to>\S+)\s*$", re.MULTILINE)
+
+
+_SCRIPTS: dict[tuple[str, ...], tuple[tuple[tuple[str, int, int], ...], ScriptDirectory]] = {}
+_SCRIPTS_LOCK = threading.Lock()
+
+
+def _fingerprint(dirs: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+    """Every revision file's path, size and mtime: what a reload would notice."""
+    found: list[tuple[str, int, int]] = []
+    for directory in dirs:
+        with suppress(FileNotFoundError), os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(".py") and entry.is_file():
+                    stat = entry.stat()
+                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
 
 
 @contextmanager
@@ -61,12 +74,21 @@ def alembic_api(wait_s: float = ALEMBIC_LOCK_WAIT_S) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class RenderedMigration:
-    """One pending revision: its offline SQL and its source (for allow annotations)."""
+    """One pending revision: its offline SQL and its source (for allow annotations).
+
+    The first revision's SQL also carries what Alembic renders before it (``BEGIN``, and
+    ``CREATE TABLE alembic_version`` on an empty database): it runs in the same transaction.
+    """
 
     revision: str
     label: str
     source: str
     sql: str
+
+    @cached_property
+    def statements(self) -> tuple[Statement, ...]:
+        """Parsed once, for the linter and the applier alike; raises ``ParseError``."""
+        return parse_statements(self.sql)
 
 
 def migration_label(script: Script) -> str:
@@ -98,8 +120,20 @@ class AlembicRunner:
         return config
 
     def script(self) -> ScriptDirectory:
-        """The revision files as they are now (read afresh on every run)."""
-        return ScriptDirectory.from_config(self.config())
+        """The revision files as they are now.
+
+        Loading them imports (compiles) every revision module; a warm instance reuses
+        the previous run's load while no file in the version directories changed (name,
+        size, mtime), which is most of what a run costs when nothing is pending."""
+        script = ScriptDirectory.from_config(self.config())
+        dirs = tuple(script.version_locations or [script.versions])
+        fingerprint = _fingerprint(dirs)
+        with _SCRIPTS_LOCK:
+            cached = _SCRIPTS.get(dirs)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            _SCRIPTS[dirs] = (fingerprint, script)
+        return script
 
     @staticmethod
     def head(script: ScriptDirectory) -> str | None:
@@ -131,34 +165,15 @@ class AlembicRunner:
         assert isinstance(config.output_buffer, io.StringIO)
         return split_rendered(config.output_buffer.getvalue(), script)
 
-    def upgrade(
-        self,
-        conn: Connection,
-        revision: str,
-        *,
-        lock_timeout_ms: int,
-        statement_timeout_ms: int,
-    ) -> float:
-        """Apply up to ``revision`` with fresh session timeouts; returns its duration (ms)."""
-        conn.execute(text(f"SET lock_timeout = {int(lock_timeout_ms)}"))
-        conn.execute(text(f"SET statement_timeout = {int(statement_timeout_ms)}"))
-        conn.commit()
-        started = time.perf_counter()
-        with alembic_api():
-            try:
-                command.upgrade(self.config(conn), revision)
-            finally:
-                if conn.in_transaction():
-                    conn.rollback()
-        return (time.perf_counter() - started) * 1000
-
 
 def split_rendered(sql: str, script: ScriptDirectory) -> list[RenderedMigration]:
-    """Cut ``upgrade --sql`` output at its ``-- Running upgrade a -> b`` markers."""
+    """Cut ``upgrade --sql`` output at its ``-- Running upgrade a -> b`` markers; what
+    precedes the first marker belongs to the first revision."""
     markers = list(_MARKER.finditer(sql))
     out: list[RenderedMigration] = []
     for i, marker in enumerate(markers):
         end = markers[i + 1].start() if i + 1 < len(markers) else len(sql)
+        preamble = sql[: marker.start()] if i == 0 else ""
         revision = marker.group("to")
         found = script.get_revision(revision)
         if found is None:  # pragma: no cover - alembic rendered what it knows
@@ -168,7 +183,7 @@ def split_rendered(sql: str, script: ScriptDirectory) -> list[RenderedMigration]
                 revision=revision,
                 label=migration_label(found),
                 source=Path(found.path).read_text(encoding="utf-8"),
-                sql=sql[marker.end() : end],
+                sql=preamble + sql[marker.end() : end],
             )
         )
     return out

@@ -20,16 +20,14 @@ A migration allows rules with a visible comment in its file::
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pglast.parser import ParseError, parse_sql_json
-
 from shared.events import LintFinding, LintSeverity
 from shared.migrate._alembic import RenderedMigration
+from shared.migrate._sql import ParseError
 
 #: The runtime's dedupe table: every migrate delivery holds a row lock on it while migrating.
 RECEIPTS = ("ops", "event_receipts")
@@ -216,21 +214,17 @@ def _is_bookkeeping(kind: str, node: Node) -> bool:
 
 
 def _lint_one(migration: RenderedMigration, created: set[Table]) -> Iterator[LintFinding]:
-    """Parse with libpg_query (pglast's JSON output: the same parse tree, much faster to
-    load than pglast's Python node objects) and apply the rules statement by statement."""
+    """Apply the rules statement by statement, in the order they run."""
     label = migration.label
     try:
-        tree = json.loads(parse_sql_json(migration.sql))
+        statements = migration.statements
     except ParseError as exc:
         yield _finding("unparseable-sql", label, migration.sql[:200], f"pglast: {exc}")
         return
-    raw_sql = migration.sql.encode("utf-8")  # the parser's locations are byte offsets
     lock_timeout = False
     reported_lock_timeout = False
-    for raw in tree.get("stmts", []):
-        kind, node = _unwrap(raw["stmt"])
-        start, length = raw.get("stmt_location", 0), raw.get("stmt_len", 0)  # 0: to the end
-        sql = raw_sql[start : start + length if length else None].decode("utf-8").strip()
+    for statement in statements:
+        kind, node, sql = statement.kind, statement.node, statement.sql
         if kind == "VariableSetStmt":
             setting = _is_lock_timeout_set(node)
             if setting is not None:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from shared.db import end_transaction
 from shared.errors import LockTimeoutError
 
 
@@ -59,14 +60,14 @@ def advisory_lock(
     """Hold the session advisory lock ``name`` on ``conn``; yields the wait in ms.
 
     Raises :class:`LockTimeoutError` (retryable) when it is not free within ``wait_s``.
-    ``conn`` is left outside any transaction, ready for Alembic.
+    ``conn`` is left outside any transaction, ready for the migrations.
     """
     key = lock_key(name)
     started = time.monotonic()
     deadline = started + wait_s
     while True:
         acquired = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one()
-        conn.commit()  # idle between polls: no open transaction, no snapshot
+        end_transaction(conn)  # idle between polls: no open transaction, no snapshot
         if acquired:
             break
         remaining = deadline - time.monotonic()
@@ -89,7 +90,7 @@ def _release(conn: Connection, key: int) -> None:
         if conn.in_transaction():
             conn.rollback()
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        conn.commit()
+        end_transaction(conn)
     except Exception:
         # The session is unusable; closing it is what releases the lock now.
         conn.invalidate()

@@ -1,5 +1,8 @@
 """The ``ops.actions`` row of one build's migration run, written on the migration session.
 
+That session runs in autocommit (``migration_engine``): every statement here is its own
+transaction, except a save made inside a migration's ``BEGIN``...``COMMIT``.
+
 Why not ``ctx.record_action`` (the delivery transaction)? The schema changes commit on
 the migration session, migration by migration, independently of the delivery. If their
 record lived in the delivery transaction, a retried delivery (Neo4j down, publish failed,
@@ -49,12 +52,19 @@ class RunRecorder:
         self.actor = actor
         self._table_exists = False
 
-    def _exists(self, conn: Connection) -> bool:
-        if not self._table_exists:
-            found = conn.execute(text("SELECT to_regclass('ops.actions') IS NOT NULL")).scalar()
-            conn.commit()
-            self._table_exists = bool(found)
-        return self._table_exists
+    def table_exists(self, found: bool) -> None:
+        """What the caller already asked (saves a round trip); False is checked again."""
+        self._table_exists = found
+
+    def _exists(self, conn: Connection, *, remember: bool = True) -> bool:
+        """Checked until it exists: a pending migration may be what creates it. Inside a
+        migration's transaction the answer is not remembered: that transaction may still
+        roll back."""
+        if self._table_exists:
+            return True
+        found = bool(conn.execute(text("SELECT to_regclass('ops.actions') IS NOT NULL")).scalar())
+        self._table_exists = found and remember
+        return found
 
     def load(self, conn: Connection) -> RecordedRun | None:
         if not self._exists(conn):
@@ -62,12 +72,22 @@ class RunRecorder:
         row = conn.execute(
             text("SELECT status, detail FROM ops.actions WHERE dedupe_key = :k"), {"k": self.key}
         ).first()
-        conn.commit()
         return None if row is None else RecordedRun(str(row.status), dict(row.detail))
 
-    def save(self, conn: Connection, status: str, detail: dict[str, Any], now: datetime) -> None:
-        """Insert or update the row and commit: it must be durable before the lock goes."""
-        if not self._exists(conn):
+    def save(
+        self,
+        conn: Connection,
+        status: str,
+        detail: dict[str, Any],
+        now: datetime,
+        *,
+        in_block: bool = False,
+    ) -> None:
+        """Insert or update the row; it must be durable before the lock goes.
+
+        ``in_block``: inside a migration's transaction, which commits it with the
+        migration the row reports."""
+        if not self._exists(conn, remember=not in_block):
             return
         conn.execute(
             text(
@@ -91,4 +111,3 @@ class RunRecorder:
                 "final": status in FINAL,
             },
         )
-        conn.commit()

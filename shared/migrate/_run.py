@@ -30,11 +30,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError
 
-from shared.db import allow_autocommit_blocks, sqlstate
 from shared.db import is_transient as db_is_transient
+from shared.db import sqlstate
 from shared.errors import ConfigError, LockTimeoutError, PermanentError, TransientError
 from shared.events import GraphVersions, LintFinding, MigrationResult, PostgresRevisions
-from shared.migrate._alembic import AlembicRunner
+from shared.migrate._alembic import AlembicRunner, RenderedMigration
+from shared.migrate._apply import StatementFailed, apply_rendered
 from shared.migrate._graph import GraphMigrationError, GraphMigrator, GraphRun
 from shared.migrate._lint import blocking, destructive_migrations, lint_migrations
 from shared.migrate._lock import advisory_lock
@@ -80,7 +81,11 @@ def migration_engine(settings: Settings) -> Engine:
     holds a pooled connection and waits for a second one from the same pool can starve
     it. Overflow is unbounded (one session per concurrent delivery, never a pool wait);
     one idle session is kept so a warm instance does not reconnect for every build.
-    Session state is reset at the start of every run (:func:`start_session`)."""
+    Session state is reset at the start of every run (:func:`start_session`).
+
+    Autocommit: bookkeeping statements cost one round trip each (pg8000 would wrap each
+    in BEGIN/COMMIT round trips of their own), and the rendered migration SQL brings its
+    own BEGIN/COMMIT (``_apply``)."""
     url = settings.database_url_sync
     with _engines_lock:
         engine = _engines.get(url)
@@ -92,28 +97,33 @@ def migration_engine(settings: Settings) -> Engine:
                 pool_pre_ping=True,
                 pool_recycle=1800,
                 connect_args={"timeout": settings.db_connect_timeout_s},
+                isolation_level="AUTOCOMMIT",  # set on connect: nothing to reset on return
             )
-            allow_autocommit_blocks(engine)
             _engines[url] = engine
         return engine
 
 
-def start_session(conn: Connection, settings: Settings, name: str) -> None:
+def start_session(conn: Connection, settings: Settings, name: str) -> bool:
     """Name the session (lock holders show up by build) and reset timeouts a previous
-    run may have left on this pooled session, in one round trip."""
-    conn.execute(
-        text(
-            "SELECT set_config('application_name', :name, false),"
-            " set_config('statement_timeout', :st, false),"
-            " set_config('lock_timeout', :lt, false)"
-        ),
-        {
-            "name": name[:63],
-            "st": str(int(settings.db_statement_timeout_ms)),
-            "lt": str(int(settings.db_lock_timeout_ms)),
-        },
+    run may have left on this pooled session; returns whether ``ops.actions`` exists.
+    One round trip."""
+    return bool(
+        conn.execute(
+            text(
+                "SELECT set_config('application_name', :name, false),"
+                " set_config('statement_timeout', :st, false),"
+                " set_config('lock_timeout', :lt, false),"
+                " to_regclass('ops.actions') IS NOT NULL AS recorded"
+            ),
+            {
+                "name": name[:63],
+                "st": str(int(settings.db_statement_timeout_ms)),
+                "lt": str(int(settings.db_lock_timeout_ms)),
+            },
+        )
+        .one()
+        .recorded
     )
-    conn.commit()
 
 
 def run_migrations(deps: Deps, request: RunRequest) -> RunOutcome:
@@ -198,8 +208,15 @@ class _Run:
         detail["attempts"] = self.attempts
         return detail
 
-    def save(self, conn: Connection, status: str, result: MigrationResult | None = None) -> None:
-        self.recorder.save(conn, status, self.detail(result), self.deps.clock())
+    def save(
+        self,
+        conn: Connection,
+        status: str,
+        result: MigrationResult | None = None,
+        *,
+        in_block: bool = False,
+    ) -> None:
+        self.recorder.save(conn, status, self.detail(result), self.deps.clock(), in_block=in_block)
 
     def finish(self, conn: Connection, status: Literal["succeeded", "failed"]) -> RunOutcome:
         """Record the final state; the returned result is exactly what was recorded."""
@@ -250,7 +267,10 @@ class _Run:
         engine = migration_engine(self.deps.settings)
         try:
             with engine.connect() as conn:
-                start_session(conn, self.deps.settings, f"sightops-migrate {self.request.build_id}")
+                recorded = start_session(
+                    conn, self.deps.settings, f"sightops-migrate {self.request.build_id}"
+                )
+                self.recorder.table_exists(recorded)
                 prior = self.recorder.load(conn)
                 if prior is not None and prior.status in FINAL:
                     return self.replay(prior)  # a redelivery: no lock, no work
@@ -296,7 +316,6 @@ class _Run:
             self.pg_from = current
         self.pg_to = current
         pending = self.alembic.pending(script, current)
-        labels: dict[str, str] = {}
         if pending:
             try:
                 rendered = self.alembic.render(script, current)
@@ -304,7 +323,12 @@ class _Run:
                 return self.fail(
                     conn, f"could not render the pending migrations offline: {_describe(exc)}"
                 )
-            labels = {m.revision: m.label for m in rendered}
+            if [m.revision for m in rendered] != [p.revision for p in pending]:
+                return self.fail(
+                    conn,
+                    "the offline rendering does not match the pending revisions "
+                    f"{[p.revision for p in pending]}: {[m.revision for m in rendered]}",
+                )
             found = lint_migrations(rendered)
             known = {(f.migration, f.rule, f.statement) for f in self.findings}
             self.findings += [f for f in found if (f.migration, f.rule, f.statement) not in known]
@@ -313,23 +337,9 @@ class _Run:
                 return self.fail(conn, _blocked_message(blocked))
             self.save(conn, "started")  # durable before the first migration commits
 
-        destructive = destructive_migrations(self.findings)
-        for script_rev in pending:
-            revision = script_rev.revision
-            label = labels.get(revision, revision)
-            try:
-                self.alembic.upgrade(
-                    conn,
-                    revision,
-                    lock_timeout_ms=self.cfg.lock_timeout_ms,
-                    statement_timeout_ms=self.cfg.statement_timeout_ms,
-                )
-            except Exception as exc:
-                return self.migration_failed(conn, label, exc)
-            self.pg_to = revision
-            self.applied_pg.append(revision)
-            self.breaking = self.breaking or label in destructive
-            self.save(conn, "started")
+            failed = self.apply(conn, rendered)
+            if failed is not None:
+                return failed
 
         if self.cfg.graph_enabled:
             failed = self.graph(conn)
@@ -338,9 +348,53 @@ class _Run:
         self.error = None
         return self.finish(conn, "succeeded")
 
-    def migration_failed(self, conn: Connection, label: str, exc: Exception) -> RunOutcome:
-        """The migration rolled back alone; report where the database stands now."""
-        message = f"migration {label} failed and was rolled back: {_describe(exc)}"
+    def apply(self, conn: Connection, rendered: list[RenderedMigration]) -> RunOutcome | None:
+        """Apply the linted SQL; each migration commits with its progress row."""
+        destructive = destructive_migrations(self.findings)
+        undo: list[tuple[list[str], bool, str | None]] = []
+
+        def before(migration: RenderedMigration) -> None:
+            conn.execute(
+                text(
+                    "SELECT set_config('lock_timeout', :lt, false),"
+                    " set_config('statement_timeout', :st, false)"
+                ),
+                {
+                    "lt": str(int(self.cfg.lock_timeout_ms)),
+                    "st": str(int(self.cfg.statement_timeout_ms)),
+                },
+            )
+
+        def on_applied(migration: RenderedMigration) -> None:
+            undo[:] = [(list(self.applied_pg), self.breaking, self.pg_to)]
+            self.pg_to = migration.revision
+            self.applied_pg.append(migration.revision)
+            self.breaking = self.breaking or migration.label in destructive
+            self.save(conn, "started", in_block=True)
+
+        try:
+            apply_rendered(conn, rendered, before=before, on_applied=on_applied)
+        except StatementFailed as exc:
+            if undo and exc.migration.revision in self.applied_pg:  # its COMMIT failed
+                self.applied_pg, self.breaking, self.pg_to = undo[0]
+            return self.migration_failed(conn, exc)
+        return None
+
+    def migration_failed(self, conn: Connection, failure: StatementFailed) -> RunOutcome:
+        """The failing statement's transaction rolled back; report where the database
+        stands now, and which statement failed."""
+        label, exc = failure.migration.label, failure.error
+        statement = " ".join(failure.statement.split())
+        if len(statement) > 200:
+            statement = statement[:197] + "..."
+        if failure.autocommit:
+            what = (
+                f"migration {label} failed in a step outside a transaction (autocommit); "
+                "what it committed before that step stays, its revision was not recorded"
+            )
+        else:
+            what = f"migration {label} failed and was rolled back"
+        message = f"{what}: {_describe(exc)} [statement: {statement}]"
         if _session_lost(exc, conn):
             # Nothing more can be recorded on this session; its row shows the progress.
             raise TransientError(f"database unavailable while applying {label}") from exc

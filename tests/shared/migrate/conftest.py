@@ -1,3 +1,3 @@
-from tests.shared.migrate.helpers import graph_ns, migration_db, ops_topic
+from tests.shared.migrate.helpers import deps_for, graph_ns, migration_db, ops_topic
 
-__all__ = ["graph_ns", "migration_db", "ops_topic"]
+__all__ = ["deps_for", "graph_ns", "migration_db", "ops_topic"]

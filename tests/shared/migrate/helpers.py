@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from shared.events import BuildSelector
 from shared.graph import create_driver
 from shared.metrics import Metrics
+from shared.migrate import RunRequest
 from shared.runtime import Deps
 from shared.settings import MigrateConfig, Settings, Topics
 from tests.conftest import create_scratch_database, drop_database, upgrade_to_head
@@ -109,6 +110,32 @@ def migration_db() -> Iterator[str]:
     upgrade_to_head(Settings(database_url=SecretStr(url)))
     yield url
     drop_database(url)
+
+
+@pytest.fixture
+def deps_for(settings: Settings, migration_db: str, tmp_path: Path) -> Iterator[object]:
+    """``deps_for(set_name, graph_ns=None, **config)`` -> Deps on this test's database."""
+    made: list[Deps] = []
+
+    def make(name: str | None, ns: GraphNamespace | None = None, **config: object) -> Deps:
+        versions = install_migrations(name, tmp_path / "versions") if name else None
+        graph_dir = ns.install(tmp_path / "graph") if ns else None
+        deps = make_deps(
+            migrate_settings(
+                settings, migration_db, versions=versions, graph_dir=graph_dir, ns=ns, **config
+            )
+        )
+        made.append(deps)
+        return deps
+
+    yield make
+    for deps in made:
+        deps.close()
+
+
+def request(build_id: str = "b-1", **kwargs: Any) -> RunRequest:
+    """A run for one of the golden builds' commit and service."""
+    return RunRequest(build_id=build_id, commit_sha="3f2a9c1", service="sight-api", **kwargs)
 
 
 @pytest.fixture

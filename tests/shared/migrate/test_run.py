@@ -1,4 +1,4 @@
-"""The migrate run itself (lock, lint, step-wise Alembic, graph, record) on real services.
+"""The migrate run itself (lock, lint, rendered SQL applied, graph, record) on real services.
 
 The function tests (tests/functions/migrate) prove the same through the deployed entry
 point; these pin down the run's contract where an HTTP round trip adds nothing: what is
@@ -8,14 +8,12 @@ recorded for rollback, where the database stands after a failure, the advisory l
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.errors import TransientError
 from shared.migrate import (
-    RunRequest,
     advisory_lock,
     lock_holder,
     lock_key,
@@ -27,38 +25,13 @@ from shared.settings import Settings
 from tests.shared.migrate.helpers import (
     PROJECT_HEAD,
     GraphNamespace,
-    install_migrations,
     make_deps,
     migrate_settings,
     migration_rows,
+    request,
     scalar,
     unreachable_neo4j,
 )
-
-
-@pytest.fixture
-def deps_for(settings: Settings, migration_db: str, tmp_path: Path) -> Iterator[object]:
-    """``deps_for(set_name, graph_ns=None, **config)`` -> Deps on this test's database."""
-    made: list[Deps] = []
-
-    def make(name: str | None, ns: GraphNamespace | None = None, **config: object) -> Deps:
-        versions = install_migrations(name, tmp_path / "versions") if name else None
-        graph_dir = ns.install(tmp_path / "graph") if ns else None
-        deps = make_deps(
-            migrate_settings(
-                settings, migration_db, versions=versions, graph_dir=graph_dir, ns=ns, **config
-            )
-        )
-        made.append(deps)
-        return deps
-
-    yield make
-    for deps in made:
-        deps.close()
-
-
-def request(build_id: str = "b-1", **kwargs: object) -> RunRequest:
-    return RunRequest(build_id=build_id, commit_sha="3f2a9c1", service="sight-api", **kwargs)  # type: ignore[arg-type]
 
 
 def advisory_lock_is_free(url: str, settings: Settings) -> bool:
@@ -76,7 +49,7 @@ def test_pending_migrations_are_applied_in_order_and_recorded_once(
 ) -> None:
     deps = deps_for("apply")  # type: ignore[operator]
     outcome = run_migrations(deps, request())
-    assert outcome.status == "succeeded"
+    assert outcome.status == "succeeded", outcome.result.error
     assert outcome.result.postgres.from_ == PROJECT_HEAD
     assert outcome.result.postgres.to == "t002"
     assert outcome.result.breaking is False
@@ -316,7 +289,7 @@ def test_without_ops_tables_the_run_still_migrates_and_records_once_they_exist(
     deps = make_deps(migrate_settings(settings, url, versions=None, graph_dir=None, ns=None))
     try:
         outcome = run_migrations(deps, request())
-        assert outcome.status == "succeeded"
+        assert outcome.status == "succeeded", outcome.result.error
         assert (outcome.result.postgres.from_, outcome.result.postgres.to) == (None, PROJECT_HEAD)
         assert [r["status"] for r in migration_rows(url)] == ["succeeded"]
     finally:
