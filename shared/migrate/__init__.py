@@ -6,7 +6,7 @@ apply the versioned Cypher files to Neo4j under a graph lock, record the run in
 ``ops.actions`` and publish ``sight.ops.migration.*``.
 """
 
-from shared.migrate._alembic import ALEMBIC_LOCK, AlembicRunner, RenderedMigration
+from shared.migrate._alembic import ALEMBIC_LOCK, AlembicRunner, RenderedMigration, RenderError
 from shared.migrate._graph import (
     GraphFile,
     GraphLockLost,
@@ -49,6 +49,7 @@ __all__ = [
     "GraphStatus",
     "MigrationFailed",
     "MigrationStatus",
+    "RenderError",
     "RenderedMigration",
     "Rule",
     "RunOutcome",

@@ -72,6 +72,15 @@ def alembic_api(wait_s: float = ALEMBIC_LOCK_WAIT_S) -> Iterator[None]:
         ALEMBIC_LOCK.release()
 
 
+class RenderError(Exception):
+    """A migration raised while rendered offline (``migration``: its label, when known)."""
+
+    def __init__(self, migration: str | None, error: Exception) -> None:
+        super().__init__(f"{migration or 'alembic'}: {error}")
+        self.migration = migration
+        self.error = error
+
+
 @dataclass(frozen=True)
 class RenderedMigration:
     """One pending revision: its offline SQL and its source (for allow annotations).
@@ -160,9 +169,16 @@ class AlembicRunner:
         config = self.config()
         config.set_main_option("sqlalchemy.url", _OFFLINE_URL)
         target = f"{current}:head" if current else "head"
-        with alembic_api():
-            command.upgrade(config, target, sql=True)
         assert isinstance(config.output_buffer, io.StringIO)
+        try:
+            with alembic_api():
+                command.upgrade(config, target, sql=True)
+        except LockTimeoutError:
+            raise
+        except Exception as exc:
+            markers = list(_MARKER.finditer(config.output_buffer.getvalue()))
+            found = script.get_revision(markers[-1].group("to")) if markers else None
+            raise RenderError(migration_label(found) if found else None, exc) from exc
         return split_rendered(config.output_buffer.getvalue(), script)
 
 

@@ -34,7 +34,7 @@ from shared.db import is_transient as db_is_transient
 from shared.db import sqlstate
 from shared.errors import ConfigError, LockTimeoutError, PermanentError, TransientError
 from shared.events import GraphVersions, LintFinding, MigrationResult, PostgresRevisions
-from shared.migrate._alembic import AlembicRunner, RenderedMigration
+from shared.migrate._alembic import AlembicRunner, RenderedMigration, RenderError
 from shared.migrate._apply import StatementFailed, apply_rendered
 from shared.migrate._graph import GraphMigrationError, GraphMigrator, GraphRun
 from shared.migrate._lint import blocking, destructive_migrations, lint_migrations
@@ -319,9 +319,11 @@ class _Run:
         if pending:
             try:
                 rendered = self.alembic.render(script, current)
-            except Exception as exc:
+            except RenderError as exc:
+                where = f"migration {exc.migration}" if exc.migration else "the pending migrations"
                 return self.fail(
-                    conn, f"could not render the pending migrations offline: {_describe(exc)}"
+                    conn,
+                    f"could not render {where} offline, nothing applied: {_describe(exc.error)}",
                 )
             if [m.revision for m in rendered] != [p.revision for p in pending]:
                 return self.fail(

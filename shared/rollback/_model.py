@@ -106,7 +106,7 @@ class HealthRecord:
 
 @dataclass(frozen=True)
 class BreakingMigration:
-    """A ``migration`` action that succeeded with ``detail.breaking`` true."""
+    """A ``migration`` run (any status but skipped) that committed a breaking migration."""
 
     label: str
     finished_at: datetime

@@ -41,11 +41,20 @@ def lint(
     With --since REV, the migrations after REV are judged as one pending set, exactly as
     migrate would on a database at REV.
     """
-    from shared.migrate import AlembicRunner, blocking, lint_migrations
+    from shared.migrate import AlembicRunner, RenderError, blocking, lint_migrations
     from shared.migrate._lint import destructive_migrations
 
     runner = AlembicRunner(version_locations=versions)
-    rendered = runner.render(runner.script(), since)
+    try:
+        rendered = runner.render(runner.script(), since)
+    except RenderError as exc:
+        where = f"migration {exc.migration}" if exc.migration else "the migrations"
+        typer.echo(
+            f"error: could not render {where} offline ({type(exc.error).__name__}: "
+            f"{exc.error}); migrate renders before it applies, so it would fail the same way",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
     findings = lint_migrations(rendered, scope="pending" if since else "migration")
     blocked = blocking(findings)
     breaking = bool(destructive_migrations(findings))

@@ -283,6 +283,17 @@ def rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
         engine.dispose()
 
 
+def advisory_lock_is_free(url: str) -> bool:
+    """No advisory lock held in the database (a finished run released its lock)."""
+    return bool(
+        scalar(
+            url,
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+    )
+
+
 def migration_rows(url: str) -> list[dict[str, Any]]:
     """The migrate runs recorded in ``ops.actions``, oldest first."""
     return rows(

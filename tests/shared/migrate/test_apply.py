@@ -17,6 +17,7 @@ from tests.conftest import create_scratch_database, drop_database
 from tests.helpers import ROOT
 from tests.shared.migrate.helpers import (
     PROJECT_HEAD,
+    advisory_lock_is_free,
     make_deps,
     migrate_settings,
     migration_rows,
@@ -177,3 +178,20 @@ def test_the_migration_session_autocommits_and_leaves_no_transaction_open(
         " AND state LIKE 'idle in transaction%'",
     )
     assert idle_in_txn == 0
+
+
+def test_a_migration_raising_in_python_halfway_applies_nothing_and_is_named(
+    deps_for: object, migration_db: str
+) -> None:
+    """The set is rendered (and linted) before anything runs, so a migration whose Python
+    raises stops the whole set: nothing half-applied, not even the clean one before it."""
+    deps = deps_for("python_raises")  # type: ignore[operator]
+    outcome = run_migrations(deps, request())
+    assert outcome.status == "failed"
+    error = outcome.result.error or ""
+    assert "could not render migration t002_raises_halfway offline, nothing applied" in error
+    assert "RuntimeError: persona backfill mapping is missing" in error
+    assert scalar(migration_db, "SELECT version_num FROM alembic_version") == PROJECT_HEAD
+    assert scalar(migration_db, "SELECT to_regclass('mig_fine') IS NULL") is True
+    assert scalar(migration_db, "SELECT to_regclass('mig_half_python') IS NULL") is True
+    assert advisory_lock_is_free(migration_db)

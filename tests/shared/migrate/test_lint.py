@@ -187,6 +187,18 @@ def test_cli_lint_exits_nonzero_on_unallowed_findings(tmp_path: Path) -> None:
     assert "migration-blocked-by-lint.md" in result.output
 
 
+def test_cli_lint_names_a_migration_that_cannot_be_rendered_and_exits_2(tmp_path: Path) -> None:
+    versions = install_migrations("python_raises", tmp_path / "versions")
+    result = CliRunner().invoke(
+        app,
+        ["migrations", "lint", "--versions", str(PROJECT_VERSIONS), "--versions", str(versions)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "could not render migration t002_raises_halfway offline" in result.output
+    assert "RuntimeError: persona backfill mapping is missing" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_lint_json_lists_findings(tmp_path: Path) -> None:
     import json
 

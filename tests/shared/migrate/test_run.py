@@ -25,6 +25,7 @@ from shared.settings import Settings
 from tests.shared.migrate.helpers import (
     PROJECT_HEAD,
     GraphNamespace,
+    advisory_lock_is_free,
     make_deps,
     migrate_settings,
     migration_rows,
@@ -32,16 +33,6 @@ from tests.shared.migrate.helpers import (
     scalar,
     unreachable_neo4j,
 )
-
-
-def advisory_lock_is_free(url: str, settings: Settings) -> bool:
-    return bool(
-        scalar(
-            url,
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
-        )
-    )
 
 
 def test_pending_migrations_are_applied_in_order_and_recorded_once(
@@ -107,7 +98,7 @@ def test_a_migration_failing_halfway_leaves_the_previous_revision_and_a_free_loc
     assert outcome.result.postgres.to == "t001"
     assert scalar(migration_db, "SELECT version_num FROM alembic_version") == "t001"
     assert scalar(migration_db, "SELECT to_regclass('mig_half') IS NULL") is True
-    assert advisory_lock_is_free(migration_db, settings)
+    assert advisory_lock_is_free(migration_db)
     [row] = migration_rows(migration_db)
     assert row["status"] == "failed" and row["detail"]["error"] == outcome.result.error
 
@@ -226,7 +217,7 @@ def test_advisory_lock_is_released_when_the_body_raises(
             assert lock_holder(conn, lock_key(name)) is not None
             raise RuntimeError("boom")
         assert lock_holder(conn, lock_key(name)) is None
-    assert advisory_lock_is_free(migration_db, settings)
+    assert advisory_lock_is_free(migration_db)
 
 
 def test_concurrent_runs_in_one_process_apply_each_migration_once(
