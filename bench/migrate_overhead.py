@@ -1,6 +1,7 @@
 """What migrate's lock, lint and recording cost on top of a plain `alembic upgrade head`.
 
-On a scratch database, in interleaved rounds (so machine noise hits both alike):
+On a scratch database, in interleaved rounds (so machine noise hits both alike; which
+side goes first alternates):
 - baseline: `alembic upgrade head` through Alembic's command API on a warm pooled
   connection (what `alembic upgrade head` does, minus process start and connecting);
 - migrate:  the function's PostgreSQL path, `run_migrations` with the graph disabled:
@@ -44,7 +45,7 @@ from shared.migrate._alembic import _SCRIPTS  # noqa: E402
 from shared.runtime import Deps  # noqa: E402
 from shared.settings import MigrateConfig, Settings  # noqa: E402
 
-ROUNDS = 15
+ROUNDS = 30
 
 
 def alembic_config() -> Config:
@@ -98,18 +99,21 @@ def main() -> None:
         for warm in (baseline, migrate):  # imports, dialect initialisation
             to_base()
             warm()
-        for _ in range(ROUNDS):
-            to_base()
-            results["base"].append(timed(baseline))
-            to_base()
-            results["base+m"].append(timed(migrate))
-            results["head"].append(timed(baseline))
-            results["head+m"].append(timed(migrate))
-            results["head+m-reload"].append(timed(lambda: migrate(reload=True)))
-            to_base()
-            results["fresh"].append(timed(lambda: baseline(fresh=True)))
-            to_base()
-            results["fresh+m"].append(timed(lambda: migrate(fresh=True)))
+        for round_ in range(ROUNDS):
+            # Alternate which side goes first, so neither always runs on a cache the
+            # other just warmed (or a core the other just lost).
+            order = ("", "+m") if round_ % 2 == 0 else ("+m", "")
+            for side in order:
+                run = migrate if side else baseline
+                to_base()
+                results["base" + side].append(timed(run))
+                results["head" + side].append(timed(run))
+                if side:
+                    results["head+m-reload"].append(timed(lambda: migrate(reload=True)))
+            for side in order:
+                to_base()
+                fresh_run = migrate if side else baseline
+                results["fresh" + side].append(timed(lambda: fresh_run(fresh=True)))
     finally:
         deps.close()
         engine.dispose()
