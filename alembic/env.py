@@ -103,7 +103,12 @@ def run_migrations_online() -> None:
             f'config.attributes["connection"] must be a Connection or Engine, not {type(given)!r}'
         )
 
-    engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    from shared.db import pg8000_target
+    from shared.settings import get_settings
+
+    # The URL's sslmode becomes pg8000's ssl_context, as for every other sync engine.
+    url, connect_args = pg8000_target(_database_url(), get_settings())
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     allow_autocommit_blocks(engine)
     try:
         with engine.connect() as connection:

@@ -175,8 +175,11 @@ check compose-config "$(inputs_key docker-compose.yml)" compose_config
 secret_inputs=()
 while IFS= read -r -d '' f; do secret_inputs+=("$f"); done < <(committable_files)
 check detect-secrets "$(inputs_key .secrets.baseline "${secret_inputs[@]}")" detect_secrets
-wiring_inputs=("${tf_files[@]}" pyproject.toml sightops/topology.py)
-while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions -type f \( -name '*.py' -o -name '*.md' \) | sort)
+# Everything tests/infra reads or imports: a change to a Settings field or an event parser
+# can break the wiring as surely as a .tf edit.
+wiring_inputs=("${tf_files[@]}" pyproject.toml sightops/topology.py sightops/package.py
+    shared/settings.py shared/kpi/refresh.py cloudbuild.yaml cloudbuild-deploy.yaml docs/deploy.md)
+while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions shared/events -type f \( -name '*.py' -o -name '*.md' \) | sort)
 check terraform-wiring "$(inputs_key "${wiring_inputs[@]}")" wiring_tests
 
 if [[ ${#failures[@]} -gt 0 ]]; then

@@ -7,7 +7,8 @@ Connectivity failures are mapped to :class:`TransientError` so Pub/Sub retries t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,8 +17,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from shared.errors import TransientError
-from shared.settings import Settings
+from shared.errors import ConfigError, TransientError
+from shared.settings import Settings, database_tls, strip_tls
 
 # SQLSTATEs a retry can cure: connection exceptions, insufficient resources, operator
 # intervention (admin shutdown, cannot connect now), statement and lock timeouts,
@@ -25,15 +26,94 @@ from shared.settings import Settings
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "57014", "55P03", "40001", "40P01")
 
 
+_TRUE = frozenset({"true", "1", "on", "yes"})
+_FALSE = frozenset({"false", "0", "off", "no"})
+# sslmode -> what pg8000 gets as ``ssl_context``. pg8000's own default (no ssl_context) is
+# libpq's "prefer": try TLS without verification, fall back to clear text.
+_NO_TLS = "disable"
+_OPPORTUNISTIC = frozenset({"allow", "prefer"})
+_REQUIRED = frozenset({"require", "verify-ca", "verify-full"})
+
+
+def sslmode_of(params: Mapping[str, str]) -> str | None:
+    """The libpq sslmode a URL's TLS parameters ask for (``sslmode`` wins over asyncpg's
+    ``ssl``, which also takes true/false); None when they say nothing."""
+    raw = params.get("sslmode") or params.get("ssl")
+    if raw is None:
+        return None
+    mode = raw.strip().lower()
+    if mode in _TRUE:
+        return "require"  # asyncpg ssl=true: encrypted; verify with sslmode=verify-full
+    if mode in _FALSE:
+        return _NO_TLS
+    if mode == _NO_TLS or mode in _OPPORTUNISTIC or mode in _REQUIRED:
+        return mode
+    raise ConfigError(f"unsupported database sslmode {raw!r}")
+
+
+def tls_connect_args(params: Mapping[str, str]) -> dict[str, Any]:
+    """pg8000 ``connect_args`` for a URL's TLS parameters, with libpq's semantics.
+
+    - disable: no TLS at all (``ssl_context=False``);
+    - allow / prefer / nothing said: pg8000's default, opportunistic unverified TLS with a
+      clear-text fallback (libpq's prefer; pg8000 cannot try clear text first as allow does);
+    - require: encrypted or no connection, certificate not verified (as libpq, unless
+      ``sslrootcert`` is given, which makes it verify-ca);
+    - verify-ca: the server certificate must chain to ``sslrootcert`` (default: the system
+      CAs), any host name; verify-full: the host name must match too.
+
+    ``sslcert``/``sslkey``: a client certificate, for instances that require one.
+    """
+    mode = sslmode_of(params)
+    rootcert, cert, key = params.get("sslrootcert"), params.get("sslcert"), params.get("sslkey")
+    if mode == _NO_TLS:
+        return {"ssl_context": False}
+    if mode is None or mode in _OPPORTUNISTIC:
+        if rootcert or cert:
+            raise ConfigError(f"sslrootcert/sslcert need sslmode=require or stricter, not {mode}")
+        return {}
+    if mode == "require" and rootcert:
+        mode = "verify-ca"
+    context = ssl.create_default_context(cafile=rootcert)
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+    # verify-full: create_default_context already checks the chain and the host name.
+    if cert:
+        context.load_cert_chain(certfile=cert, keyfile=key)
+    elif key:
+        raise ConfigError("sslkey without sslcert")
+    return {"ssl_context": context}
+
+
+def db_connect_args(settings: Settings) -> dict[str, Any]:
+    """``connect_args`` of every sync engine on the settings' database: the connect timeout
+    and the TLS its URL asks for (``sslmode`` is stripped from ``database_url_sync``)."""
+    return {"timeout": settings.db_connect_timeout_s, **tls_connect_args(settings.database_tls)}
+
+
+def pg8000_target(url: str, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """(URL, connect_args) for a sync engine on ``url``, which may be an explicit URL with
+    its own TLS parameters (Alembic's ``-x url=``) or the settings' own sync URL."""
+    own = database_tls(url)
+    if not own and url == settings.database_url_sync:
+        return url, db_connect_args(settings)
+    return strip_tls(url), {"timeout": settings.db_connect_timeout_s, **tls_connect_args(own)}
+
+
 def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
-    """An Engine with bounded pool waits, connect timeout and a default statement timeout."""
+    """An Engine with bounded pool waits, connect timeout, the URL's TLS mode and a default
+    statement timeout."""
     options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_s,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
-        "connect_args": {"timeout": settings.db_connect_timeout_s},
+        "connect_args": db_connect_args(settings),
     }
     options.update(overrides)
     engine = create_engine(settings.database_url_sync, **options)

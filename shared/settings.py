@@ -27,14 +27,40 @@ _ASYNC_TO_SYNC_DRIVERS = {
 }
 
 
+# URL parameters that say how to use TLS (libpq's names, and asyncpg's ``ssl``). pg8000
+# takes none of them as keywords: they leave the URL and become ``connect_args``
+# (shared.db.tls_connect_args), so a URL's sslmode=verify-full is never silently dropped.
+TLS_PARAMS = ("sslmode", "ssl", "sslrootcert", "sslcert", "sslkey")
+
+
+def database_tls(url: str) -> dict[str, str]:
+    """The TLS parameters of a database URL (any driver), as given."""
+    query = make_url(url).query
+    out: dict[str, str] = {}
+    for key in TLS_PARAMS:
+        value = query.get(key)
+        if isinstance(value, tuple):  # a repeated parameter: the last one counts, as in libpq
+            value = value[-1] if value else None
+        if value is not None:
+            out[key] = str(value)
+    return out
+
+
+def strip_tls(url: str) -> str:
+    """``url`` without its TLS parameters (pg8000 would reject them as unknown keywords)."""
+    parsed = make_url(url)
+    query = {k: v for k, v in parsed.query.items() if k not in TLS_PARAMS}
+    return parsed.set(query=query).render_as_string(hide_password=False)
+
+
 def sync_database_url(async_url: str) -> str:
-    """Derive the pg8000 URL from the app's async URL, keeping credentials and query."""
+    """Derive the pg8000 URL from the app's async URL, keeping credentials and the query
+    except its TLS parameters (:func:`database_tls` carries those to the engine)."""
     url = make_url(async_url)
     driver = _ASYNC_TO_SYNC_DRIVERS.get(url.drivername)
     if driver is None:
         raise ValueError(f"unsupported database driver {url.drivername!r}")
-    query = {k: v for k, v in url.query.items() if k not in {"ssl", "sslmode"}}
-    return url.set(drivername=driver, query=query).render_as_string(hide_password=False)
+    return strip_tls(url.set(drivername=driver).render_as_string(hide_password=False))
 
 
 class Topics(BaseModel):
@@ -222,10 +248,19 @@ class Settings(BaseSettings):
 
     @property
     def database_url_sync(self) -> str:
-        """pg8000 URL (a plain property so it never shows up in repr or dumps)."""
+        """pg8000 URL without TLS parameters (a plain property so it never shows up in repr
+        or dumps); :attr:`database_tls` holds those."""
         if self.database_url_sync_override is not None:
-            return self.database_url_sync_override.get_secret_value()
+            return strip_tls(self.database_url_sync_override.get_secret_value())
         return sync_database_url(self.database_url.get_secret_value())
+
+    @property
+    def database_tls(self) -> dict[str, str]:
+        """TLS parameters (``sslmode`` & co.) of the URL ``database_url_sync`` came from."""
+        source = self.database_url_sync_override
+        if source is None:
+            source = self.database_url
+        return database_tls(source.get_secret_value())
 
 
 @lru_cache(maxsize=1)

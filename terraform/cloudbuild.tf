@@ -1,5 +1,11 @@
 # Release pipeline triggers (DESIGN.md 1): CI on push, deploy on migration.succeeded.
 
+locals {
+  # Where CI pushes images and deploy resolves them: both triggers pass it, so neither
+  # build falls back to the default hard-coded in its YAML.
+  image_repo = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+}
+
 resource "google_service_account" "ci" {
   account_id   = "sightops-ci"
   display_name = "sight-ops CI builds"
@@ -29,7 +35,7 @@ resource "google_cloudbuild_trigger" "ci" {
 
   substitutions = {
     _SERVICE    = var.ci_service
-    _IMAGE_REPO = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+    _IMAGE_REPO = local.image_repo
   }
 
   depends_on = [google_project_service.api]
@@ -67,6 +73,7 @@ resource "google_cloudbuild_trigger" "deploy" {
     _BUILD_ID   = "$(body.message.data.build_id)"
     _COMMIT_SHA = "$(body.message.data.commit_sha)"
     _REGION     = var.region
+    _IMAGE_REPO = local.image_repo
   }
 
   filter = "_EVENT_TYPE.matches('^sight[.]ops[.]migration[.]succeeded$')"

@@ -6,8 +6,15 @@ locals {
   # `topics` are consumed through the push subscriptions of pubsub.tf (HTTP functions have
   # none); `publishes` get roles/pubsub.publisher on exactly those topics; `secrets` are
   # keys of local.secrets, injected as environment variables and readable by this
-  # function's service account only; `cloudsql` grants roles/cloudsql.client on the one
-  # instance; `manages_cloud_run` grants run.developer on the managed services (rollback).
+  # function's service account only; `manages_cloud_run` grants run.developer on the managed
+  # services (rollback). No roles/cloudsql.client: the functions reach the instance's private
+  # IP through the VPC connector with pg8000, not through the Cloud SQL connector/proxy.
+  #
+  # Database connections (DB_POOL_SIZE / DB_MAX_OVERFLOW): every in-flight Pub/Sub delivery
+  # holds one connection for its receipt transaction, so an event-driven function's pool
+  # covers its concurrency; `db_extra_sessions` counts connections outside that pool
+  # (migrate's own migration session). max_instances * (pool + overflow + extra), summed,
+  # must stay within var.db_connection_budget (checked below and by tests/infra).
   functions = {
     migrate = {
       source            = "migrate"
@@ -17,7 +24,6 @@ locals {
       topics            = ["cloud-builds"]
       publishes         = ["ops-events"]
       secrets           = ["database_url", "neo4j_password"]
-      cloudsql          = true
       manages_cloud_run = false
       notify_config     = false
       ingress           = "ALLOW_INTERNAL_ONLY"
@@ -25,8 +31,16 @@ locals {
       cpu               = "1"
       timeout_seconds   = 540
       min_instances     = 0
-      max_instances     = 1 # one migration at a time (it also holds an advisory lock)
+      # Not 1: every build's QUEUED/WORKING/SUCCESS lands here, and a push finding no free
+      # instance gets 429 from Cloud Run, which uses up a delivery attempt migrate never
+      # sees (a SUCCESS could be dead-lettered during a 540 s run). The advisory lock
+      # serialises runs; a waiter's bounded wait answers 503 inside the function, where
+      # migrate counts attempts and answers `failed` on the last (docs/migrate.md).
+      max_instances     = 3
       concurrency       = 1
+      db_pool_size      = 1
+      db_max_overflow   = 0
+      db_extra_sessions = 1 # the migration session (shared/migrate/_run.py), one per delivery
       env = {
         # An empty selector selects nothing: migrate the builds of the managed services.
         MIGRATE__SELECTOR = jsonencode({ services = var.managed_services })
@@ -43,7 +57,6 @@ locals {
       topics            = ["smoke-tests", "monitoring-alerts"]
       publishes         = ["ops-events"]
       secrets           = ["database_url"]
-      cloudsql          = true
       manages_cloud_run = true
       notify_config     = false
       ingress           = "ALLOW_INTERNAL_ONLY"
@@ -53,6 +66,9 @@ locals {
       min_instances     = 1 # reaction latency: a rollback must not wait for a cold start
       max_instances     = 2
       concurrency       = 4
+      db_pool_size      = 4 # one per delivery: a rollback works on its delivery's connection
+      db_max_overflow   = 0
+      db_extra_sessions = 0
       env = {
         ROLLBACK__DRY_RUN = tostring(var.rollback_dry_run)
         ROLLBACK__PROJECT = var.project_id
@@ -67,7 +83,6 @@ locals {
       topics            = ["cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts"]
       publishes         = []
       secrets           = ["database_url", "redis_url", "slack_webhook_url"]
-      cloudsql          = true
       manages_cloud_run = false
       notify_config     = true
       ingress           = "ALLOW_INTERNAL_ONLY"
@@ -75,8 +90,13 @@ locals {
       cpu               = "1"
       timeout_seconds   = 120
       min_instances     = 0
-      max_instances     = 5
-      concurrency       = 8
+      # 12 deliveries at once is far more than Slack webhooks take (about one message per
+      # second per channel), and each holds a database connection while it posts.
+      max_instances     = 3
+      concurrency       = 4
+      db_pool_size      = 4 # one per delivery...
+      db_max_overflow   = 1 # ...plus an audit row written in its own transaction
+      db_extra_sessions = 0
       env = {
         NOTIFY__CONFIG_FILE = "${local.notify_config_dir}/notify.yaml"
         # notify_flush runs every minute (scheduler.tf), so group timers need not be held
@@ -92,7 +112,6 @@ locals {
       topics            = []
       publishes         = []
       secrets           = ["database_url", "redis_url", "slack_webhook_url"]
-      cloudsql          = true
       manages_cloud_run = false
       notify_config     = true
       ingress           = "ALLOW_INTERNAL_ONLY" # Cloud Scheduler counts as internal
@@ -102,6 +121,9 @@ locals {
       min_instances     = 0
       max_instances     = 1
       concurrency       = 1
+      db_pool_size      = 1
+      db_max_overflow   = 1
+      db_extra_sessions = 0
       env               = { NOTIFY__CONFIG_FILE = "${local.notify_config_dir}/notify.yaml" }
     }
     alert_intake = {
@@ -112,7 +134,6 @@ locals {
       topics            = []
       publishes         = ["monitoring-alerts"]
       secrets           = ["intake_username", "intake_password"]
-      cloudsql          = false
       manages_cloud_run = false
       notify_config     = false
       ingress           = var.alert_webhook_enabled ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
@@ -122,6 +143,9 @@ locals {
       min_instances     = 0
       max_instances     = 10
       concurrency       = 16
+      db_pool_size      = 0 # no database (no DATABASE_URL): no DB_* env either
+      db_max_overflow   = 0
+      db_extra_sessions = 0
       env               = {}
     }
     kpi = {
@@ -132,7 +156,6 @@ locals {
       topics            = []
       publishes         = []
       secrets           = ["database_url", "neo4j_password", "redis_url"]
-      cloudsql          = true
       manages_cloud_run = false
       notify_config     = false
       ingress           = "ALLOW_ALL" # IAM-authenticated: only kpi_invoker_members may call it
@@ -140,8 +163,13 @@ locals {
       cpu               = "1"
       timeout_seconds   = 60
       min_instances     = 1 # the dashboard waits on it: no cold starts
-      max_instances     = 10
+      max_instances     = 4
       concurrency       = 20
+      # Requests are served from Redis; only a miss queries PostgreSQL, once per project
+      # per instance (single flight), so a small pool serves all 20 requests.
+      db_pool_size      = 2
+      db_max_overflow   = 1
+      db_extra_sessions = 0
       env               = {}
     }
     kpi_refresh = {
@@ -152,7 +180,6 @@ locals {
       topics            = ["kpi-refresh"]
       publishes         = []
       secrets           = ["database_url", "neo4j_password", "redis_url"]
-      cloudsql          = true
       manages_cloud_run = false
       notify_config     = false
       ingress           = "ALLOW_INTERNAL_ONLY"
@@ -162,6 +189,9 @@ locals {
       min_instances     = 0
       max_instances     = 1 # one refresh sweep at a time
       concurrency       = 1
+      db_pool_size      = 5 # the delivery's receipt + 4 refresh threads (KpiService)
+      db_max_overflow   = 0
+      db_extra_sessions = 0
       env               = {}
     }
   }
@@ -185,6 +215,19 @@ locals {
   sources     = toset([for f in local.functions : f.source])
 
   pubsub_functions = { for k, f in local.functions : k => f if f.trigger == "pubsub" }
+
+  # Most PostgreSQL connections sight-ops can open at full scale-out (Sight's API shares
+  # the instance's max_connections).
+  db_connections = sum([
+    for f in local.functions : f.max_instances * (f.db_pool_size + f.db_max_overflow + f.db_extra_sessions)
+  ])
+  # Settings.db_pool_size / db_max_overflow; none for a function without a database.
+  db_env = {
+    for k, f in local.functions : k => {
+      for name, value in { DB_POOL_SIZE = f.db_pool_size, DB_MAX_OVERFLOW = f.db_max_overflow } :
+      name => tostring(value) if f.db_pool_size > 0
+    }
+  }
 
   function_secrets = {
     for pair in flatten([
@@ -261,7 +304,7 @@ resource "google_cloudfunctions2_function" "fn" {
     all_traffic_on_latest_revision   = true
     vpc_connector                    = var.vpc_connector
     vpc_connector_egress_settings    = var.vpc_connector == null ? null : var.vpc_egress
-    environment_variables            = merge(local.common_env, each.value.env)
+    environment_variables            = merge(local.common_env, local.db_env[each.key], each.value.env)
 
     dynamic "secret_environment_variables" {
       for_each = each.value.secrets
@@ -289,6 +332,10 @@ resource "google_cloudfunctions2_function" "fn" {
 
   lifecycle {
     precondition {
+      condition     = local.db_connections <= var.db_connection_budget
+      error_message = "At full scale-out the functions could open ${local.db_connections} PostgreSQL connections, over db_connection_budget (${var.db_connection_budget}): lower max_instances or db_pool_size in local.functions."
+    }
+    precondition {
       condition     = contains(keys(lookup(local.packages, each.value.source, { entry_points = {} }).entry_points), each.value.entry_point)
       error_message = "functions/${each.value.source}/main.py has no entry point ${each.value.entry_point} (dist/manifest.json): package again or fix local.functions."
     }
@@ -306,11 +353,15 @@ resource "google_cloudfunctions2_function" "fn" {
 
 # --- who may call the functions --------------------------------------------------------------
 
-# Pub/Sub pushes with an OIDC token of this account; it may invoke the event-driven functions.
+# One push identity per event-driven function: its subscriptions push with an OIDC token of
+# it, and it may invoke that function only (a leaked token or a misrouted subscription
+# reaches one function, not all of them).
 resource "google_service_account" "push" {
-  account_id   = "sightops-pubsub-push"
-  display_name = "sight-ops Pub/Sub push"
-  description  = "OIDC identity of the push subscriptions delivering events to the sight-ops functions."
+  for_each = local.pubsub_functions
+
+  account_id   = "sightops-push-${replace(each.key, "_", "-")}"
+  display_name = "sight-ops Pub/Sub push to ${each.key}"
+  description  = "OIDC identity of the push subscriptions delivering events to ${each.key}."
 }
 
 resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
@@ -319,7 +370,7 @@ resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
   location = var.region
   name     = google_cloudfunctions2_function.fn[each.key].service_config[0].service
   role     = "roles/run.invoker"
-  member   = google_service_account.push.member
+  member   = google_service_account.push[each.key].member
 }
 
 resource "google_cloud_run_v2_service_iam_member" "kpi_invoker" {

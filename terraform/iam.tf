@@ -1,11 +1,11 @@
 # Least privilege, per function service account (docs/deploy.md has the matrix):
 #   roles/secretmanager.secretAccessor  on exactly the secrets in local.functions[*].secrets
 #   roles/pubsub.publisher              on exactly the topics in local.functions[*].publishes
-#   roles/cloudsql.client               on the one instance, where local.functions[*].cloudsql
 #   roles/run.developer                 on the managed Cloud Run services  } rollback only
 #   roles/iam.serviceAccountUser        on their runtime service account   }
-# No primitive roles, no project-wide grants except the instance-conditioned Cloud SQL one
-# (Cloud SQL has no per-instance IAM policy).
+# No primitive roles and no project-wide grant to a function. Not roles/cloudsql.client:
+# that role only gates the Cloud SQL connector/Auth Proxy; the functions connect to the
+# instance's private IP through the VPC connector, authenticated by PostgreSQL itself.
 
 resource "google_secret_manager_secret_iam_member" "function" {
   for_each = local.function_secrets
@@ -40,20 +40,6 @@ resource "google_pubsub_topic_iam_member" "function_publisher" {
   topic  = google_pubsub_topic.topic[each.value.topic].id
   role   = "roles/pubsub.publisher"
   member = google_service_account.fn[each.value.function].member
-}
-
-resource "google_project_iam_member" "function_cloudsql_client" {
-  for_each = { for fn, f in local.functions : fn => f if f.cloudsql }
-
-  project = var.project_id
-  role    = "roles/cloudsql.client"
-  member  = google_service_account.fn[each.key].member
-
-  condition {
-    title       = "only-${var.cloudsql_instance}"
-    description = "Connect to Sight's instance only."
-    expression  = "resource.name == \"projects/${var.project_id}/instances/${var.cloudsql_instance}\""
-  }
 }
 
 resource "google_cloud_run_v2_service_iam_member" "rollback_run_developer" {

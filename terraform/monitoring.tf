@@ -14,7 +14,7 @@ locals {
 
   alert_channels = concat(
     [google_monitoring_notification_channel.pubsub.id],
-    google_monitoring_notification_channel.alert_intake[*].id,
+    var.alert_webhook_channel == null ? [] : [var.alert_webhook_channel],
     var.alert_notification_channels,
   )
 
@@ -44,33 +44,11 @@ resource "google_pubsub_topic_iam_member" "monitoring_agent_publishes_alerts" {
   depends_on = [google_monitoring_notification_channel.pubsub]
 }
 
-# Optional: the same incidents as an authenticated webhook to alert_intake. Off by default:
-# the Pub/Sub channel delivers the same JSON without a public endpoint. The credentials are
-# read from the secrets alert_intake checks against (so they exist in state only here).
-data "google_secret_manager_secret_version" "intake_username" {
-  count  = var.alert_webhook_enabled ? 1 : 0
-  secret = google_secret_manager_secret.secret["intake_username"].id
-}
-
-data "google_secret_manager_secret_version" "intake_password" {
-  count  = var.alert_webhook_enabled ? 1 : 0
-  secret = google_secret_manager_secret.secret["intake_password"].id
-}
-
-resource "google_monitoring_notification_channel" "alert_intake" {
-  count = var.alert_webhook_enabled ? 1 : 0
-
-  display_name = "sight-ops alert_intake (webhook)"
-  type         = "webhook_basicauth"
-  description  = "POSTs incidents to alert_intake with HTTP Basic auth."
-  labels = {
-    url      = google_cloudfunctions2_function.fn["alert_intake"].service_config[0].uri
-    username = data.google_secret_manager_secret_version.intake_username[0].secret_data
-  }
-  sensitive_labels {
-    password = data.google_secret_manager_secret_version.intake_password[0].secret_data
-  }
-}
+# Optional: the same incidents as an authenticated webhook to alert_intake
+# (alert_webhook_enabled makes it reachable). The webhook_basicauth channel is NOT created
+# here: its username/password would be stored in plain text in Terraform state. It is
+# created with gcloud from the alert-intake secrets (docs/deploy.md) and passed in by name
+# (var.alert_webhook_channel); Terraform never reads a secret value.
 
 # --- policies --------------------------------------------------------------------------------
 

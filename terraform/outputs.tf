@@ -11,7 +11,7 @@ output "function_service_accounts" {
 }
 
 output "topics" {
-  description = "Full names of the topics sight-ops consumes and publishes (cloud-builds is Google's)."
+  description = "Full names of the topics sight-ops consumes and publishes (cloud-builds is where Cloud Build publishes)."
   value       = local.topic_ids
 }
 
@@ -60,7 +60,7 @@ output "build_triggers" {
 
 output "image_repository" {
   description = "Artifact Registry path CI pushes images to (the _IMAGE_REPO substitution)."
-  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+  value       = local.image_repo
 }
 
 output "source_bucket" {

@@ -10,12 +10,12 @@
 # (the topic comes from the push path /projects/P/topics/T). docs/deploy.md has the details.
 
 locals {
-  # Topics we own. `cloud-builds` is Google's: Cloud Build creates and publishes to it.
+  # Topics we own. `cloud-builds` is where Cloud Build publishes (google_pubsub_topic.cloud_builds).
   topics = toset(["smoke-tests", "monitoring-alerts", "ops-events", "kpi-refresh"])
 
   topic_ids = merge(
     { for t in local.topics : t => google_pubsub_topic.topic[t].id },
-    { "cloud-builds" = data.google_pubsub_topic.cloud_builds.id },
+    { "cloud-builds" = google_pubsub_topic.cloud_builds.id },
   )
 
   # "<function>--<topic>" -> which function consumes which topic.
@@ -26,8 +26,18 @@ locals {
   }
 }
 
-data "google_pubsub_topic" "cloud_builds" {
+# Cloud Build publishes build updates to `cloud-builds` but does not create it (its docs:
+# create the topic). Managed here so a new project gets it; where it already exists,
+# import it before the first apply (docs/deploy.md):
+#   terraform -chdir=terraform import google_pubsub_topic.cloud_builds projects/PROJECT/topics/cloud-builds
+# Other subscribers in the project may read it too: never destroyed by this stack.
+resource "google_pubsub_topic" "cloud_builds" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption, as for our topics; Cloud Build publishes here and a CMEK key would have to grant its agent too.
   name = "cloud-builds"
+
+  lifecycle {
+    prevent_destroy = true
+  }
 
   depends_on = [google_project_service.api]
 }
@@ -67,7 +77,7 @@ resource "google_pubsub_subscription" "push" {
     push_endpoint = "${google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri}/projects/${var.project_id}/topics/${each.value.topic}"
 
     oidc_token {
-      service_account_email = google_service_account.push.email
+      service_account_email = google_service_account.push[each.value.function].email
       audience              = google_cloudfunctions2_function.fn[each.value.function].service_config[0].uri
     }
   }
@@ -130,7 +140,9 @@ resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_dead_letters
 }
 
 resource "google_service_account_iam_member" "pubsub_mints_push_tokens" {
-  service_account_id = google_service_account.push.name
+  for_each = local.pubsub_functions
+
+  service_account_id = google_service_account.push[each.key].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_service_agent
 }

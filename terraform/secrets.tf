@@ -1,4 +1,6 @@
-# Secret Manager secrets, created empty: values never appear in code, variables or state.
+# Secret Manager secrets, created empty: values never appear in code, variables or state
+# (nothing here reads a version back: no secret-version data source anywhere; the
+# only version Terraform writes is notify's routing file, which holds no credential).
 # Add them once per project (docs/deploy.md):
 #   printf %s "$VALUE" | gcloud secrets versions add sightops-database-url --data-file=-
 

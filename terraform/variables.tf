@@ -99,7 +99,7 @@ variable "vpc_egress" {
 }
 
 variable "cloudsql_instance" {
-  description = "Name of the Cloud SQL for PostgreSQL instance (in project_id) holding Sight's database; scopes roles/cloudsql.client and the connections alert."
+  description = "Name of the Cloud SQL for PostgreSQL instance (in project_id) holding Sight's database; names it in the connections alert."
   type        = string
 
   validation {
@@ -116,6 +116,17 @@ variable "max_connections" {
   validation {
     condition     = var.max_connections >= 14 && var.max_connections <= 262143 && floor(var.max_connections) == var.max_connections
     error_message = "max_connections must be an integer between 14 and 262143 (Cloud SQL's range)."
+  }
+}
+
+variable "db_connection_budget" {
+  description = "Most PostgreSQL connections sight-ops may hold at full scale-out: the sum over functions of max_instances * (DB_POOL_SIZE + DB_MAX_OVERFLOW + own sessions) must not exceed it (plan fails). The rest of max_connections is Sight's API's."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.db_connection_budget >= 1 && var.db_connection_budget < var.max_connections && floor(var.db_connection_budget) == var.db_connection_budget
+    error_message = "db_connection_budget must be a whole number from 1 to max_connections - 1 (Sight's API needs connections too)."
   }
 }
 
@@ -197,9 +208,20 @@ variable "kpi_invoker_members" {
 }
 
 variable "alert_webhook_enabled" {
-  description = "Also create the Cloud Monitoring webhook_basicauth channel to alert_intake (the function then accepts unauthenticated HTTP and checks Basic auth itself). Needs versions in the alert-intake username/password secrets first."
+  description = "Make alert_intake reachable by Cloud Monitoring webhooks: it then accepts unauthenticated HTTP and checks Basic auth itself (the channel itself is alert_webhook_channel)."
   type        = bool
   default     = false
+}
+
+variable "alert_webhook_channel" {
+  description = "Name (projects/P/notificationChannels/ID) of the webhook_basicauth channel to alert_intake, created with gcloud from the alert-intake secrets (docs/deploy.md) so no credential enters Terraform state; null for none. Needs alert_webhook_enabled."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_webhook_channel == null || (var.alert_webhook_enabled && can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", var.alert_webhook_channel)))
+    error_message = "alert_webhook_channel must be a full channel name projects/P/notificationChannels/ID, and needs alert_webhook_enabled = true (else alert_intake is internal-only)."
+  }
 }
 
 variable "alert_notification_channels" {

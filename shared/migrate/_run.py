@@ -30,8 +30,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError
 
+from shared.db import db_connect_args, sqlstate
 from shared.db import is_transient as db_is_transient
-from shared.db import sqlstate
 from shared.errors import ConfigError, LockTimeoutError, PermanentError, TransientError
 from shared.events import GraphVersions, LintFinding, MigrationResult, PostgresRevisions
 from shared.migrate._alembic import AlembicRunner, RenderedMigration, RenderError
@@ -96,7 +96,7 @@ def migration_engine(settings: Settings) -> Engine:
                 max_overflow=-1,
                 pool_pre_ping=True,
                 pool_recycle=1800,
-                connect_args={"timeout": settings.db_connect_timeout_s},
+                connect_args=db_connect_args(settings),
                 isolation_level="AUTOCOMMIT",  # set on connect: nothing to reset on return
             )
             _engines[url] = engine

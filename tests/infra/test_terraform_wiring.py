@@ -20,13 +20,14 @@ GOOGLE_TOPICS = {"cloud-builds"}
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 SECRETS: dict[str, dict] = TF.locals["secrets"]
 
-# The issue's least-privilege list: what a function's runtime account may ever hold.
+# The issue's least-privilege list: what a function's runtime account may ever hold. Not
+# roles/cloudsql.client: it gates only the Cloud SQL connector/proxy, and the functions
+# connect to the private IP through the VPC connector.
 ALLOWED_FUNCTION_ROLES = {
     "roles/run.developer",  # rollback only, on the managed services
     "roles/iam.serviceAccountUser",  # rollback only, on their runtime account
     "roles/pubsub.publisher",  # only on topics the function publishes to
     "roles/secretmanager.secretAccessor",  # only on its own secrets
-    "roles/cloudsql.client",  # where it connects
 }
 EXPECTED_PUBLISHES = {
     "migrate": ["ops-events"],
@@ -36,10 +37,18 @@ EXPECTED_PUBLISHES = {
 RUNBOOK = re.compile(r"docs/runbooks/([a-z0-9-]+\.md)")
 
 
-def test_topics_are_the_designs_five_with_cloud_builds_referenced_as_googles() -> None:
+def test_topics_are_the_designs_five_with_cloud_builds_managed_but_never_destroyed() -> None:
     assert set(TOPICS) == OUR_TOPICS | GOOGLE_TOPICS
     assert "cloud-builds" not in OUR_TOPICS
-    assert TF.data["google_pubsub_topic"]["cloud_builds"]["name"] == "cloud-builds"
+    # Cloud Build publishes to cloud-builds but does not create it: a data source would fail
+    # the first plan of a fresh project. Managed (imported where it exists), kept on destroy.
+    assert "google_pubsub_topic" not in TF.data
+    topic = TF.resource("google_pubsub_topic", "cloud_builds")
+    assert topic["name"] == "cloud-builds"
+    assert first(topic["lifecycle"])["prevent_destroy"] is True
+    assert "google_pubsub_topic.cloud_builds.id" in str(TF.locals["topic_ids"])
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "terraform -chdir=terraform import google_pubsub_topic.cloud_builds" in deploy
 
 
 @pytest.mark.parametrize("name", sorted(FUNCS))
@@ -90,7 +99,10 @@ def test_every_subscription_is_a_push_with_a_dead_letter_topic_and_bounded_retri
     retry = first(push["retry_policy"])
     assert retry["minimum_backoff"] and retry["maximum_backoff"]
     oidc = first(first(push["push_config"])["oidc_token"])
-    assert "google_service_account.push.email" in oidc["service_account_email"]
+    # The push identity of the function this subscription delivers to, no other.
+    assert oidc["service_account_email"] == (
+        "${google_service_account.push[each.value.function].email}"
+    )
     endpoint = first(push["push_config"])["push_endpoint"]
     assert endpoint.endswith("/projects/${var.project_id}/topics/${each.value.topic}")
     assert TF.resource("google_pubsub_topic", "dead_letter")["for_each"] == (
@@ -207,12 +219,16 @@ def test_function_accounts_hold_only_the_issues_roles_each_where_it_says() -> No
             assert body["for_each"] == "${local.function_publishes}"
         if role == "roles/secretmanager.secretAccessor":
             assert kind == "google_secret_manager_secret_iam_member"
-        if role == "roles/cloudsql.client":
-            assert kind == "google_project_iam_member"
-            condition = first(body["condition"])["expression"]
-            assert "instances/${var.cloudsql_instance}" in condition
-            assert "f.cloudsql" in body["for_each"]
     assert seen_roles == ALLOWED_FUNCTION_ROLES
+
+
+def test_nobody_holds_cloudsql_client_and_no_function_has_a_project_grant() -> None:
+    """Connections go to the private IP via the VPC connector (no Cloud SQL connector)."""
+    for kind, name, body in TF.iam_members():
+        assert body["role"] != "roles/cloudsql.client", f"{kind}.{name}"
+        if kind == "google_project_iam_member":
+            assert ("google_service_account", "fn") not in references(body.get("member", ""))
+    assert all("cloudsql" not in fn for fn in FUNCS.values())
 
 
 def test_only_rollback_manages_cloud_run_and_publishers_are_as_designed() -> None:
@@ -246,6 +262,30 @@ def test_push_invoker_covers_exactly_the_event_driven_functions() -> None:
     assert invoker["role"] == "roles/run.invoker"
     public = TF.resource("google_cloud_run_v2_service_iam_member", "alert_intake_public")
     assert public["count"] == "${var.alert_webhook_enabled ? 1 : 0}"
+
+
+def test_each_event_driven_function_has_its_own_push_identity_invoking_only_it() -> None:
+    """Least privilege: one push identity per function, invoker on that function alone."""
+    account = TF.resource("google_service_account", "push")
+    assert account["for_each"] == "${local.pubsub_functions}"
+    assert "each.key" in account["account_id"]
+    longest = max(len(f"sightops-push-{name.replace('_', '-')}") for name in FUNCS)
+    assert longest <= 30, "service account ids are at most 30 characters"
+    invoker = TF.resource("google_cloud_run_v2_service_iam_member", "push_invoker")
+    assert invoker["member"] == "${google_service_account.push[each.key].member}"
+    assert "google_cloudfunctions2_function.fn[each.key]" in invoker["name"]
+    mint = TF.resource("google_service_account_iam_member", "pubsub_mints_push_tokens")
+    assert mint["for_each"] == "${local.pubsub_functions}"
+    assert mint["service_account_id"] == "${google_service_account.push[each.key].name}"
+    assert mint["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert mint["member"] == "${local.pubsub_service_agent}"
+    # Whatever else holds run.invoker is one of the documented callers, each on one function.
+    for kind, name, body in TF.iam_members():
+        if body["role"] != "roles/run.invoker" or name == "push_invoker":
+            continue
+        assert ("google_service_account", "push") not in references(body["member"]), name
+        target = re.search(r'fn\["([a-z_]+)"\]', body["name"])
+        assert target, f"{kind}.{name} grants run.invoker on more than one function"
 
 
 POLICIES = TF.of_type("google_monitoring_alert_policy")
@@ -290,9 +330,27 @@ def test_the_pubsub_channel_publishes_to_monitoring_alerts_with_the_agents_grant
     assert grant["role"] == "roles/pubsub.publisher"
     agent = TF.locals["monitoring_service_agent"]
     assert "gcp-sa-monitoring-notification.iam.gserviceaccount.com" in agent
-    webhook = TF.resource("google_monitoring_notification_channel", "alert_intake")
-    assert webhook["type"] == "webhook_basicauth"
-    assert webhook["count"] == "${var.alert_webhook_enabled ? 1 : 0}"
+
+
+def test_no_secret_value_is_ever_read_into_terraform_state() -> None:
+    """A data source on a secret version, or a channel built from one, puts the value in
+    state in plain text. The webhook channel is created with gcloud and passed by name."""
+    assert "google_secret_manager_secret_version" not in TF.data
+    channels = TF.of_type("google_monitoring_notification_channel")
+    assert set(channels) == {"pubsub"}
+    for path in sorted((ROOT / "terraform").glob("*.tf")):
+        text = path.read_text()
+        assert "sensitive_labels" not in text, path.name
+        assert "data.google_secret_manager_secret_version" not in text, path.name
+        for line in text.splitlines():
+            if "secret_data" in line and not line.lstrip().startswith("#"):
+                assert "file(" in line, f"{path.name}: {line.strip()}"
+    assert "var.alert_webhook_channel" in str(TF.locals["alert_channels"])
+    validation = first(TF.variables["alert_webhook_channel"]["validation"])["condition"]
+    assert "var.alert_webhook_enabled" in validation, "a channel to an internal-only function"
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "gcloud beta monitoring channels create" in deploy
+    assert "alert_webhook_channel" in deploy
 
 
 def test_scheduler_publishes_a_refresh_request_kpi_refresh_accepts() -> None:
@@ -307,6 +365,28 @@ def test_scheduler_publishes_a_refresh_request_kpi_refresh_accepts() -> None:
     assert "all_active = true" in target["data"]
     request = parse_refresh_request(b'{"all_active": true}', attributes)
     assert request.all_active
+
+
+def _yaml_substitutions(name: str) -> dict[str, str]:
+    import yaml
+
+    return dict(yaml.safe_load((ROOT / name).read_text())["substitutions"])
+
+
+@pytest.mark.parametrize(
+    ("trigger", "file"), [("ci", "cloudbuild.yaml"), ("deploy", "cloudbuild-deploy.yaml")]
+)
+def test_triggers_pass_every_project_specific_substitution(trigger: str, file: str) -> None:
+    """A YAML default naming a region or repository is only right for one project: the
+    trigger must override it (the deploy trigger once resolved images in a hard-coded repo)."""
+    passed = TF.resource("google_cloudbuild_trigger", trigger)["substitutions"]
+    for key, default in _yaml_substitutions(file).items():
+        if "docker.pkg.dev" in str(default) or key in {"_IMAGE_REPO", "_REGION"}:
+            if trigger == "ci" and key == "_REGION":
+                continue  # cloudbuild.yaml has no _REGION
+            assert key in passed, f"{trigger} trigger leaves {key} at {default!r}"
+    assert passed["_IMAGE_REPO"] == "${local.image_repo}"
+    assert "google_artifact_registry_repository.images" in TF.locals["image_repo"]
 
 
 def test_build_triggers_ci_on_push_and_deploy_on_migration_succeeded() -> None:
@@ -337,3 +417,87 @@ def test_versions_are_pinned_and_every_variable_and_output_is_documented() -> No
             assert "validation" in var, f"variable {name} has no validation"
     for name, out in TF.outputs.items():
         assert len(out.get("description", "")) > 15, f"output {name} is undocumented"
+
+
+# --- scaling: delivery attempts and database connections ---------------------------------
+
+
+def test_migrate_scales_past_one_instance_so_pushes_never_meet_a_busy_429() -> None:
+    """Every build publishes to cloud-builds; with one single-request instance busy for up
+    to 540 s, Cloud Run answers 429 and each 429 costs a delivery attempt migrate never
+    sees. Several instances, one run each: the advisory lock serialises, its bounded wait
+    answers 503 inside the function (where attempts are counted) before the timeout."""
+    from shared.settings import MigrateConfig
+
+    migrate = FUNCS["migrate"]
+    assert migrate["concurrency"] == 1
+    assert 3 <= migrate["max_instances"] <= 5
+    assert MigrateConfig().lock_wait_s < migrate["timeout_seconds"]
+
+
+def _connections(fn: dict) -> int:
+    return int(fn["max_instances"]) * (
+        int(fn["db_pool_size"]) + int(fn["db_max_overflow"]) + int(fn["db_extra_sessions"])
+    )
+
+
+def test_database_connections_at_full_scale_out_stay_within_the_budget() -> None:
+    budget = TF.variables["db_connection_budget"]["default"]
+    max_connections = TF.variables["max_connections"]["default"]
+    total = sum(_connections(fn) for fn in FUNCS.values())
+    assert total <= budget, {name: _connections(fn) for name, fn in FUNCS.items()}
+    # Sight's API shares the instance, and the connections alert fires at 90%.
+    assert budget < max_connections * 0.9
+    # The same sum is a plan-time precondition, so a tfvars change cannot slip past it.
+    assert (
+        "f.max_instances * (f.db_pool_size + f.db_max_overflow + f.db_extra_sessions)"
+        in (TF.locals["db_connections"])
+    )
+    conditions = [
+        p["condition"]
+        for p in first(TF.resource("google_cloudfunctions2_function", "fn")["lifecycle"])[
+            "precondition"
+        ]
+    ]
+    assert "${local.db_connections <= var.db_connection_budget}" in conditions
+    validation = first(TF.variables["db_connection_budget"]["validation"])["condition"]
+    assert "var.max_connections" in validation
+
+
+@pytest.mark.parametrize("name", sorted(FUNCS))
+def test_each_function_sets_its_pool_from_its_concurrency(name: str) -> None:
+    from shared.settings import Settings
+
+    fn = FUNCS[name]
+    pool, overflow = int(fn["db_pool_size"]), int(fn["db_max_overflow"])
+    if "database_url" not in fn["secrets"]:
+        assert pool == overflow == int(fn["db_extra_sessions"]) == 0
+        return
+    assert pool >= 1, "SQLAlchemy reads pool_size=0 as no limit at all"
+    if fn["trigger"] == "pubsub":
+        # Each in-flight delivery holds its receipt transaction's connection.
+        assert pool + overflow >= fn["concurrency"], name
+    # The values reach Settings through env (env names are Settings fields).
+    assert {"db_pool_size", "db_max_overflow"} <= set(Settings.model_fields)
+    db_env = TF.locals["db_env"]
+    assert "DB_POOL_SIZE = f.db_pool_size" in db_env and "DB_MAX_OVERFLOW" in db_env
+    service = first(TF.resource("google_cloudfunctions2_function", "fn")["service_config"])
+    assert "local.db_env[each.key]" in service["environment_variables"]
+
+
+def test_the_check_infra_cache_key_covers_what_these_tests_import() -> None:
+    """A Settings or event-parser change must rerun the wiring tests, not hit the cache."""
+    script = (ROOT / "scripts" / "check_infra.sh").read_text()
+    key = script[script.index("wiring_inputs=(") : script.index("check terraform-wiring")]
+    imported: set[str] = set()
+    for test in (ROOT / "tests" / "infra").glob("*.py"):
+        imported |= set(
+            re.findall(r"from ((?:shared|sightops)(?:\.\w+)+) import", test.read_text())
+        )
+    assert imported
+    for module in sorted(imported):
+        path = module.replace(".", "/")
+        as_file, as_package = f"{path}.py", path
+        assert as_file in key or f" {as_package} " in key or f" {as_package}/" in key, module
+    for name in ("cloudbuild.yaml", "cloudbuild-deploy.yaml", "docs/deploy.md"):
+        assert name in key

@@ -14,10 +14,32 @@ from shared.settings import Settings, sync_database_url
             "postgresql+asyncpg://u:p%40ss@db/sight?ssl=require",
             "postgresql+pg8000://u:p%40ss@db/sight",
         ),
+        (
+            "postgresql://u:p@db/sight?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a",
+            "postgresql+pg8000://u:p@db/sight?application_name=a",
+        ),
     ],
 )
 def test_sync_url_is_derived_from_the_apps_async_url(async_url: str, expected: str) -> None:
     assert sync_database_url(async_url) == expected
+
+
+def test_tls_parameters_leave_the_url_but_are_kept_for_the_engine() -> None:
+    """pg8000 takes no sslmode keyword: dropping it silently would downgrade TLS."""
+    s = Settings(
+        database_url="postgresql+asyncpg://u:p@db/sight?sslmode=verify-ca&sslrootcert=/ca.pem"  # type: ignore[arg-type]
+    )
+    assert "ssl" not in s.database_url_sync
+    assert s.database_tls == {"sslmode": "verify-ca", "sslrootcert": "/ca.pem"}
+    assert Settings(database_url="postgresql://u:p@db/x").database_tls == {}  # type: ignore[arg-type]
+
+
+def test_the_sync_override_carries_its_own_tls_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u:p@a/x?ssl=disable")
+    monkeypatch.setenv("DATABASE_URL_SYNC", "postgresql+pg8000://v:q@b/y?sslmode=require")
+    s = Settings()
+    assert s.database_url_sync == "postgresql+pg8000://v:q@b/y"
+    assert s.database_tls == {"sslmode": "require"}
 
 
 def test_unsupported_driver_is_a_clear_error() -> None:
