@@ -27,10 +27,11 @@ import base64
 import hashlib
 import logging
 import random
+import re
 import string
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -288,6 +289,16 @@ def _page_offset(token: str) -> int:
     return offset
 
 
+@dataclass
+class _Interleaved:
+    """An action to run just before a matching request (:meth:`CloudRunState.interleave`)."""
+
+    method: str | None
+    pattern: re.Pattern[str]
+    skip: int
+    action: Callable[[], object]
+
+
 class CloudRunState(FaultInjection):
     """Services, revisions and operations of the stand-in; every method is thread-safe.
 
@@ -326,6 +337,7 @@ class CloudRunState(FaultInjection):
         self._operations: dict[str, _Operation] = {}
         self._patches: dict[str, int] = {}
         self._applied: dict[str, int] = {}
+        self._interleaved: list[_Interleaved] = []
 
     # ------------------------------------------------------------------ config / reset
 
@@ -372,6 +384,7 @@ class CloudRunState(FaultInjection):
             self._operations.clear()
             self._patches.clear()
             self._applied.clear()
+            self._interleaved.clear()
             self.log.reset()
 
     # ------------------------------------------------------------------ faults / log
@@ -397,6 +410,42 @@ class CloudRunState(FaultInjection):
             if key.count("/") == 5:
                 with self._lock:
                     self._patches[key] = self._patches.get(key, 0) + 1
+
+    def interleave(
+        self,
+        action: Callable[[], object],
+        *,
+        method: str | None = None,
+        path_regex: str = ".*",
+        skip: int = 0,
+    ) -> None:
+        """Run ``action`` (e.g. a human's ``set_traffic`` or a deploy) just before the API
+        request that matches ``method`` + ``path_regex`` after ``skip`` matching ones, then
+        answer that request normally: a concurrent writer landing between a client's
+        read and its write, at a point the test chooses. Runs once."""
+        with self._lock:
+            self._interleaved.append(
+                _Interleaved(
+                    method.upper() if method else None, re.compile(path_regex), skip, action
+                )
+            )
+
+    def run_interleaved(self, method: str, path: str) -> None:
+        """Called by the app before each API request (see :meth:`interleave`). The action
+        runs outside the state lock, so it may sleep (a slow answer) or call any method."""
+        due: _Interleaved | None = None
+        with self._lock:
+            for item in list(self._interleaved):
+                if item.method not in (None, method.upper()) or not item.pattern.search(path):
+                    continue
+                if item.skip > 0:
+                    item.skip -= 1
+                    continue
+                self._interleaved.remove(item)
+                due = item
+                break
+        if due is not None:
+            due.action()
 
     # ------------------------------------------------------------------ seeding
 
@@ -1137,6 +1186,8 @@ def create_app(state: CloudRunState | None = None) -> Flask:
         # was still received.
         if request.method == "PATCH":
             st.count_patch(request.path)
+        if not request.path.startswith("/_admin/"):
+            st.run_interleaved(request.method, request.path)
 
     install_request_hooks(app, st.log, _fault_response, logger)
     install_google_http_errors(app)

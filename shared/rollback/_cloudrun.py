@@ -17,6 +17,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import PermanentError, TransientError
@@ -44,6 +45,16 @@ class TrafficConflict(CloudRunError):
 
 class OperationFailed(CloudRunError):
     """The UpdateService operation failed or did not finish in time."""
+
+
+class TrafficChanged(CloudRunError):
+    """Who gets traffic changed after the decision (a human, a deploy): nothing sent."""
+
+
+class UpdateOutcomeUnknown(CloudRunError):
+    """UpdateService was sent and then something failed: traffic may or may not have
+    moved. Never retried blindly (a redelivery would find "serves no traffic" and the
+    move would go unrecorded); a human looks."""
 
 
 def _short(name: str) -> str:
@@ -146,6 +157,7 @@ class CloudRun:
             traffic_statuses=_items(svc.traffic_statuses),
             latest_ready_revision=_short(svc.latest_ready_revision) or None,
             etag=svc.etag,
+            update_time=_time_or_none(svc.update_time),
         )
 
     # ------------------------------------------------------------------ update
@@ -153,15 +165,26 @@ class CloudRun:
     def pin_traffic(self, before: ServiceState, target: str) -> ServiceState:
         """Move 100 % to ``target`` (tags kept at 0 %) and return the state read back.
 
-        Re-reads the service right before the PATCH so its etag is current; on 409 reads
-        again and retries once, then raises :class:`TrafficConflict` (nothing changed).
+        Re-reads the service right before the PATCH so its etag is current. If who gets
+        traffic differs from ``before`` (the state the decision was made on), nothing is
+        sent (:class:`TrafficChanged`): a human's or a deploy's change is never
+        overwritten. On 409 the same re-read and check, then one retry, then
+        :class:`TrafficConflict`. Once the update was sent, any error but a failed
+        operation is :class:`UpdateOutcomeUnknown`.
         """
         from google.api_core import exceptions as gexc
         from google.cloud import run_v2
 
         name = before.name
+        operation: Any = None
         for attempt in (1, 2):
             svc = self._get(name)
+            now = self._state(before.project, before.region, before.service, svc, before.revisions)
+            if now.routing() != before.routing():
+                raise TrafficChanged(
+                    f"traffic of {before.service} changed since the decision (was "
+                    f"{_fmt_routing(before)}, now {_fmt_routing(now)}); not touching it"
+                )
             spec = rollback_traffic(_items(svc.traffic), target)
             svc.traffic = [
                 run_v2.TrafficTarget(
@@ -173,10 +196,7 @@ class CloudRun:
                 for item in spec
             ]
             try:
-                with _classified(name, conflict_passes=True):
-                    operation = self._services.update_service(
-                        request={"service": svc}, timeout=self._timeout
-                    )
+                operation = self._send(name, svc)
             except gexc.Conflict as exc:
                 if attempt == 2:
                     raise TrafficConflict(
@@ -184,10 +204,46 @@ class CloudRun:
                         f"(etag changed under us): {exc.message}"
                     ) from exc
                 continue
-            self._wait(operation, before.service)
             break
-        after = self._get(name)
+        try:
+            self._wait(operation, before.service)
+            after = self._get(name)
+        except OperationFailed:
+            raise
+        except Exception as exc:
+            raise UpdateOutcomeUnknown(
+                f"UpdateService of {before.service} was accepted, then "
+                f"{_describe(exc)}: outcome unknown"
+            ) from exc
         return self._state(before.project, before.region, before.service, after, before.revisions)
+
+    def _send(self, name: str, svc: run_v2.Service) -> Any:
+        """UpdateService. Only an answer that says it was not taken (409, 429, 503, other
+        4xx) or a connection that never opened leaves the state certain; any other
+        failure (timeout, reset, 500, 504) may have applied it."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            with _classified(name, conflict_passes=True):
+                return self._services.update_service(
+                    request={"service": svc}, timeout=self._timeout
+                )
+        except TransientError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, gexc.ServiceUnavailable | gexc.TooManyRequests) or (
+                cause is not None and _never_connected(cause)
+            ):
+                raise
+            raise UpdateOutcomeUnknown(
+                f"UpdateService of {_short(name)} was sent, then {_describe(cause or exc)}: "
+                "outcome unknown"
+            ) from exc
+        except (gexc.Conflict, CloudRunError):
+            raise
+        except Exception as exc:
+            raise UpdateOutcomeUnknown(
+                f"UpdateService of {_short(name)} was sent, then {_describe(exc)}: outcome unknown"
+            ) from exc
 
     def _wait(self, operation: Any, service: str) -> None:
         from google.api_core import exceptions as gexc
@@ -202,6 +258,36 @@ class CloudRun:
             # The operation itself failed (e.g. a revision vanished): the state is
             # uncertain, so a human looks rather than a blind retry.
             raise OperationFailed(f"UpdateService of {service} failed: {exc.message}") from exc
+
+
+def _fmt_routing(state: ServiceState) -> str:
+    spec, _ = state.routing()
+    return ", ".join(f"{name} {pct}%" for name, pct in sorted(spec.items())) or "nothing"
+
+
+def _describe(exc: BaseException) -> str:
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return f"{exc.code} {exc.message}".strip()
+    return type(exc).__name__
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """The request certainly never reached Cloud Run (connection refused, connect timeout)."""
+    try:
+        import requests
+        from urllib3.exceptions import NewConnectionError
+    except ImportError:  # pragma: no cover - google-auth brings requests
+        return False
+    if isinstance(exc, requests.ConnectTimeout | ConnectionRefusedError):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) and value.timestamp() > 0 else None
 
 
 @contextmanager

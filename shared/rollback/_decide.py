@@ -7,14 +7,16 @@ The table, in the order it is applied (docs/rollback.md has it with examples):
 | smoke | a newer smoke.passed already marked the revision good | skip (superseded) |
 | smoke | the failed revision serves no traffic | skip, mark it bad |
 | alert | the incident names a revision that serves no traffic | skip |
+| alert | no revision label, and no one revision provably served 100 % since before it | fail |
 | alert | the incident started before, or longer than the alert window after, the promotion | skip |
 | smoke, alert | the anti-flap cap of automatic rollbacks is reached | escalate, mark bad |
-| any | no revision is Ready, known-good and not the failed one | fail, mark bad |
+| any | no revision is Ready, known-good and older than the failed one | fail, mark bad |
 | any | a breaking migration finished after the target was created | freeze, mark bad |
 | any | otherwise | rollback to the newest Ready known-good revision, mark bad |
 
 A manual rollback (``sightops rollback``) goes through the same table without the
-anti-flap cap and without marking; ``--force`` skips the health and migration checks.
+anti-flap cap, without the "older than" rule and without marking; ``--force`` skips the
+health and migration checks.
 """
 
 from __future__ import annotations
@@ -91,18 +93,34 @@ def decide(
             )
         reason = f"smoke.failed for {failed} while serving {serving[failed]}% of traffic"
     else:  # alert
-        if trigger.revision is not None and serving.get(trigger.revision, 0) <= 0:
+        started = trigger.incident_started_at or trigger.evidence_time
+        ours = promoted_at or {}
+        if trigger.revision is not None:
+            if serving.get(trigger.revision, 0) <= 0:
+                return verdict(
+                    Verdict.SKIP,
+                    f"incident {trigger.event_id} is about {trigger.revision}, which serves no "
+                    "traffic",
+                    from_revision=trigger.revision,
+                )
+            failed = trigger.revision
+        else:
+            unlabelled = _unlabelled_incident(trigger, state, ours, started)
+            if isinstance(unlabelled, Decision):
+                return unlabelled
+            failed = unlabelled
+        info = state.revision(failed)
+        our_move = ours.get(failed)
+        if our_move is not None and started < our_move:
+            # Our own move is exact: no slack. The incident is older than the moment we
+            # put traffic on this revision, so it is about what served before.
             return verdict(
                 Verdict.SKIP,
-                f"incident {trigger.event_id} is about {trigger.revision}, which serves no traffic",
-                from_revision=trigger.revision,
+                f"incident {trigger.event_id} started at {_t(started)}, before we moved "
+                f"traffic to {failed} at {_t(our_move)}",
+                from_revision=failed,
             )
-        failed = trigger.revision or state.primary() or ""
-        if not failed:
-            return verdict(Verdict.SKIP, f"no revision of {service} serves traffic")
-        info = state.revision(failed)
-        promoted = _promotion_time(info, (promoted_at or {}).get(failed))
-        started = trigger.incident_started_at or trigger.evidence_time
+        promoted = _promotion_time(info, our_move)
         if promoted is not None and started < promoted - ALERT_SLACK:
             return verdict(
                 Verdict.SKIP,
@@ -122,7 +140,14 @@ def decide(
             f"({_span(started - promoted) if promoted else 'unknown time'} after promotion)"
         )
 
-    target = newest_known_good(state, health, exclude=failed)
+    # Automatic triggers only go back: a newer revision (a candidate that passed its tag
+    # smoke but was never promoted) is not a rollback target.
+    failed_info = state.revision(failed)
+    target = (
+        newest_known_good(state, health, exclude=failed, created_before=failed_info.create_time)
+        if failed_info is not None
+        else None
+    )
     if recent_auto_rollbacks >= policy.max_per_window:
         return verdict(
             Verdict.ESCALATE,
@@ -135,8 +160,8 @@ def decide(
     if target is None:
         return verdict(
             Verdict.FAIL,
-            f"no known-good revision of {service} to roll back to (no Ready revision other "
-            f"than {failed} is marked good); traffic not moved",
+            f"no known-good revision of {service} to roll back to (no Ready revision created "
+            f"before {failed} is marked good); traffic not moved",
             from_revision=failed,
             mark_bad=failed,
         )
@@ -233,14 +258,20 @@ def _decide_manual(
 
 
 def newest_known_good(
-    state: ServiceState, health: Mapping[str, HealthRecord], exclude: str | None
+    state: ServiceState,
+    health: Mapping[str, HealthRecord],
+    exclude: str | None,
+    *,
+    created_before: datetime | None = None,
 ) -> RevisionInfo | None:
-    """The newest revision (by create time) that is Ready and marked good."""
+    """The newest revision (by create time) that is Ready and marked good (and, with
+    ``created_before``, older than that: automatic rollbacks never roll forward)."""
     candidates = [
         rev
         for rev in state.revisions
         if rev.ready
         and rev.name != exclude
+        and (created_before is None or rev.create_time < created_before)
         and (known := health.get(rev.name)) is not None
         and known.health == "good"
     ]
@@ -294,6 +325,51 @@ def incident_trigger(notification: IncidentNotification, received_at: datetime) 
         revision=incident.cloud_run_revision,
         incident_started_at=incident.started_at,
     )
+
+
+def _unlabelled_incident(
+    trigger: Trigger, state: ServiceState, ours: Mapping[str, datetime], started: datetime
+) -> str | Decision:
+    """The revision an incident without a revision label is about, or why we cannot tell.
+
+    Only a revision that is shown to have served 100 % since before the incident started
+    is accused: exactly one revision serves, and the service's traffic last changed
+    (Cloud Run's ``update_time``, or our own last move, whichever is later; no slack)
+    before the incident started. Anything else is a guess (a split, a promotion or a
+    rollback while the incident was already running), so traffic is not moved and a
+    human is asked to look (``failed``, nothing marked).
+    """
+    service, incident = trigger.service, trigger.event_id
+
+    def cannot_tell(why: str, revision: str | None = None) -> Decision:
+        return Decision(
+            Verdict.FAIL,
+            service,
+            f"incident {incident} has no revision label and {why}; not guessing which "
+            "revision it is about, traffic not moved",
+            from_revision=revision,
+        )
+
+    serving = state.serving()
+    if not serving:
+        return Decision(Verdict.SKIP, service, f"no revision of {service} serves traffic")
+    sole = state.sole_server()
+    if sole is None:
+        return cannot_tell(f"traffic is split ({_fmt(serving)})")
+    if state.update_time is None:
+        return cannot_tell(f"Cloud Run does not say when {service} last changed", sole)
+    last_change = max([state.update_time, *ours.values()])
+    if started <= last_change:
+        return cannot_tell(
+            f"started at {_t(started)}, not after the last traffic change of {service} at "
+            f"{_t(last_change)} (now {sole} 100%)",
+            sole,
+        )
+    return sole
+
+
+def _fmt(serving: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {pct}%" for name, pct in sorted(serving.items()))
 
 
 def _promotion_time(info: RevisionInfo | None, our_move: datetime | None) -> datetime | None:

@@ -54,6 +54,9 @@ class ServiceState:
     traffic_statuses: tuple[TrafficItem, ...]
     latest_ready_revision: str | None = None
     etag: str = ""
+    #: Cloud Run's last-modified time of the service: the traffic now in effect has been
+    #: configured since then at the latest (None: not known).
+    update_time: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -88,6 +91,25 @@ class ServiceState:
             return serving[name], info.create_time if info else _EPOCH, name
 
         return max(serving, key=key)
+
+    def routing(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Who gets user traffic: per revision, by the spec and by the statuses.
+
+        Tags at 0 % are not routing; a ``LATEST`` entry counts for the revision it
+        resolves to, so a deploy under ``LATEST`` changes the routing too.
+        """
+
+        def per_revision(entries: tuple[TrafficItem, ...]) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for item in entries:
+                name = item.revision or (
+                    (self.latest_ready_revision or "?") if item.type == "LATEST" else "?"
+                )
+                if item.percent > 0:
+                    out[name] = out.get(name, 0) + item.percent
+            return out
+
+        return per_revision(self.traffic), per_revision(self.traffic_statuses)
 
     def sole_server(self) -> str | None:
         """The revision serving 100 %, if exactly one does."""

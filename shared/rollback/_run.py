@@ -34,7 +34,9 @@ from shared.rollback._cloudrun import (
     CloudRunError,
     OperationFailed,
     ServiceNotFound,
+    TrafficChanged,
     TrafficConflict,
+    UpdateOutcomeUnknown,
     cloud_run_for,
 )
 from shared.rollback._decide import decide, incident_trigger
@@ -66,9 +68,13 @@ def rollback_dedupe_key(event: RollbackInput, message: PubsubMessage) -> str:
     webhook and the Pub/Sub channel deliver the same notification with different
     message ids, and a re-notification of an open incident is not a new failure."""
     if isinstance(event, IncidentNotification):
-        state = event.incident.state or "unknown"
-        return f"incident:{event.incident.incident_id}:{state}"
+        return incident_key(event.incident.incident_id, event.incident.state or "unknown")
     return message.event_id
+
+
+def incident_key(incident_id: str, state: str) -> str:
+    """The receipt key of one state of an incident (``ops.event_receipts.event_id``)."""
+    return f"incident:{incident_id}:{state}"
 
 
 @dataclass(frozen=True)
@@ -174,11 +180,13 @@ class Rollbacks:
         if trigger.kind != "manual":
             self._bootstrap(state, exclude=trigger.revision or state.primary())
         decision = self._decide(trigger, state)
-        self._mark_bad(decision, trigger, state, bad_reason)
+        moving = decision.verdict is Verdict.ROLLBACK and bool(decision.to_revision)
+        self._mark_bad(decision, trigger, state, bad_reason, moving_away=moving and not dry_run)
 
         verdict, reason = decision.verdict, decision.reason
         serving_after: dict[str, int] | None = None
-        if verdict is Verdict.ROLLBACK and decision.to_revision:
+        sent = False
+        if moving:
             if dry_run:
                 verdict = Verdict.SKIP
                 reason = (
@@ -186,9 +194,9 @@ class Rollbacks:
                     f"{decision.to_revision} ({decision.reason})"
                 )
             else:
-                verdict, reason, serving_after = self._move(cloud, state, decision)
+                verdict, reason, serving_after, sent = self._move(cloud, state, decision)
         return self._finish(
-            trigger, decision, verdict, reason, dry_run, state.serving(), serving_after
+            trigger, decision, verdict, reason, dry_run, state.serving(), serving_after, sent=sent
         )
 
     def mark(
@@ -287,32 +295,45 @@ class Rollbacks:
         trigger: Trigger,
         state: ServiceState | None,
         bad_reason: str | None,
+        *,
+        moving_away: bool = False,
     ) -> None:
+        """Mark the accused revision bad as of the trigger's evidence time -- or, when we
+        are about to move traffic away from it, as of the decision (and no older than any
+        evidence about it): a revision we rolled back from must never stay ``good`` and be
+        picked again because an earlier smoke.passed outranked an incident's start time."""
         if decision.mark_bad is None:
             return
+        evidence = trigger.evidence_time
+        if moving_away:
+            latest = store.latest_evidence(self.conn, decision.service, decision.mark_bad)
+            evidence = max(t for t in (evidence, self.deps.clock(), latest) if t is not None)
         self.mark(
             decision.service,
             decision.mark_bad,
             "bad",
             bad_reason or f"{trigger.kind} {trigger.event_id}",
-            trigger.evidence_time,
+            evidence,
             state=state,
         )
 
     def _move(
         self, cloud: CloudRun, state: ServiceState, decision: Decision
-    ) -> tuple[Verdict, str, dict[str, int] | None]:
-        """Pin traffic; map what Cloud Run answered to the final verdict."""
+    ) -> tuple[Verdict, str, dict[str, int] | None, bool]:
+        """Pin traffic; map what Cloud Run answered to the final verdict, and whether the
+        update was sent (traffic may have moved: the record must then survive)."""
         target = decision.to_revision or ""
         started = time.perf_counter()
         try:
             after = cloud.pin_traffic(state, target)
+        except TrafficChanged as exc:
+            return Verdict.FAIL, str(exc), None, False
         except TrafficConflict as exc:
-            return Verdict.FAIL, f"{exc}; traffic not moved", None
-        except OperationFailed as exc:
-            return Verdict.FAIL, f"{exc}; check the service's traffic by hand", None
+            return Verdict.FAIL, f"{exc}; traffic not moved", None, False
+        except (OperationFailed, UpdateOutcomeUnknown) as exc:
+            return Verdict.FAIL, f"{exc}; check the service's traffic by hand", None, True
         except CloudRunError as exc:
-            return Verdict.FAIL, f"{exc}; traffic not moved", None
+            return Verdict.FAIL, f"{exc}; traffic not moved", None, False
         finally:
             self.deps.metrics.timing(
                 "rollback_update_ms", (time.perf_counter() - started) * 1000, service=state.service
@@ -324,8 +345,9 @@ class Rollbacks:
                 f"UpdateService finished but traffic_statuses show {_fmt(serving)}, not "
                 f"{target} at 100%",
                 serving,
+                True,
             )
-        return Verdict.ROLLBACK, decision.reason, serving
+        return Verdict.ROLLBACK, decision.reason, serving, True
 
     def _finish(
         self,
@@ -336,12 +358,14 @@ class Rollbacks:
         dry_run: bool,
         serving_before: dict[str, int],
         serving_after: dict[str, int] | None = None,
+        *,
+        sent: bool = False,
     ) -> Report:
         """Publish the ``sight.ops.rollback.*`` event and record the action.
 
-        Once traffic has moved, a failed publish must not undo the record of it (a
-        redelivery would find nothing to do and the move would go unrecorded), so it
-        is logged and noted in the action instead of raised.
+        Once an update was sent (traffic moved, or may have), a failed publish must not
+        undo the record of it (a redelivery would find "serves no traffic" and the move
+        would go unrecorded), so it is logged and noted in the action instead of raised.
         """
         manual = trigger.kind == "manual"
         event = OpsEvent.new(
@@ -362,14 +386,15 @@ class Rollbacks:
         try:
             self.deps.publisher.publish_event(self.deps.settings.topics.ops_events, event)
         except Exception as exc:
-            if verdict is not Verdict.ROLLBACK:
+            if not sent:
                 if isinstance(exc, TransientError):
                     raise
                 raise TransientError(f"publish failed: {type(exc).__name__}") from exc
             published = False
             logger.error(  # noqa: TRY400 - the reason is enough; the action keeps the rest
-                "rollback of %s done but %s not published: %s",
+                "rollback of %s sent to Cloud Run (%s) but %s not published: %s",
                 decision.service,
+                verdict.value,
                 event.type.value,
                 type(exc).__name__,
             )
@@ -416,6 +441,14 @@ def handle(event: RollbackInput, ctx: Context) -> Outcome:
         trigger = incident_trigger(event, ctx.message.event_time or deps.clock())
         if isinstance(trigger, str):
             return Outcome.skipped(trigger)
+        closed = incident_key(trigger.event_id, "closed")
+        if store.receipt_exists(ctx.conn, ctx.consumer, closed):
+            # Pub/Sub does not keep order: an open notification redelivered after the
+            # closed one is about a failure that is over.
+            return Outcome.skipped(
+                f"incident {trigger.event_id} was already reported closed; its late open "
+                "notification changes nothing"
+            )
         resource = event.incident.resource
         region = resource.labels.get("location") if resource else None
         report = rollbacks.run(

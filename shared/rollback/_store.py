@@ -201,3 +201,16 @@ def our_promotions(conn: Connection, service: str) -> dict[str, datetime]:
         {"s": service},
     ).all()
     return {row.revision: row.at for row in rows}
+
+
+def receipt_exists(conn: Connection, consumer: str, key: str) -> bool:
+    """Whether ``consumer`` already received the delivery with this dedupe key (committed)."""
+    return bool(
+        conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM ops.event_receipts"
+                " WHERE consumer = :c AND event_id = :k)"
+            ),
+            {"c": consumer, "k": key},
+        ).scalar_one()
+    )

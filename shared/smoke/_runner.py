@@ -255,14 +255,20 @@ def _any_ok(response: httpx.Response) -> str | None:
 
 
 def _status_ok(response: httpx.Response) -> str | None:
-    """200, and a JSON ``status`` (if any) that says healthy."""
+    """200, and a JSON ``status`` (if present) that is a healthy word or ``true``.
+
+    Anything else present in ``status`` (false, null, a number, an object such as
+    ``{"db": "down"}``) fails: a health check that does not say healthy is not healthy.
+    """
     if response.status_code != 200:
         return _http_error(response)
     body = _json(response)
-    status = body.get("status") if isinstance(body, Mapping) else None
-    if isinstance(status, str) and status.lower() not in _OK_STATUS_WORDS:
-        return _cut(f"HTTP 200 but status is {status!r}")
-    return None
+    if not isinstance(body, Mapping) or "status" not in body:
+        return None
+    status = body["status"]
+    if status is True or (isinstance(status, str) and status.lower() in _OK_STATUS_WORDS):
+        return None
+    return _cut(f"HTTP 200 but status is {status!r}")
 
 
 def _token_ok(response: httpx.Response) -> str | None:

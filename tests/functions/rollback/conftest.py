@@ -93,9 +93,27 @@ def published(pubsub_clients: tuple[Any, Any]) -> Published:
     return published
 
 
+class ShiftedClock:
+    """The stand-in's clock, shiftable into the past: a deploy that happened ten minutes
+    ago also changed the service (its ``updateTime``) ten minutes ago."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.shift
+
+
 @pytest.fixture
-def cloudrun() -> Iterator[tuple[cloudrun_standin.CloudRunState, RunningServer]]:
-    state = cloudrun_standin.CloudRunState(seed=11)
+def cloudrun_clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture
+def cloudrun(
+    cloudrun_clock: ShiftedClock,
+) -> Iterator[tuple[cloudrun_standin.CloudRunState, RunningServer]]:
+    state = cloudrun_standin.CloudRunState(seed=11, clock=cloudrun_clock)
     with serve(cloudrun_standin.create_app(state)) as running:
         yield state, running
 
@@ -118,12 +136,21 @@ class Env:
     published: Published
     service: str
     configure: Callable[..., Deps]
+    clock: ShiftedClock
 
     # ---------------------------------------------------------------- Cloud Run
 
     def deploy(self, count: int = 3, *, newest_age: timedelta = timedelta(minutes=10)) -> list[str]:
         """``count`` Ready revisions a day apart (newest ``newest_age`` ago), each promoted
-        to 100 % LATEST in turn, plus a ``stable`` tag on the first. Oldest first."""
+        to 100 % LATEST in turn, plus a ``stable`` tag on the first. Oldest first. The
+        service was last changed by that deploy, ``newest_age`` ago."""
+        self.clock.shift = -newest_age
+        try:
+            return self._deploy(count, newest_age)
+        finally:
+            self.clock.shift = timedelta(0)
+
+    def _deploy(self, count: int, newest_age: timedelta) -> list[str]:
         now = datetime.now(UTC)
         first_at = now - newest_age - timedelta(days=count - 1)
         names = [f"{self.service}-{i:05d}-r{i}" for i in range(1, count + 1)]
@@ -265,12 +292,14 @@ def env(
     settings: Settings,
     deps: Deps,
     cloudrun: tuple[cloudrun_standin.CloudRunState, RunningServer],
+    cloudrun_clock: ShiftedClock,
     published: Published,
     shared_publisher: Publisher,
 ) -> Iterator[Env]:
     state, server = cloudrun
 
-    def configure(**rollback: Any) -> Deps:
+    def configure(publisher: Any = None, **rollback: Any) -> Deps:
+        """Rollback settings for this test; ``publisher`` replaces the emulator's."""
         rollback.setdefault("operation_timeout_s", 10.0)
         configured = settings.model_copy(
             update={
@@ -279,7 +308,12 @@ def env(
                 "rollback": RollbackConfig(**rollback),
             }
         )
-        d = Deps(configured, metrics=deps.metrics, engine=deps.engine, publisher=shared_publisher)
+        d = Deps(
+            configured,
+            metrics=deps.metrics,
+            engine=deps.engine,
+            publisher=publisher or shared_publisher,
+        )
         set_process_deps(d)
         return d
 
@@ -295,6 +329,7 @@ def env(
         published,
         f"svc-{uuid.uuid4().hex[:8]}",
         configure,
+        cloudrun_clock,
     )
     set_process_deps(deps)
 

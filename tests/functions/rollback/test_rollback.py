@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,9 @@ import httpx
 import pytest
 
 from shared.events import EventType, RollbackResult
+from shared.rollback import Verdict, manual_rollback
 from standins import serve
+from tests.functions.rollback.conftest import REGION as REGION_
 from tests.functions.rollback.conftest import Env
 from tests.helpers import envelope, post_cloudevent, push
 
@@ -376,6 +379,7 @@ def test_alert_window_starts_at_our_own_promotion(env: Env) -> None:
     env.seed_health(**{v1: "good", v2: "good"})
     deliver(env, env.smoke(False, v3))
     assert env.serving() == {v2: 100}
+    time.sleep(1.1)  # incidents carry whole seconds: this one starts after our move
     deliver_incident(env, env.incident(v2))
     assert env.serving() == {v1: 100}
 
@@ -464,3 +468,220 @@ def test_published_rollback_events_match_golden(
     with open(path) as f:
         assert rendered == json.load(f)
     RollbackResult.model_validate(rendered["data"])
+
+
+# ------------------------------------------------------------------------ review findings
+
+
+def test_an_unlabelled_incident_that_started_before_our_own_rollback_does_not_roll_back_again(
+    env: Env,
+) -> None:
+    """R3 promoted at T, an incident from T+20s, smoke fails and we roll R3 -> R2 at T+31s;
+    then the label-less incident arrives: it must not be blamed on R2."""
+    v1, v2, v3 = env.deploy(newest_age=timedelta(minutes=1))
+    env.seed_health(**{v1: "good", v2: "good"})
+    incident = env.incident(None, started=datetime.now(UTC) - timedelta(seconds=30))
+    deliver(env, env.smoke(False, v3))
+    assert env.serving() == {v2: 100}
+    assert deliver_incident(env, incident).status_code == 200
+    assert env.patches() == 1
+    assert env.serving() == {v2: 100}
+    assert env.health()[v2] == "good"
+    first, second = env.published.wait(2)
+    assert first.type is EventType.ROLLBACK_SUCCEEDED
+    assert second.type is EventType.ROLLBACK_FAILED, "escalated, not silently dropped"
+    reason = second.data_as(RollbackResult).reason
+    assert "has no revision label" in reason and "traffic not moved" in reason
+    assert "not after the last traffic change" in reason
+
+
+def test_an_unlabelled_incident_that_started_before_a_promotion_is_not_blamed_on_the_new_revision(
+    env: Env,
+) -> None:
+    """Created before, promoted after the incident started (the smoke run in between): the
+    incident is the old revision's, whatever create_time and the 60 s slack suggest."""
+    v1, v2, _ = env.deploy(newest_age=timedelta(hours=1))
+    env.seed_health(**{v1: "good", v2: "good"})
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    env.cloudrun.create_revision(
+        "sight-local", REGION_, env.service, image="img:v4", revision="v4", create_time=started
+    )  # created under LATEST: v4 serves from now on
+    assert deliver_incident(env, env.incident(None, started=started)).status_code == 200
+    assert env.patches() == 0
+    kind, result = env.published.one()
+    assert kind is EventType.ROLLBACK_FAILED
+    assert "not guessing which revision it is about" in result.reason
+    assert "v4" not in env.health()
+
+
+def test_an_unlabelled_incident_during_a_traffic_split_escalates_without_guessing(
+    env: Env,
+) -> None:
+    v1, v2, v3 = env.deploy(newest_age=timedelta(hours=1))
+    env.seed_health(**{v1: "good"})
+    env.clock.shift = -timedelta(minutes=20)  # the split was set up 20 minutes ago
+    env.cloudrun.set_traffic(
+        "sight-local",
+        REGION_,
+        env.service,
+        [
+            {"type": "REVISION", "revision": v2, "percent": 90},
+            {"type": "REVISION", "revision": v3, "percent": 10},
+        ],
+    )
+    env.clock.shift = timedelta(0)
+    assert deliver_incident(env, env.incident(None)).status_code == 200
+    assert env.patches() == 0
+    kind, result = env.published.one()
+    assert kind is EventType.ROLLBACK_FAILED
+    assert f"traffic is split ({v2} 90%, {v3} 10%)" in result.reason
+    assert set(env.health()) == {v1}, "nobody is accused on a guess"
+
+
+def test_a_revision_rolled_back_from_by_an_alert_is_bad_even_after_an_earlier_smoke_pass(
+    env: Env,
+) -> None:
+    """Smoke on the service URL passed after the incident had started; the incident still
+    moves traffic away from v3, so v3 must end up bad and never be picked again."""
+    v1, _, v3 = env.deploy(newest_age=timedelta(minutes=10))
+    env.seed_health(**{v1: "good"})
+    now = datetime.now(UTC)
+    deliver(env, env.smoke(True, v3, at=now - timedelta(minutes=1)))
+    assert env.health()[v3] == "good"
+    deliver_incident(env, env.incident(v3, started=now - timedelta(minutes=5)))
+    assert env.serving() == {v1: 100}
+    assert env.health()[v3] == "bad"
+    later = manual_rollback(env.deps, env.service, dry_run=True, region=REGION_)
+    assert later.decision.to_revision != v3
+    assert later.verdict is Verdict.FAIL and "no known-good revision" in later.reason
+
+
+def test_a_traffic_change_by_a_human_during_the_decision_is_not_overwritten(env: Env) -> None:
+    v1, v2, v3 = env.deploy()
+    env.seed_health(**{v1: "good", v2: "good"})
+    # The human's `update-traffic --to-revisions v1=100` lands while we are deciding.
+    env.cloudrun.interleave(lambda: env.pin(v1), method="GET", path_regex=r"/revisions$")
+    assert deliver(env, env.smoke(False, v3)).status_code == 200
+    assert env.patches() == 0
+    assert env.serving() == {v1: 100}
+    kind, result = env.published.one()
+    assert kind is EventType.ROLLBACK_FAILED
+    assert result.reason == (
+        f"traffic of {env.service} changed since the decision (was {v3} 100%, now {v1} 100%); "
+        "not touching it"
+    )
+    [action] = env.actions("rollback")
+    assert action["status"] == "failed"
+
+
+def test_a_conflict_caused_by_a_human_traffic_change_is_not_retried_over_it(env: Env) -> None:
+    """The human's change lands between our re-read and our PATCH: a real 409. The re-read
+    after it shows different traffic, so there is no second PATCH."""
+    v1, v2, v3 = env.deploy()
+    env.seed_health(**{v1: "good", v2: "good"})
+    env.cloudrun.interleave(lambda: env.pin(v1), method="PATCH")
+    assert deliver(env, env.smoke(False, v3)).status_code == 200
+    assert env.patches() == 1
+    assert env.serving() == {v1: 100}
+    kind, result = env.published.one()
+    assert kind is EventType.ROLLBACK_FAILED
+    assert "changed since the decision" in result.reason and "not touching it" in result.reason
+
+
+def test_a_failed_check_read_after_the_update_is_recorded_as_an_unknown_outcome_not_retried(
+    env: Env,
+) -> None:
+    v1, _, v3 = env.deploy()
+    env.seed_health(**{v1: "good"})
+    env.configure(api_timeout_s=0.5)
+    service_path = rf"/services/{env.service}$"
+    env.cloudrun.interleave(
+        lambda: env.cloudrun.inject_fault(503, method="GET", path_regex=service_path, count=1000),
+        method="PATCH",
+    )
+    body = envelope(*env.smoke(False, v3))
+    assert push(env.client, "smoke-tests", body).status_code == 200
+    assert env.serving() == {v1: 100}, "the update did happen"
+    kind, result = env.published.one()
+    assert kind is EventType.ROLLBACK_FAILED
+    assert "outcome unknown" in result.reason
+    assert "check the service's traffic by hand" in result.reason
+    [action] = env.actions("rollback")
+    assert (action["status"], action["detail"]["to"]) == ("failed", v1)
+    assert push(env.client, "smoke-tests", body).status_code == 200  # a redelivery...
+    assert len(env.actions("rollback")) == 1, "...is a duplicate, not a 'serves no traffic'"
+
+
+def test_a_client_timeout_on_an_update_that_cloud_run_applied_is_recorded_as_unknown(
+    env: Env,
+) -> None:
+    v1, _, v3 = env.deploy()
+    env.seed_health(**{v1: "good"})
+    env.configure(api_timeout_s=0.3)
+    env.cloudrun.interleave(lambda: time.sleep(1.0), method="PATCH")  # slow, then applied
+    assert deliver(env, env.smoke(False, v3)).status_code == 200
+    kind, result = env.published.one()
+    assert kind is EventType.ROLLBACK_FAILED
+    assert "was sent, then" in result.reason and "outcome unknown" in result.reason
+    assert env.actions("rollback")[0]["status"] == "failed"
+    deadline = time.monotonic() + 5
+    while env.serving() != {v1: 100} and time.monotonic() < deadline:
+        time.sleep(0.05)
+        env.cloudrun.settle()  # the operation completes in Cloud Run whether we poll or not
+    assert env.serving() == {v1: 100}, "Cloud Run applied it: hence 'unknown', not 'not moved'"
+
+
+class _DownPublisher:
+    def publish_event(self, topic: str, event: Any) -> str:
+        raise RuntimeError("Pub/Sub unreachable")
+
+
+def test_a_failed_publish_after_an_unfinished_operation_keeps_the_record(env: Env) -> None:
+    v1, _, v3 = env.deploy()
+    env.seed_health(**{v1: "good"})
+    env.configure(publisher=_DownPublisher(), operation_timeout_s=0.5)
+    env.cloudrun.configure(operation_polls=10_000)
+    body = envelope(*env.smoke(False, v3))
+    assert push(env.client, "smoke-tests", body).status_code == 200
+    [action] = env.actions("rollback")
+    assert action["status"] == "failed"
+    assert action["detail"]["event_published"] is False
+    assert "did not finish within" in action["detail"]["reason"]
+    assert push(env.client, "smoke-tests", body).status_code == 200
+    assert len(env.actions("rollback")) == 1
+
+
+def test_a_newer_candidate_that_passed_its_tag_smoke_is_never_the_automatic_target(
+    env: Env,
+) -> None:
+    v1, _, v3 = env.deploy()
+    env.cloudrun.create_revision(
+        "sight-local",
+        REGION_,
+        env.service,
+        image="img:v4",
+        revision="v4",
+        no_traffic=True,
+        tag="candidate",
+    )
+    env.seed_health(**{v1: "good", "v4": "good"})
+    deliver(env, env.smoke(False, v3))
+    assert env.serving() == {v1: 100}
+    _, result = env.published.one()
+    assert result.to_revision == v1
+
+
+def test_a_late_open_notification_of_an_incident_already_reported_closed_changes_nothing(
+    env: Env,
+) -> None:
+    """The open delivery got a 503, the closed one arrived, then the open one came back."""
+    v1, _, v3 = env.deploy()
+    env.seed_health(**{v1: "good"})
+    incident_id = "0.late0open0001"
+    closed = env.incident(v3, incident_id=incident_id, state="closed", ended_at=1748864000)
+    assert deliver_incident(env, closed).status_code == 200
+    assert deliver_incident(env, env.incident(v3, incident_id=incident_id)).status_code == 200
+    assert env.patches() == 0
+    assert env.serving() == {v3: 100}
+    assert env.actions() == []
+    assert env.deps.metrics.counter("events", consumer="rollback", outcome="skipped") >= 2

@@ -12,7 +12,9 @@ from shared.rollback import (
     CloudRun,
     OperationFailed,
     ServiceNotFound,
+    TrafficChanged,
     TrafficConflict,
+    UpdateOutcomeUnknown,
     create_cloud_run,
 )
 from shared.settings import RollbackConfig, Settings
@@ -125,30 +127,74 @@ def test_a_second_conflict_fails_cleanly_without_a_change(
 def test_a_real_etag_race_is_detected_by_the_server(
     standin: tuple[CloudRunState, RunningServer], cloud: CloudRun
 ) -> None:
-    """A deploy between our read and our PATCH changes the etag: Cloud Run answers 409."""
+    """A deploy between our read and our PATCH changes the etag: Cloud Run answers 409.
+
+    Through pin_traffic the same deploy (under LATEST it also changed who serves) is seen
+    on the re-read and nothing is sent: before, this test expected pin_traffic to move
+    traffic anyway, overwriting the deploy. Decided on a fresh read, it moves.
+    """
     state, _ = standin
     v1, _, _ = deploy(state)
+    before = cloud.read(PROJECT, REGION, SERVICE)
     services = cloud._services
     svc = services.get_service(name=f"projects/{PROJECT}/locations/{REGION}/services/{SERVICE}")
-    state.create_revision(PROJECT, REGION, SERVICE, image="img:v4")
+    v4 = state.create_revision(PROJECT, REGION, SERVICE, image="img:v4")["name"].rsplit("/", 1)[1]
     from google.api_core.exceptions import Conflict
 
     with pytest.raises(Conflict):
         services.update_service(request={"service": svc})
-    # pin_traffic reads just before, so the same situation succeeds through it.
+    with pytest.raises(TrafficChanged, match="changed since the decision"):
+        cloud.pin_traffic(before, v1)
+    assert cloud.read(PROJECT, REGION, SERVICE).serving() == {v4: 100}
+    assert state.applied_update_counts() == {}
     assert cloud.pin_traffic(cloud.read(PROJECT, REGION, SERVICE), v1).serving() == {v1: 100}
 
 
-@pytest.mark.parametrize("status", [503, 429, 500])
+def test_a_conflict_from_a_change_that_leaves_traffic_alone_is_retried(
+    standin: tuple[CloudRunState, RunningServer], cloud: CloudRun
+) -> None:
+    """A ``--no-traffic --tag`` deploy lands just before our PATCH: a real 409, but who
+    serves is unchanged, so the re-read and retry go ahead (and keep the new tag)."""
+    state, _ = standin
+    v1, _, v3 = deploy(state)
+    state.interleave(
+        lambda: state.create_revision(
+            PROJECT, REGION, SERVICE, image="img:v4", no_traffic=True, tag="next"
+        ),
+        method="PATCH",
+    )
+    before = cloud.read(PROJECT, REGION, SERVICE)
+    assert before.serving() == {v3: 100}
+    assert cloud.pin_traffic(before, v1).serving() == {v1: 100}
+    assert state.patch_count(PROJECT, REGION, SERVICE) == 2
+    tags = {t.get("tag") for t in state.get_service(PROJECT, REGION, SERVICE)["traffic"]}
+    assert "next" in tags
+
+
+@pytest.mark.parametrize("status", [503, 429])
 def test_unavailable_or_throttled_update_is_transient(
     standin: tuple[CloudRunState, RunningServer], cloud: CloudRun, status: int
 ) -> None:
+    """429 and 503 say the update was not taken: safe to redeliver."""
     state, _ = standin
     v1, _, v3 = deploy(state)
     state.inject_fault(status, method="PATCH")
     with pytest.raises(TransientError):
         cloud.pin_traffic(cloud.read(PROJECT, REGION, SERVICE), v1)
     assert cloud.read(PROJECT, REGION, SERVICE).serving() == {v3: 100}
+
+
+@pytest.mark.parametrize("status", [500, 504])
+def test_an_update_answered_500_or_504_has_an_unknown_outcome_and_is_not_retried(
+    standin: tuple[CloudRunState, RunningServer], cloud: CloudRun, status: int
+) -> None:
+    """500 / 504 do not say whether the update was applied: a human looks."""
+    state, _ = standin
+    v1, _, _ = deploy(state)
+    state.inject_fault(status, method="PATCH")
+    with pytest.raises(UpdateOutcomeUnknown, match="outcome unknown"):
+        cloud.pin_traffic(cloud.read(PROJECT, REGION, SERVICE), v1)
+    assert state.patch_count(PROJECT, REGION, SERVICE) == 1
 
 
 def test_a_brief_read_outage_is_retried_inside_the_call(

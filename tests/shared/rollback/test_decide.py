@@ -46,7 +46,10 @@ def state(
     names: tuple[str, ...] = (V1, V2, V3, V4),
     not_ready: tuple[str, ...] = (),
     tags: tuple[TrafficItem, ...] = (),
+    updated: datetime | None = NOW - timedelta(minutes=10),
 ) -> ServiceState:
+    """``updated``: Cloud Run's last change of the service (default: when the newest
+    revision was deployed)."""
     traffic = tuple(TrafficItem("REVISION", rev, pct) for rev, pct in serving.items()) + tags
     return ServiceState(
         "sight-prod",
@@ -56,6 +59,7 @@ def state(
         traffic,
         traffic,
         latest_ready_revision=names[-1],
+        update_time=updated,
     )
 
 
@@ -240,6 +244,61 @@ CASES = {
         good(V3),
         to=V3,
         mark_bad=V4,
+    ),
+    "an_unlabelled_incident_that_started_before_our_own_rollback_does_not_roll_back_again": Case(
+        # V4 promoted at T, incident from T+20s, our rollback V4 -> V3 at T+31s.
+        alert(None, NOW + timedelta(seconds=20)),
+        state({V3: 100}, updated=NOW - timedelta(minutes=10)),
+        {**good(V2, V3), **bad(V4)},
+        promoted_at={V3: NOW + timedelta(seconds=31)},
+        verdict=Verdict.FAIL,
+        reason="not after the last traffic change",
+    ),
+    "an_unlabelled_incident_older_than_the_last_change_of_the_service_is_not_blamed_on_it": Case(
+        # V4 created 10 min ago but promoted (the service changed) 10 s ago, after the
+        # incident of the old revision had started: the 60 s slack must not blame V4.
+        alert(None, NOW - timedelta(seconds=30)),
+        state({V4: 100}, updated=NOW - timedelta(seconds=10)),
+        good(V3),
+        verdict=Verdict.FAIL,
+        reason="not guessing which revision it is about, traffic not moved",
+    ),
+    "an_unlabelled_incident_during_a_traffic_split_never_guesses_the_revision": Case(
+        alert(None, NOW - timedelta(minutes=5)),
+        state({V3: 90, V4: 10}),
+        good(V2),
+        verdict=Verdict.FAIL,
+        reason="traffic is split (sight-api-00003-abc 90%, sight-api-00004-abc 10%)",
+    ),
+    "an_unlabelled_incident_is_not_blamed_when_cloud_run_does_not_say_when_traffic_changed": Case(
+        alert(None, NOW - timedelta(minutes=5)),
+        state({V4: 100}, updated=None),
+        good(V3),
+        verdict=Verdict.FAIL,
+        reason="does not say when",
+    ),
+    "a_labelled_incident_older_than_our_own_move_to_the_revision_is_skipped_without_slack": Case(
+        alert(V3, NOW - timedelta(seconds=5)),
+        state({V3: 100}),
+        good(V2, V3),
+        promoted_at={V3: NOW},
+        verdict=Verdict.SKIP,
+        reason="before we moved traffic to",
+    ),
+    "an_automatic_rollback_never_rolls_forward_to_a_newer_candidate_that_was_never_promoted": Case(
+        smoke(V3),
+        state({V3: 100}),
+        good(V2, V4),
+        to=V2,
+        mark_bad=V3,
+    ),
+    "an_automatic_rollback_with_only_a_newer_good_revision_fails_rather_than_rolling_forward": Case(
+        smoke(V3),
+        state({V3: 100}),
+        good(V4),
+        verdict=Verdict.FAIL,
+        mark_bad=V3,
+        reason="no Ready revision created before sight-api-00003-abc is marked good",
     ),
 }
 

@@ -172,6 +172,49 @@ def test_an_unhealthy_status_in_a_200_answer_fails() -> None:
     assert [name for name, c in checks.items() if not c.ok] == [DB]
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (False, "HTTP 200 but status is False"),
+        (None, "HTTP 200 but status is None"),
+        ({"db": "down"}, "HTTP 200 but status is {'db': 'down'}"),
+        (0, "HTTP 200 but status is 0"),
+    ],
+    ids=["false", "null", "object", "number"],
+)
+def test_a_200_answer_whose_status_is_not_a_healthy_word_or_true_fails(
+    status: object, error: str
+) -> None:
+    """A present ``status`` must say healthy; ``false`` or ``{"db": "down"}`` does not."""
+    import httpx
+
+    transport = httpx.MockTransport(
+        lambda request: (
+            httpx.Response(200, json={"status": status})
+            if request.url.path == "/api/health/db"
+            else httpx.Response(200, json={"status": "ok", "access_token": "t", "id": "p"})
+        )
+    )
+    with httpx.Client(transport=transport) as client:
+        checks = by_name(run_checks("http://sight.test", OPTIONS, client=client))
+    assert checks[DB].error == error
+    assert [name for name, c in checks.items() if not c.ok] == [DB]
+
+
+def test_a_200_answer_with_status_true_or_without_status_passes() -> None:
+    import httpx
+
+    bodies = {"/api/health/db": {"status": True}, "/api/health/neo4j": {"neo4j": "connected"}}
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, json=bodies.get(request.url.path, {"status": "OK", "access_token": "t", "id": "p"})
+        )
+    )
+    with httpx.Client(transport=transport) as client:
+        checks = run_checks("http://sight.test", OPTIONS, client=client)
+    assert all(c.ok for c in checks), [c.error for c in checks]
+
+
 def test_an_unreachable_url_fails_every_check_quickly() -> None:
     with serve(create_app(SightApiState())) as server:
         url = server.url
