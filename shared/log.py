@@ -48,10 +48,19 @@ class Redactor:
         self._secrets: tuple[str, ...] = ()
 
     def add(self, *values: str | None) -> None:
-        """Register values that must never appear in output (short ones are ignored)."""
+        """Register values that must never appear in output (short ones are ignored).
+
+        Each value is registered with its JSON-escaped forms too: a secret holding ``"``,
+        ``\\`` or a control character appears escaped in an encoded log line or in a JSON
+        string quoted inside a message, and must be masked there as well.
+        """
         with self._lock:
             known = set(self._secrets)
-            known.update(v for v in values if v and len(v) >= 4)
+            for value in values:
+                if value and len(value) >= 4:
+                    known.add(value)
+                    known.add(json.dumps(value, ensure_ascii=False)[1:-1])
+                    known.add(json.dumps(value)[1:-1])
             # Longest first so a secret containing another is masked whole.
             self._secrets = tuple(sorted(known, key=len, reverse=True))
 
@@ -96,7 +105,21 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return self._redactor.redact(json.dumps(entry, default=str, ensure_ascii=False))
+        # Redact each value before encoding (a secret is matched as written, whatever JSON
+        # escaping would make of it), and the encoded line once more as the last step.
+        line = json.dumps(self._redact_value(entry), ensure_ascii=False)
+        return self._redactor.redact(line)
+
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._redactor.redact(value)
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        if isinstance(value, Mapping):
+            return {self._redactor.redact(str(k)): self._redact_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact_value(v) for v in value]
+        return self._redactor.redact(str(value))  # what json.dumps(default=str) would write
 
 
 class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -156,6 +156,9 @@ class NotifyConfig(BaseModel):
     # True when Cloud Scheduler calls notify_flush (every minute): a group due later
     # than the inline wait is left to it. False: Pub/Sub redelivery is the timer (503).
     scheduled_flush: bool = False
+    # Each delivery first flushes other due groups; it starts another only within this
+    # budget (and stops at the first transient failure), so a slow Slack cannot hold it.
+    flush_due_budget_s: float = Field(default=3.0, ge=0)
     redis_prefix: str = "sightops:notify:v1:"
     # Grouping state and sent-markers expire by themselves (Redis holds nothing forever).
     state_ttl_s: int = Field(default=2 * 86400, gt=0)

@@ -34,7 +34,7 @@ def notify(event: NotifyEvent, ctx: Context) -> Outcome:
     notice = to_notice(event, dedupe_key(event, ctx.message))
     notifier = notifier_for(ctx.deps)
     if notice is None:
-        notifier.flush_due()
+        notifier.flush_some_due()
         return Outcome.skipped("not something notify reports")
     return notifier.handle(notice, ctx)
 

@@ -75,7 +75,12 @@ def _epoch_to_utc(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value == 0:
             return None
-        return datetime.fromtimestamp(value, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            # 1e300 overflows, 1e18 is past year 9999; a ValueError names the field here
+            # (pydantic turns it into InvalidEventError), anything else would crash.
+            raise ValueError("epoch seconds out of range (years 1-9999 UTC expected)") from None
     return value
 
 

@@ -365,14 +365,18 @@ class GroupStore:
             ],
         )
 
-    def drop(self, gid: str) -> None:
-        """Forget a group that can never be delivered (its webhook is gone)."""
+    def drop(self, gid: str) -> dict[str, AlertEntry]:
+        """Forget a group that can never be delivered (its webhook is gone), returning
+        every alert it held at that moment (read and deleted in one MULTI, so an alert
+        appended after a snapshot is returned for the record, never silently lost)."""
         keys = self.keys_for(gid)
         pipe = self.r.pipeline(transaction=True)
+        pipe.hgetall(keys["alerts"])
         pipe.delete(keys["alerts"], keys["meta"])
         pipe.zrem(self.due_key, gid)
         pipe.zrem(self.repeat_key, gid)
-        pipe.execute()
+        alerts_raw = pipe.execute()[0]
+        return {_s(k): AlertEntry.from_json(v) for k, v in alerts_raw.items()}
 
 
 def _s(value: Any) -> str:

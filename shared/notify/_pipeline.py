@@ -15,9 +15,11 @@ Grouping without timers (docs/notify.md): the delivery that opens a group, or fi
 group pending with nobody responsible for it, takes the group's *timer lease* and waits
 in-process (at most ``inline_wait_max_s``) until the group falls due, flushes it, and
 only then acknowledges. A group due later than that is handed to Pub/Sub: the holder
-answers 503 and its redelivery comes back as the timer. Every delivery also flushes any
-other group that is due, and ``notify_flush`` / ``sightops notify flush`` do the same on
-a schedule (repeat reminders). With Redis down every alert is sent on its own.
+answers 503 and its redelivery comes back as the timer. Every delivery, once its own
+message is out, also flushes other groups that are due, within a small time budget and
+never past a transient failure (a Slack outage must not cost every delivery its whole
+timeout); ``notify_flush`` / ``sightops notify flush`` flush every due group on a
+schedule (repeat reminders). With Redis down every alert is sent on its own.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import redis
 from sqlalchemy import text
 
 from shared.db import transaction
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError, SightOpsError, TransientError
 from shared.events import Build, IncidentNotification, OpsEvent
 from shared.notify._config import Grouping, Match, NotifyFileConfig, load_config
 from shared.notify._group import GroupSettings, GroupStore, Snapshot, needs_update
@@ -53,17 +55,21 @@ from shared.notify._render import (
     render_ops,
 )
 from shared.notify._send import Integration, integration_for
-from shared.runtime import Context, Deps, Outcome
+from shared.runtime import Context, Deps, Outcome, storable_json, storable_text
 
 logger = logging.getLogger("sightops.notify")
 
 #: A flush lock outlives the slowest Slack post we allow (retries included).
 FLUSH_LOCK_S = 30.0
-#: Groups flushed opportunistically per delivery.
+#: Groups flushed opportunistically per delivery (and within ``flush_due_budget_s``).
 FLUSH_BATCH = 10
 #: After a Redis error, skip Redis this long: a dead Redis must not cost every
 #: delivery the client's connect retries.
 REDIS_COOL_OFF_S = 10.0
+#: After a transient failure while flushing other groups (Slack down or throttling),
+#: deliveries skip that opportunistic flush this long: each would only wait out the same
+#: timeouts. Holders still flush their own group; the scheduled flush is never skipped.
+FLUSH_COOL_OFF_S = 10.0
 _POLL_S = 0.1
 
 
@@ -113,6 +119,7 @@ class Notifier:
         ns = deps.settings.notify
         self.inline_wait_max_s = ns.inline_wait_max_s
         self.scheduled_flush = ns.scheduled_flush
+        self.flush_due_budget_s = ns.flush_due_budget_s
         base = config.grouping.merged(
             Grouping(
                 group_by=("policy_name", "service"),
@@ -136,6 +143,7 @@ class Notifier:
         )
         self.store = GroupStore(deps.redis, ns.redis_prefix, ns.state_ttl_s)
         self._redis_down_until = 0.0
+        self._flush_paused_until = 0.0
 
     # ---- redis health --------------------------------------------------------------
     def redis_usable(self) -> bool:
@@ -201,7 +209,12 @@ class Notifier:
 
     # ---- the handler -----------------------------------------------------------------
     def handle(self, notice: Notice, ctx: Context) -> Outcome:
-        self.flush_due()
+        """Deliver the notice, then (its own message out first) flush other due groups."""
+        outcome = self._deliver(notice, ctx)
+        self.flush_some_due()
+        return outcome
+
+    def _deliver(self, notice: Notice, ctx: Context) -> Outcome:
         skip = self.skip_reason(notice)
         if skip:
             return Outcome.skipped(skip, **notice.log_fields())
@@ -215,7 +228,11 @@ class Notifier:
                     results.append(f"{route.name}: {self._group(notice, route, ctx)}")
                 else:
                     results.append(f"{route.name}: {self._send_one(notice, route, ctx)}")
-            except PermanentError as exc:
+            except SightOpsError as exc:
+                # One route that can never succeed (a 404/410 webhook, a secret that cannot
+                # be read) must not make the others post again on redelivery.
+                if exc.retryable:
+                    raise
                 failures.append(f"{route.name}: {exc}")
         if failures and not results:
             raise PermanentError("; ".join(failures))
@@ -267,7 +284,9 @@ class Notifier:
             return "already sent"
         try:
             status = route.integration.notify(self.render(notice))
-        except PermanentError as exc:
+        except SightOpsError as exc:
+            if exc.retryable:
+                raise
             record_action(
                 self.deps,
                 "failed",
@@ -394,7 +413,7 @@ class Notifier:
                 return "not due"
             snap = self.store.snapshot(gid)
             if snap is None:
-                self.store.drop(gid)
+                self.store.drop(gid)  # a due entry whose group expired: nothing to lose
                 return "gone"
             route = self.route_named(snap.route)
             now = self.now()
@@ -416,9 +435,18 @@ class Notifier:
             view = AlertGroupView(snap.labels, tuple(firing), tuple(resolved), reason)
             try:
                 status = route.integration.notify(render_alert_group(view, self.config))
-            except PermanentError as exc:
-                self._record_flush(snap, route, "failed", reason, firing, resolved, now, str(exc))
-                self.store.drop(gid)
+            except SightOpsError as exc:
+                if exc.retryable:
+                    raise
+                # The webhook can never take it: drop the group, and record every alert
+                # that goes with it, those appended while the message was being sent too.
+                dropped = self.store.drop(gid)
+                late = sorted(
+                    iid for iid, entry in dropped.items() if snap.alerts.get(iid) != entry
+                )
+                self._record_flush(
+                    snap, route, "failed", reason, firing, resolved, now, str(exc), late
+                )
                 raise
             self._record_flush(snap, route, status, reason, firing, resolved, now)
             self.store.commit(
@@ -429,20 +457,53 @@ class Notifier:
             with contextlib.suppress(redis.RedisError):  # else it expires by itself
                 self.store.unlock(gid, token)
 
-    def flush_due(self, limit: int = FLUSH_BATCH) -> int:
-        """Flush groups that are due; never raises (they stay pending for the next try)."""
+    def flush_some_due(self) -> int:
+        """A delivery's opportunistic flush of other groups: at most ``FLUSH_BATCH``, a new
+        one started only within ``flush_due_budget_s``, and none for a while after a
+        transient failure, so a slow or down Slack cannot hold every delivery."""
+        if time.monotonic() < self._flush_paused_until:
+            return 0
+        return self.flush_due(FLUSH_BATCH, budget_s=self.flush_due_budget_s)
+
+    def flush_due(self, limit: int = FLUSH_BATCH, *, budget_s: float | None = None) -> int:
+        """Flush groups that are due; never raises (they stay pending for the next try).
+
+        Stops at the first transient failure: the next group would wait out the same
+        Slack timeouts and retries. With ``budget_s``, no group is started once that much
+        time has passed (the first always is, so a backlog still drains).
+        """
         if not self.redis_usable():
             return 0
+        started = time.monotonic()
         try:
             gids = self.store.due_groups(self.now(), limit)
         except redis.RedisError as exc:
             self.redis_failed(exc)
             return 0
         flushed = 0
-        for gid in gids:
+        for n, gid in enumerate(gids):
+            if n and budget_s is not None and time.monotonic() - started >= budget_s:
+                logger.info(
+                    "notify: flush budget of %.1fs used; %d due group(s) left for later",
+                    budget_s,
+                    len(gids) - n,
+                )
+                break
             try:
                 if self.flush(gid) == "flushed":
                     flushed += 1
+            except (TransientError, redis.RedisError) as exc:
+                if isinstance(exc, redis.RedisError):
+                    self.redis_failed(exc)
+                self._flush_paused_until = time.monotonic() + FLUSH_COOL_OFF_S
+                logger.warning(
+                    "notify: flushing group %s failed transiently (%s); %d due group(s) "
+                    "left for later",
+                    gid,
+                    exc,
+                    len(gids) - n,
+                )
+                break
             except Exception as exc:
                 logger.warning("notify: flushing group %s failed: %s", gid, exc)
         return flushed
@@ -457,6 +518,7 @@ class Notifier:
         resolved: list[AlertEntry],
         flushed_at: float,
         error: str | None = None,
+        dropped_late: list[str] | None = None,
     ) -> None:
         detail: dict[str, Any] = {
             "route": route.name,
@@ -469,6 +531,10 @@ class Notifier:
         }
         if error:
             detail["error"] = error
+        if dropped_late:
+            # Appended (or changed) while the failed message was being sent: never shown,
+            # dropped with the group.
+            detail["dropped_unsent"] = dropped_late
         service = snap.labels.get("service") or (firing or resolved)[0].service
         try:
             record_action(
@@ -509,8 +575,6 @@ def record_action(
 ) -> None:
     """An ``ops.actions`` row in its own transaction: for what happened regardless of the
     delivery's outcome (a group message, a permanent failure)."""
-    import json
-
     now: datetime = deps.clock()
     with transaction(deps.engine) as conn:
         conn.execute(
@@ -521,11 +585,11 @@ def record_action(
                 " CAST(:detail AS jsonb), :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
             ),
             {
-                "service": service,
+                "service": storable_text(service),
                 "status": status,
-                "trigger": trigger,
-                "key": dedupe_key,
-                "detail": json.dumps(detail, default=str),
+                "trigger": storable_text(trigger),
+                "key": storable_text(dedupe_key),
+                "detail": storable_json(detail),
                 "now": now,
             },
         )

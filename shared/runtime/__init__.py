@@ -8,6 +8,8 @@ from shared.runtime._handler import (
     Outcome,
     RetryDelivery,
     pubsub_handler,
+    storable_json,
+    storable_text,
 )
 from shared.runtime._message import (
     PubsubMessage,
@@ -28,4 +30,6 @@ __all__ = [
     "process_deps",
     "pubsub_handler",
     "set_process_deps",
+    "storable_json",
+    "storable_text",
 ]

@@ -29,10 +29,10 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from shared.db import is_transient as db_is_transient
 from shared.db import pool_usage, transaction
-from shared.errors import InvalidEventError, PermanentError, SightOpsError, TransientError
+from shared.errors import InvalidEventError, SightOpsError, TransientError
 from shared.log import LABELS_KEY, TRACE_KEY, redact
 from shared.runtime._deps import Deps, process_deps
-from shared.runtime._message import PubsubMessage, message_from_cloudevent
+from shared.runtime._message import PubsubMessage, message_from_cloudevent, salvage_cloudevent
 
 logger = logging.getLogger("sightops.runtime")
 
@@ -94,12 +94,12 @@ class Context:
                 " RETURNING id"
             ),
             {
-                "kind": kind,
-                "service": service,
-                "status": status,
-                "trigger": self.message.event_id,
-                "actor": actor,
-                "detail": json.dumps(dict(detail or {}), default=str),
+                "kind": _storable(kind),
+                "service": storable_text(service),
+                "status": _storable(status),
+                "trigger": storable_text(self.message.event_id),
+                "actor": _storable(actor),
+                "detail": storable_json(dict(detail or {})),
                 "now": self.deps.clock(),
                 "finished": finished,
             },
@@ -124,10 +124,22 @@ class EventHandler(Generic[E]):
 
     def __call__(self, cloud_event: Any) -> None:
         deps = self.deps_factory()
+        started = time.perf_counter()
         try:
             message = message_from_cloudevent(cloud_event)
         except InvalidEventError as exc:
-            self._reject(deps, None, str(exc), time.perf_counter())
+            self._reject(deps, salvage_cloudevent(cloud_event), str(exc), started)
+            return
+        except Exception as exc:  # the envelope will not parse better on redelivery
+            self._reject(
+                deps,
+                salvage_cloudevent(cloud_event),
+                f"envelope crashed: {type(exc).__name__}: {exc}",
+                started,
+                level=logging.ERROR,
+                error=type(exc).__name__,
+                traceback=traceback.format_exc(limit=8),
+            )
             return
         self.handle_message(message, deps)
 
@@ -139,6 +151,8 @@ class EventHandler(Generic[E]):
             event = self.parse(message.data, message.attributes)
         except InvalidEventError as exc:
             return self._reject(deps, message, str(exc), started)
+        except Exception as exc:
+            return self._crashed(deps, message, "parser", exc, started)
 
         event_time = message.event_time
         if self.max_age is not None and event_time is not None:
@@ -154,9 +168,12 @@ class EventHandler(Generic[E]):
                     f"{self.max_age.total_seconds():.0f}s",
                 )
 
-        key = self.dedupe_key(event, message) if self.dedupe_key else message.event_id
         try:
-            return self._run(deps, message, event, key, started)
+            key = self.dedupe_key(event, message) if self.dedupe_key else message.event_id
+        except Exception as exc:
+            return self._crashed(deps, message, "dedupe key", exc, started)
+        try:
+            return self._run(deps, message, event, _storable(key), started)
         except RetryDelivery:
             raise
         except Exception as exc:  # classify everything else: retry unless known permanent
@@ -180,7 +197,7 @@ class EventHandler(Generic[E]):
                         "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
                         " VALUES (:c, :k, :t, 'handled') ON CONFLICT DO NOTHING"
                     ),
-                    {"c": self.consumer, "k": key, "t": message.event_type},
+                    {"c": self.consumer, "k": key, "t": storable_text(message.event_type)},
                 ).rowcount
                 deps.metrics.timing(
                     "dedupe_wait_ms", (time.perf_counter() - waited) * 1000, consumer=self.consumer
@@ -199,9 +216,13 @@ class EventHandler(Generic[E]):
                 outcome = outcome or Outcome.handled()
                 if outcome.status != "handled":
                     self._set_receipt(conn, key, outcome.status)
-        except PermanentError as exc:
-            # Effects were rolled back with the transaction; keep the receipt so the
-            # message is not handled again, then acknowledge.
+        except SightOpsError as exc:
+            if exc.retryable:
+                raise
+            # Not retryable (PermanentError, SecretError, ConfigError, an InvalidEventError
+            # raised by the handler): a retry cannot fix it. Effects were rolled back with
+            # the transaction; keep the receipt so the message is not handled again, then
+            # acknowledge.
             with transaction(deps.engine) as conn:
                 conn.execute(
                     text(
@@ -209,7 +230,7 @@ class EventHandler(Generic[E]):
                         " VALUES (:c, :k, :t, 'failed')"
                         " ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'failed'"
                     ),
-                    {"c": self.consumer, "k": key, "t": message.event_type},
+                    {"c": self.consumer, "k": key, "t": storable_text(message.event_type)},
                 )
             return self._log(
                 deps,
@@ -260,8 +281,33 @@ class EventHandler(Generic[E]):
         )
         raise RetryDelivery() from None
 
+    def _crashed(
+        self, deps: Deps, message: PubsubMessage, what: str, exc: Exception, started: float
+    ) -> OutcomeStatus:
+        """A parser or dedupe key that raises something other than InvalidEventError is a
+        bug, but a deterministic one: every redelivery would crash the same way. Keep the
+        message (it is the reproduction) and say loudly why."""
+        if isinstance(exc, SightOpsError) and exc.retryable:
+            return self._retry(deps, message, exc, started)
+        return self._reject(
+            deps,
+            message,
+            f"{what} crashed: {type(exc).__name__}: {exc}",
+            started,
+            level=logging.ERROR,
+            error=type(exc).__name__,
+            traceback=traceback.format_exc(limit=8),
+        )
+
     def _reject(
-        self, deps: Deps, message: PubsubMessage | None, reason: str, started: float
+        self,
+        deps: Deps,
+        message: PubsubMessage,
+        reason: str,
+        started: float,
+        *,
+        level: int = logging.WARNING,
+        **fields: Any,
     ) -> OutcomeStatus:
         """Keep the unhandleable message with its reason, then acknowledge it."""
         try:
@@ -274,19 +320,17 @@ class EventHandler(Generic[E]):
                     ),
                     {
                         "c": self.consumer,
-                        "id": message.event_id if message else None,
-                        "t": message.event_type if message else None,
-                        "r": reason[:2000],
-                        "p": message.data if message else None,
-                        "a": json.dumps(dict(message.attributes) if message else {}),
+                        "id": storable_text(message.event_id),
+                        "t": storable_text(message.event_type),
+                        "r": _storable(reason[:2000]),
+                        "p": message.data,
+                        "a": storable_json(dict(message.attributes)),
                     },
                 )
         except Exception as exc:
             # Could not keep it: better redelivered (and dead-lettered) than lost.
-            return self._retry(deps, message or _EMPTY, exc, started)
-        return self._log(
-            deps, message or _EMPTY, "rejected", started, logging.WARNING, reason=reason
-        )
+            return self._retry(deps, message, exc, started)
+        return self._log(deps, message, "rejected", started, level, reason=reason, **fields)
 
     def _log(
         self,
@@ -307,8 +351,8 @@ class EventHandler(Generic[E]):
                 "outcome": outcome,
                 "event_type": message.event_type or (message.topic or "unknown"),
             },
-            "event_id": message.event_id,
-            "message_id": message.message_id,
+            "event_id": message.event_id or None,
+            "message_id": message.message_id or None,
             "duration_ms": round(duration_ms, 2),
         }
         if message.delivery_attempt:
@@ -319,14 +363,43 @@ class EventHandler(Generic[E]):
         if trace_id:
             extra[TRACE_KEY] = f"projects/{deps.settings.gcp_project}/traces/{trace_id}"
         extra.update({k: v for k, v in fields.items() if k not in extra})
-        summary = f"{self.consumer}: {outcome} {message.event_type or 'message'} {message.event_id}"
+        summary = (
+            f"{self.consumer}: {outcome} {message.event_type or 'message'} "
+            f"{message.event_id or 'without id'}"
+        )
         if reason:
             summary += f": {redact(reason)}"
         logger.log(level, summary, extra=extra)
         return outcome
 
 
-_EMPTY = PubsubMessage(data=b"", attributes={}, message_id="unknown", publish_time=None)
+def _storable(value: str) -> str:
+    """Text PostgreSQL accepts: NUL (refused by text and jsonb, SQLSTATE 22021/22P05, not
+    transient) and lone surrogates (not UTF-8) are escaped, so a poison message is still
+    kept rather than retried until it is dead-lettered."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def storable_text(value: str | None) -> str | None:
+    """A text column's value made :func:`_storable`; empty stays NULL."""
+    return _storable(value) if value else None
+
+
+def _storable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _storable(value)
+    if isinstance(value, Mapping):
+        return {_storable(str(k)): _storable_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_storable_value(v) for v in value]
+    return value
+
+
+def storable_json(value: Any) -> str:
+    """JSON for a ``jsonb`` column, every string made :func:`_storable` first."""
+    return json.dumps(_storable_value(value), default=lambda v: _storable(str(v)))
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,17 +103,54 @@ def message_from_cloudevent(event: Any) -> PubsubMessage:
     """A functions-framework CloudEvent (either delivery form) to a :class:`PubsubMessage`."""
     data = event.data
     if isinstance(data, bytes | str):
-        import json
-
         try:
             data = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidEventError("CloudEvent data is not JSON") from exc
     if not isinstance(data, Mapping):
         raise InvalidEventError("CloudEvent data is not a Pub/Sub envelope")
     attributes = event.get_attributes() if hasattr(event, "get_attributes") else {}
     trace = attributes.get("traceparent") or _request_traceparent()
     return message_from_envelope(data, source=attributes.get("source"), trace=trace)
+
+
+def salvage_cloudevent(event: Any) -> PubsubMessage:
+    """What can be kept of a delivery :func:`message_from_cloudevent` refused; never raises.
+
+    The raw CloudEvent data becomes the payload (bytes as received, anything else as
+    JSON), with the messageId and attributes when the envelope still has them, so a
+    rejected delivery is kept whole (docs/architecture.md) and can be found by its id.
+    """
+    data = getattr(event, "data", None)
+    payload: bytes
+    if isinstance(data, bytes):
+        payload = data
+    elif isinstance(data, str):
+        payload = data.encode("utf-8", "surrogatepass")
+    else:
+        try:
+            payload = json.dumps(data, default=str).encode()
+        except (TypeError, ValueError):  # circular or otherwise unencodable
+            payload = repr(data).encode("utf-8", "surrogatepass")
+    envelope = data
+    if isinstance(data, bytes | str):
+        try:
+            envelope = json.loads(data)
+        except (ValueError, RecursionError):
+            envelope = None
+    message = envelope.get("message") if isinstance(envelope, Mapping) else None
+    message_id = ""
+    attributes: dict[str, str] = {}
+    if isinstance(message, Mapping):
+        found = message.get("messageId") or message.get("message_id")
+        if isinstance(found, str | int) and not isinstance(found, bool):
+            message_id = str(found)
+        raw_attributes = message.get("attributes")
+        if isinstance(raw_attributes, Mapping):
+            attributes = {str(k): str(v) for k, v in raw_attributes.items()}
+    return PubsubMessage(
+        data=payload, attributes=attributes, message_id=message_id, publish_time=None
+    )
 
 
 def _request_traceparent() -> str | None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
+from typing import Any
 
 import pytest
 
@@ -118,3 +120,38 @@ def test_cli_handler_writes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None
     handler.emit(logging.makeLogRecord({"msg": "to stderr", "levelno": 20}))
     captured = capfd.readouterr()
     assert "to stderr" in captured.err and "to stderr" not in captured.out
+
+
+def test_secret_with_quotes_backslashes_and_control_characters_is_masked_in_json_lines(
+    settings: Any,
+) -> None:
+    """JSON escapes ``"``, ``\\`` and control characters: a registered secret holding them
+    must be masked as written, escaped once (the line) and escaped twice (a JSON document
+    quoted in a message)."""
+    from shared.secrets import Secrets
+
+    secret = 'pa"ss\\wo\trd\n' + uuid.uuid4().hex[:8]
+    assert Secrets(settings).resolve(secret) == secret  # registers it, as production does
+    stream = io.StringIO()
+    handler = JsonLineHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.log.escaped")
+    logger.addHandler(handler)
+    logger.propagate = False  # the session's raw capture must not see the secret
+    try:
+        logger.error(
+            "login failed with %s; body %s",
+            secret,
+            json.dumps({"credential": secret}),
+            extra={"detail": {"value": secret, "nested": [secret]}},
+        )
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    escaped_once = json.dumps(secret)[1:-1]
+    escaped_twice = json.dumps(escaped_once)[1:-1]
+    for form in (secret, escaped_once, escaped_twice):
+        assert form not in out
+    line = json.loads(out)
+    assert line["message"] == f'login failed with {MASK}; body {{"credential": "{MASK}"}}'
+    assert line["detail"] == {"value": MASK, "nested": [MASK]}

@@ -252,3 +252,16 @@ def test_reason_never_echoes_a_large_payload() -> None:
     with pytest.raises(InvalidEventError) as info:
         parse_incident_body(encode(data))
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("value", [1e300, 1e18, -1e18, "1e300", "inf", 253402300800])
+@pytest.mark.parametrize("field", ["started_at", "ended_at"])
+def test_out_of_range_epoch_time_is_an_invalid_event_naming_the_field(
+    field: str, value: Any
+) -> None:
+    """datetime.fromtimestamp raises OverflowError/OSError, not ValueError: unconverted,
+    they escape the parser and the runtime, and the message is retried forever."""
+    data = {"version": "1.2", "incident": {"incident_id": "x", "state": "open", field: value}}
+    with pytest.raises(InvalidEventError) as caught:
+        parse_incident_message(encode(data), {})
+    assert f"field 'incident.{field}': epoch seconds out of range" in str(caught.value)

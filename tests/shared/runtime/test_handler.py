@@ -218,3 +218,135 @@ def test_database_down_is_transient(
     assert outcome_of(record) == "retry" and record.levelno == logging.WARNING
     assert "sight-local@" not in json.dumps(record.__dict__, default=str)
     down.close()
+
+
+def rejected_row(deps: Deps, event_id: str | None, reason_like: str = "%") -> Any:
+    with deps.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT event_id, event_type, reason, payload, attributes FROM ops.rejected_events"
+                " WHERE consumer = 'sample' AND event_id IS NOT DISTINCT FROM :id"
+                " AND reason LIKE :r ORDER BY id DESC LIMIT 1"
+            ),
+            {"id": event_id, "r": reason_like},
+        ).one()
+
+
+def receipt_outcome(deps: Deps, key: str) -> str:
+    with deps.engine.connect() as conn:
+        return str(
+            conn.execute(
+                text(
+                    "SELECT outcome FROM ops.event_receipts WHERE consumer='sample' AND event_id=:k"
+                ),
+                {"k": key},
+            ).scalar_one()
+        )
+
+
+def test_a_parser_that_crashes_rejects_and_keeps_the_message_with_an_error_line(
+    client: Any, deps: Deps, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = uuid.uuid4().hex
+    data = json.dumps({"key": key, "epoch": 1e300}).encode()
+    response = push(client, "t", envelope(data, {"id": key}))
+    assert response.status_code == 200
+    row = rejected_row(deps, key)
+    assert row.reason.startswith("parser crashed: OverflowError: ")
+    assert bytes(row.payload) == data
+    record = runtime_records(caplog)[-1]
+    assert outcome_of(record) == "rejected"
+    assert record.levelno == logging.ERROR
+    assert "OverflowError" in record.__dict__["traceback"]
+
+
+def test_a_dedupe_key_that_crashes_rejects_and_keeps_the_message(
+    client: Any, deps: Deps, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = uuid.uuid4().hex
+    response = push(client, "t", envelope({"key": key, "bad_key": 0}, {"id": key}))
+    assert response.status_code == 200
+    assert rejected_row(deps, key).reason.startswith("dedupe key crashed: ZeroDivisionError")
+    record = runtime_records(caplog)[-1]
+    assert outcome_of(record) == "rejected" and record.levelno == logging.ERROR
+    assert actions_for(deps, key) == 0
+
+
+def test_a_non_retryable_error_from_the_handler_is_recorded_failed_and_acknowledged(
+    client: Any, deps: Deps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SecretError is not retryable (shared/errors.py): handled like PermanentError."""
+    key = uuid.uuid4().hex
+    body = envelope({"key": key}, {"id": key, "mode": "secret"})
+    assert push(client, "t", body).status_code == 200
+    assert push(client, "t", body).status_code == 200
+    assert receipt_outcome(deps, key) == "failed"
+    failed, duplicate = runtime_records(caplog)[-2:]
+    assert (outcome_of(failed), outcome_of(duplicate)) == ("failed", "duplicate")
+    assert failed.levelno == logging.ERROR
+    assert failed.__dict__["error"] == "SecretError"
+    assert "cannot access secret" in failed.__dict__["reason"]
+
+
+def test_an_envelope_that_cannot_be_decoded_is_kept_raw_with_its_message_id(
+    client: Any, deps: Deps
+) -> None:
+    message_id = "b64-" + uuid.uuid4().hex
+    body = envelope({"key": "x"}, {"type": "test.sample", "origin": "here"}, message_id=message_id)
+    body["message"]["data"] = "***not base64***"
+    assert push(client, "t", body).status_code == 200
+    row = rejected_row(deps, message_id)
+    assert row.reason == "message data is not valid base64"
+    assert json.loads(bytes(row.payload))["message"]["data"] == "***not base64***"
+    assert row.attributes == {"type": "test.sample", "origin": "here"}
+    assert row.event_type == "test.sample"
+
+
+def test_an_eventarc_envelope_without_message_id_is_kept_raw(client: Any, deps: Deps) -> None:
+    marker = uuid.uuid4().hex
+    body = envelope({"key": marker})
+    del body["message"]["messageId"]
+    headers = {
+        "ce-id": "1",
+        "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": "//pubsub.googleapis.com/projects/sight-local/topics/t",
+        "Content-Type": "application/json",
+    }
+    assert client.post("/", data=json.dumps(body), headers=headers).status_code == 200
+    with deps.engine.connect() as conn:
+        payloads = [
+            bytes(p)
+            for p in conn.execute(
+                text(
+                    "SELECT payload FROM ops.rejected_events WHERE consumer = 'sample'"
+                    " AND reason = 'message has no messageId' AND event_id IS NULL"
+                )
+            ).scalars()
+        ]
+    assert body in [json.loads(p) for p in payloads]
+
+
+def test_nul_characters_in_a_malformed_message_are_escaped_and_it_is_kept(
+    client: Any, deps: Deps
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb (22021/22P05, not transient): unescaped,
+    the reject would be retried until dead-lettered and never kept."""
+    key = uuid.uuid4().hex
+    body = envelope(b"{not json", {"id": key + "\x00", "type": "t\x00", "note": "a\x00b"})
+    assert push(client, "t", body).status_code == 200
+    row = rejected_row(deps, key + "\\x00")
+    assert row.event_type == "t\\x00"
+    assert row.attributes["note"] == "a\\x00b"
+    assert bytes(row.payload) == b"{not json"
+
+
+def test_nul_characters_in_the_event_id_and_type_do_not_stop_handling(
+    client: Any, deps: Deps
+) -> None:
+    key = uuid.uuid4().hex
+    body = envelope({"key": key}, {"id": key + "\x00", "type": "sight.\x00test"})
+    assert push(client, "t", body).status_code == 200
+    assert push(client, "t", body).status_code == 200
+    assert actions_for(deps, key) == 1
+    assert receipt_outcome(deps, key + "\\x00") == "handled"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import InvalidEventError, PermanentError, TransientError
-from shared.runtime import Context, Outcome, pubsub_handler
+from shared.errors import InvalidEventError, PermanentError, SecretError, TransientError
+from shared.runtime import Context, Outcome, PubsubMessage, pubsub_handler
 
 
 def parse_json(data: bytes, attributes: Mapping[str, str]) -> dict[str, Any]:
@@ -19,10 +19,18 @@ def parse_json(data: bytes, attributes: Mapping[str, str]) -> dict[str, Any]:
         raise InvalidEventError(f"data is not JSON: {exc.msg}") from exc
     if not isinstance(value, dict):
         raise InvalidEventError("data must be a JSON object")
+    if "epoch" in value:  # a parser bug: an out-of-range number crashes it
+        value["at"] = datetime.fromtimestamp(value["epoch"], tz=UTC)
     return value
 
 
-@pubsub_handler("sample", parse=parse_json, max_age=timedelta(minutes=10))
+def sample_key(event: dict[str, Any], message: PubsubMessage) -> str:
+    if "bad_key" in event:  # a dedupe-key bug
+        return str(1 // int(event["bad_key"]))
+    return message.event_id
+
+
+@pubsub_handler("sample", parse=parse_json, max_age=timedelta(minutes=10), dedupe_key=sample_key)
 def sample(event: dict[str, Any], ctx: Context) -> Outcome:
     mode = ctx.message.attributes.get("mode", "ok")
     if mode == "transient-until":
@@ -31,6 +39,8 @@ def sample(event: dict[str, Any], ctx: Context) -> Outcome:
             raise TransientError(f"attempt {attempts} fails on purpose")
     elif mode == "permanent":
         raise PermanentError("this event can never succeed")
+    elif mode == "secret":
+        raise SecretError("cannot access secret projects/p/secrets/s/versions/1: NotFound")
     elif mode == "bug":
         raise KeyError("unexpected")
     time.sleep(float(event.get("sleep", 0)))
