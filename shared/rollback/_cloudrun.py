@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import PermanentError, TransientError
 from shared.rollback._decide import rollback_traffic
-from shared.rollback._model import RevisionInfo, ServiceState, TrafficItem, TrafficType
+from shared.rollback._model import (
+    RevisionInfo,
+    ServiceState,
+    TrafficItem,
+    TrafficType,
+    describe_split,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -261,8 +267,7 @@ class CloudRun:
 
 
 def _fmt_routing(state: ServiceState) -> str:
-    spec, _ = state.routing()
-    return ", ".join(f"{name} {pct}%" for name, pct in sorted(spec.items())) or "nothing"
+    return describe_split(state.routing()[0])
 
 
 def _describe(exc: BaseException) -> str:

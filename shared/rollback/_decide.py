@@ -35,6 +35,7 @@ from shared.rollback._model import (
     TrafficItem,
     Trigger,
     Verdict,
+    describe_split,
 )
 
 #: Incidents carry whole seconds and metrics are aligned to a minute or so: an incident
@@ -355,7 +356,7 @@ def _unlabelled_incident(
         return Decision(Verdict.SKIP, service, f"no revision of {service} serves traffic")
     sole = state.sole_server()
     if sole is None:
-        return cannot_tell(f"traffic is split ({_fmt(serving)})")
+        return cannot_tell(f"traffic is split ({describe_split(serving)})")
     if state.update_time is None:
         return cannot_tell(f"Cloud Run does not say when {service} last changed", sole)
     last_change = max([state.update_time, *ours.values()])
@@ -366,10 +367,6 @@ def _unlabelled_incident(
             sole,
         )
     return sole
-
-
-def _fmt(serving: Mapping[str, int]) -> str:
-    return ", ".join(f"{name} {pct}%" for name, pct in sorted(serving.items()))
 
 
 def _promotion_time(info: RevisionInfo | None, our_move: datetime | None) -> datetime | None:

@@ -22,6 +22,11 @@ TrafficType = Literal["LATEST", "REVISION"]
 TriggerKind = Literal["smoke", "alert", "manual"]
 
 
+def describe_split(serving: Mapping[str, int]) -> str:
+    """``r1 90%, r2 10%`` (by name), for reasons and errors; ``nothing`` when empty."""
+    return ", ".join(f"{name} {pct}%" for name, pct in sorted(serving.items())) or "nothing"
+
+
 @dataclass(frozen=True)
 class RevisionInfo:
     """One Cloud Run revision: short name, creation time, Ready condition."""

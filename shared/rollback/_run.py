@@ -47,6 +47,7 @@ from shared.rollback._model import (
     ServiceState,
     Trigger,
     Verdict,
+    describe_split,
 )
 from shared.runtime import Context, Deps, Outcome, PubsubMessage
 
@@ -342,7 +343,7 @@ class Rollbacks:
         if serving.get(target, 0) < 100:
             return (
                 Verdict.FAIL,
-                f"UpdateService finished but traffic_statuses show {_fmt(serving)}, not "
+                f"UpdateService finished but traffic_statuses show {describe_split(serving)}, not "
                 f"{target} at 100%",
                 serving,
                 True,
@@ -423,10 +424,6 @@ class Rollbacks:
         return Report(
             decision, verdict, reason, dry_run, event, published, serving_before, serving_after
         )
-
-
-def _fmt(serving: Mapping[str, int]) -> str:
-    return ", ".join(f"{name} {pct}%" for name, pct in sorted(serving.items())) or "nothing"
 
 
 # ---------------------------------------------------------------------- function handler
