@@ -27,6 +27,7 @@ from shared.migrate._handler import (
 )
 from shared.migrate._lint import RULES, Rule, blocking, lint_migrations, parse_allowances
 from shared.migrate._lock import advisory_lock, lock_holder, lock_key
+from shared.migrate._record import resolve_partial, unresolved_partial
 from shared.migrate._run import (
     MigrationFailed,
     RunOutcome,
@@ -68,6 +69,8 @@ __all__ = [
     "migration_event",
     "migration_status",
     "parse_allowances",
+    "resolve_partial",
     "run_migrations",
     "split_statements",
+    "unresolved_partial",
 ]

@@ -34,18 +34,27 @@ from shared.migrate._sql import Statement
 class StatementFailed(Exception):
     """A statement of ``migration`` failed; ``error`` is the driver's exception.
 
-    ``autocommit``: it ran outside a transaction block, so statements of the same migration
-    that committed before it stay (the version row does not move).
+    ``autocommit``: it ran outside a transaction block. ``committed``: how many parts of
+    this migration (blocks, autocommit steps) had committed before it; when not 0 the
+    migration is *partly* applied and its revision not recorded, so running it again
+    would repeat those parts.
     """
 
     def __init__(
-        self, migration: RenderedMigration, statement: str, error: Exception, *, autocommit: bool
+        self,
+        migration: RenderedMigration,
+        statement: str,
+        error: Exception,
+        *,
+        autocommit: bool,
+        committed: int = 0,
     ) -> None:
         super().__init__(f"{migration.label}: {error}")
         self.migration = migration
         self.statement = statement
         self.error = error
         self.autocommit = autocommit
+        self.committed = committed
 
 
 class VersionMismatch(Exception):
@@ -57,6 +66,7 @@ def apply_rendered(
     migrations: Sequence[RenderedMigration],
     *,
     before: Callable[[RenderedMigration], None],
+    on_part: Callable[[RenderedMigration, int], None],
     on_applied: Callable[[RenderedMigration], None],
 ) -> None:
     """Run ``migrations`` in order on ``conn``, an autocommit session.
@@ -64,8 +74,11 @@ def apply_rendered(
     The rendering's ``BEGIN``/``COMMIT`` are sent as they are (the session does not wrap
     statements in transactions of its own), so blocks are exactly the ones Alembic
     rendered. ``before`` runs ahead of each migration's first statement (fresh timeouts).
-    On a failure an open block is rolled back and :class:`StatementFailed` raised;
-    migrations before the failing one stay committed.
+    A migration split by ``autocommit_block()`` commits in parts: ``on_part(migration, n)``
+    runs inside each intermediate block before its ``COMMIT`` (and right after an
+    autocommit step), so a partly applied migration is on record; ``on_applied`` runs
+    inside its last block. On a failure an open block is rolled back and
+    :class:`StatementFailed` raised; migrations before the failing one stay committed.
     """
     if not is_autocommit(conn):
         raise ValueError("apply_rendered needs an autocommit session: the SQL has its own BEGIN")
@@ -74,25 +87,46 @@ def apply_rendered(
         statements = migration.statements
         commits = [i for i, s in enumerate(statements) if s.transaction == "COMMIT"]
         last_commit = commits[-1] if commits else None
+        committed = 0  # parts of this migration that are committed
         before(migration)
         for i, statement in enumerate(statements):
+            control = statement.transaction
+            autocommit_step = not in_block and control is None
             try:
                 if i == last_commit:
                     on_applied(migration)  # commits with the migration's last block
+                elif control == "COMMIT" and in_block:
+                    on_part(migration, committed + 1)  # commits with this block
                 _execute(conn, statement)
+                if autocommit_step:
+                    committed += 1  # committed as it ran
+                    on_part(migration, committed)
             except Exception as exc:
                 if in_block:
                     _rollback(conn)
                 raise StatementFailed(
-                    migration, statement.sql, exc, autocommit=not in_block
+                    migration,
+                    statement.sql,
+                    exc,
+                    autocommit=autocommit_step,
+                    committed=committed,
                 ) from exc
-            control = statement.transaction
             if control == "BEGIN":
                 in_block = True
             elif control in {"COMMIT", "ROLLBACK"}:
+                if control == "COMMIT" and in_block:
+                    committed += 1
                 in_block = False
         if last_commit is None:  # no transaction control: each statement committed alone
             on_applied(migration)
+    if in_block:  # a rendering cut short (it always ends with COMMIT): never leave it open
+        _rollback(conn)
+        raise StatementFailed(
+            migrations[-1],
+            "(end of the rendered SQL)",
+            RuntimeError("the rendered SQL ends inside a transaction block"),
+            autocommit=False,
+        )
 
 
 def _execute(conn: Connection, statement: Statement) -> None:

@@ -216,6 +216,15 @@ def _is_bookkeeping(kind: str, node: Node) -> bool:
 def _lint_one(migration: RenderedMigration, created: set[Table]) -> Iterator[LintFinding]:
     """Apply the rules statement by statement, in the order they run."""
     label = migration.label
+    if "\x00" in migration.sql:  # the parser stops at NUL: what follows would go unchecked
+        yield _finding(
+            "unparseable-sql",
+            label,
+            migration.sql[: migration.sql.index("\x00")][-200:],
+            "the rendered SQL contains a NUL character (PostgreSQL refuses it, and the parser "
+            "would stop there, leaving the rest unchecked)",
+        )
+        return
     try:
         statements = migration.statements
     except ParseError as exc:

@@ -52,6 +52,10 @@ class RunRecorder:
         self.actor = actor
         self._table_exists = False
 
+    def table_known(self) -> bool:
+        """Whether ``ops.actions`` is known to exist (no round trip)."""
+        return self._table_exists
+
     def table_exists(self, found: bool) -> None:
         """What the caller already asked (saves a round trip); False is checked again."""
         self._table_exists = found
@@ -111,3 +115,38 @@ class RunRecorder:
                 "final": status in FINAL,
             },
         )
+
+
+def unresolved_partial(conn: Connection, revision: str) -> dict[str, Any] | None:
+    """The newest record (any build) of ``revision`` partly applied and not yet resolved
+    by an operator (``sightops migrations resolve-partial``). A rebuild must not run it
+    again: its committed parts would be repeated."""
+    row = conn.execute(
+        text(
+            "SELECT dedupe_key, detail->'partial' AS partial FROM ops.actions"
+            " WHERE kind = 'migration' AND detail->'partial'->>'revision' = :rev"
+            " AND NOT (detail->'partial' ? 'resolved') ORDER BY id DESC LIMIT 1"
+        ),
+        {"rev": revision},
+    ).first()
+    if row is None:
+        return None
+    return {**dict(row.partial), "build": str(row.dedupe_key).removeprefix("migrate:")}
+
+
+def resolve_partial(
+    conn: Connection, revision: str, *, note: str, actor: str, now: datetime
+) -> list[str]:
+    """Mark every unresolved partial application of ``revision`` resolved (the operator
+    finished or undid it by hand); returns the builds whose records changed."""
+    rows = conn.execute(
+        text(
+            "UPDATE ops.actions SET detail = jsonb_set(detail, '{partial,resolved}',"
+            " jsonb_build_object('at', CAST(:now AS text), 'by', CAST(:actor AS text),"
+            " 'note', CAST(:note AS text)))"
+            " WHERE kind = 'migration' AND detail->'partial'->>'revision' = :rev"
+            " AND NOT (detail->'partial' ? 'resolved') RETURNING dedupe_key"
+        ),
+        {"rev": revision, "now": now.isoformat(), "actor": actor, "note": note},
+    ).all()
+    return [str(r.dedupe_key).removeprefix("migrate:") for r in rows]

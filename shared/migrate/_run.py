@@ -13,8 +13,9 @@ Sessions and locks (docs/migrate.md, "Transactions, locks, deadlocks"):
 Errors: a database or Neo4j outage, lock contention and a lock wait that runs out are
 retried (TransientError -> 503 -> Pub/Sub redelivers); on the final delivery attempt they
 become ``failed``, so the deploy stage always gets an answer. A migration that fails, a
-lint block, an edited graph file: ``failed`` at once. Progress is committed after every
-migration, so a rerun knows what this build already applied and redoes nothing.
+lint block, an edited graph file, a migration partly applied (some of its parts committed):
+``failed`` at once. Progress commits with every migration (and every committed part of
+one), so a rerun knows what was applied and redoes nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from shared.migrate._apply import StatementFailed, apply_rendered
 from shared.migrate._graph import GraphMigrationError, GraphMigrator, GraphRun
 from shared.migrate._lint import blocking, destructive_migrations, lint_migrations
 from shared.migrate._lock import advisory_lock
-from shared.migrate._record import FINAL, RecordedRun, RunRecorder
+from shared.migrate._record import FINAL, RecordedRun, RunRecorder, unresolved_partial
 
 if TYPE_CHECKING:
     from shared.runtime import Deps
@@ -47,8 +48,13 @@ if TYPE_CHECKING:
 
 #: SQLSTATEs of lock contention: a later attempt may well succeed.
 _CONTENTION = frozenset({"55P03", "40P01", "40001"})
-#: SQLSTATE prefixes meaning the session itself is gone or the server is going away.
-_SESSION_LOST = ("08", "57P", "53")
+#: SQLSTATEs meaning the session itself is gone: connection failure/does not exist,
+#: admin/crash shutdown, cannot connect now. Not "08P01" (protocol violation: the same
+#: statement fails the same way) nor class 53 (insufficient resources: the session is
+#: fine, the error is recorded and retried like contention).
+_SESSION_LOST = frozenset({"08000", "08003", "08006", "57P01", "57P02", "57P03"})
+#: Insufficient resources (disk full, out of memory, too many locks): may pass.
+_RESOURCES = "53"
 
 
 class MigrationFailed(PermanentError):
@@ -104,9 +110,11 @@ def migration_engine(settings: Settings) -> Engine:
 
 
 def start_session(conn: Connection, settings: Settings, name: str) -> bool:
-    """Name the session (lock holders show up by build) and reset timeouts a previous
-    run may have left on this pooled session; returns whether ``ops.actions`` exists.
-    One round trip."""
+    """Reset what a previous run's migrations may have left on this pooled session
+    (``search_path``, ``SET ROLE``, ``session_replication_role``, temp tables, advisory
+    locks: ``DISCARD ALL``), name it (lock holders show up by build) and set its
+    timeouts; returns whether ``ops.actions`` exists. Two round trips."""
+    conn.exec_driver_sql("DISCARD ALL")
     return bool(
         conn.execute(
             text(
@@ -146,7 +154,7 @@ def _describe(exc: BaseException) -> str:
 def _session_lost(exc: BaseException, conn: Connection) -> bool:
     state = sqlstate(exc)
     if state is not None:
-        return state.startswith(_SESSION_LOST)
+        return state in _SESSION_LOST or conn.invalidated
     return (
         isinstance(exc, InterfaceError)
         or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
@@ -168,6 +176,9 @@ class _Run:
     applied_graph: list[int] = field(default_factory=list)
     findings: list[LintFinding] = field(default_factory=list)
     breaking: bool = False
+    # A migration split by autocommit_block() whose first parts committed but whose
+    # revision was not recorded: {"revision", "migration", "committed"}. Never re-run.
+    partial: dict[str, Any] | None = None
     error: str | None = None
     lock_wait_ms: float = 0.0
     attempts: int = 0
@@ -206,6 +217,8 @@ class _Run:
         detail["applied"] = {"postgres": self.applied_pg, "graph": self.applied_graph}
         detail["lock_wait_ms"] = round(self.lock_wait_ms, 1)
         detail["attempts"] = self.attempts
+        if self.partial is not None:
+            detail["partial"] = self.partial
         return detail
 
     def save(
@@ -240,6 +253,7 @@ class _Run:
             self.graph_from = (detail.get("graph") or {}).get("from")
         self.findings = [LintFinding.model_validate(f) for f in detail.get("lint_findings") or []]
         self.breaking = bool(detail.get("breaking"))
+        self.partial = detail.get("partial")
 
     @staticmethod
     def replay(prior: RecordedRun) -> RunOutcome:
@@ -309,16 +323,33 @@ class _Run:
         try:
             script = self.alembic.script()
             self.alembic.head(script)
-        except ConfigError as exc:
+            current = self.alembic.current(conn)
+            pending = self.alembic.pending(script, current)
+        except ConfigError as exc:  # several heads: a merge revision is missing
             return self.fail(conn, str(exc))
-        current = self.alembic.current(conn)
+        except Exception as exc:
+            if db_is_transient(exc) or _session_lost(exc, conn):
+                raise
+            return self.fail(conn, f"cannot tell where the database stands: {_describe(exc)}")
         if not self.applied_pg:
             self.pg_from = current
         self.pg_to = current
-        pending = self.alembic.pending(script, current)
+        if self.partial is not None and not (
+            pending and self.partial.get("revision") == pending[0].revision
+        ):
+            self.partial = None  # finished by hand and stamped since: carry on
+        if pending and self.recorder.table_known():
+            left = unresolved_partial(conn, pending[0].revision)
+            if left is not None:
+                return self.fail(conn, _partial_message(left, again=True))
         if pending:
             try:
                 rendered = self.alembic.render(script, current)
+                # Lint the build's whole set: a table an earlier migration of this build
+                # created is new to the later ones, on a rerun too.
+                linted = rendered
+                if self.applied_pg and self.pg_from != current:
+                    linted = self.alembic.render(script, self.pg_from)
             except RenderError as exc:
                 where = f"migration {exc.migration}" if exc.migration else "the pending migrations"
                 return self.fail(
@@ -331,7 +362,8 @@ class _Run:
                     "the offline rendering does not match the pending revisions "
                     f"{[p.revision for p in pending]}: {[m.revision for m in rendered]}",
                 )
-            found = lint_migrations(rendered)
+            labels = {m.label for m in rendered}
+            found = [f for f in lint_migrations(linted) if f.migration in labels]
             known = {(f.migration, f.rule, f.statement) for f in self.findings}
             self.findings += [f for f in found if (f.migration, f.rule, f.statement) not in known]
             blocked = blocking(found)
@@ -353,7 +385,7 @@ class _Run:
     def apply(self, conn: Connection, rendered: list[RenderedMigration]) -> RunOutcome | None:
         """Apply the linted SQL; each migration commits with its progress row."""
         destructive = destructive_migrations(self.findings)
-        undo: list[tuple[list[str], bool, str | None]] = []
+        undo: list[tuple[list[str], bool, str | None, dict[str, Any] | None]] = []
 
         def before(migration: RenderedMigration) -> None:
             conn.execute(
@@ -367,18 +399,29 @@ class _Run:
                 },
             )
 
+        def on_part(migration: RenderedMigration, committed: int) -> None:
+            # A destructive statement may be in what commits now: breaking from here on.
+            self.breaking = self.breaking or migration.label in destructive
+            self.partial = {
+                "revision": migration.revision,
+                "migration": migration.label,
+                "committed": committed,
+            }
+            self.save(conn, "started", in_block=True)  # (or right after an autocommit step)
+
         def on_applied(migration: RenderedMigration) -> None:
-            undo[:] = [(list(self.applied_pg), self.breaking, self.pg_to)]
+            undo[:] = [(list(self.applied_pg), self.breaking, self.pg_to, self.partial)]
             self.pg_to = migration.revision
             self.applied_pg.append(migration.revision)
             self.breaking = self.breaking or migration.label in destructive
+            self.partial = None
             self.save(conn, "started", in_block=True)
 
         try:
-            apply_rendered(conn, rendered, before=before, on_applied=on_applied)
+            apply_rendered(conn, rendered, before=before, on_part=on_part, on_applied=on_applied)
         except StatementFailed as exc:
             if undo and exc.migration.revision in self.applied_pg:  # its COMMIT failed
-                self.applied_pg, self.breaking, self.pg_to = undo[0]
+                self.applied_pg, self.breaking, self.pg_to, self.partial = undo[0]
             return self.migration_failed(conn, exc)
         return None
 
@@ -389,20 +432,32 @@ class _Run:
         statement = " ".join(failure.statement.split())
         if len(statement) > 200:
             statement = statement[:197] + "..."
-        if failure.autocommit:
-            what = (
-                f"migration {label} failed in a step outside a transaction (autocommit); "
-                "what it committed before that step stays, its revision was not recorded"
+        if failure.committed:
+            what = _partial_message(
+                {
+                    "migration": label,
+                    "revision": failure.migration.revision,
+                    "committed": failure.committed,
+                },
+                again=False,
             )
+        elif failure.autocommit:
+            what = f"migration {label} failed in a step outside a transaction (autocommit)"
         else:
             what = f"migration {label} failed and was rolled back"
         message = f"{what}: {_describe(exc)} [statement: {statement}]"
         if _session_lost(exc, conn):
-            # Nothing more can be recorded on this session; its row shows the progress.
+            # Nothing more can be recorded on this session; its row shows the progress
+            # (and a partly applied migration, which a rerun then refuses to repeat).
             raise TransientError(f"database unavailable while applying {label}") from exc
         self.pg_to = self.alembic.current(conn)
-        if sqlstate(exc) in _CONTENTION:
+        if failure.committed:
+            return self.fail(conn, message)  # never retried: it would repeat those parts
+        state = sqlstate(exc) or ""
+        if state in _CONTENTION:
             return self.retry(conn, message + " (lock contention)", exc)
+        if state.startswith(_RESOURCES):
+            return self.retry(conn, message + " (insufficient resources)", exc)
         return self.fail(conn, message)
 
     def graph(self, conn: Connection) -> RunOutcome | None:
@@ -454,6 +509,24 @@ class _Run:
                 f"graph part: {exc}"
             )
         return f"{what}; graph migrations not applied: {exc}"
+
+
+def _partial_message(partial: dict[str, Any], *, again: bool) -> str:
+    """What a partly applied migration means, for the run's error and the runbook."""
+    label, committed = partial.get("migration"), partial.get("committed")
+    if again:
+        build = partial.get("build")
+        head = f"migration {label} was partly applied" + (f" by build {build}" if build else "")
+    else:
+        head = f"migration {label} failed after part of it had committed"
+    return (
+        f"{head} ({committed} part(s) committed: transaction blocks or autocommit steps "
+        "such as CREATE INDEX CONCURRENTLY); its revision was not recorded and migrate will "
+        "not run it again, which would repeat them. Finish it by hand and `alembic stamp` "
+        "its revision, or undo those parts and run `sightops migrations resolve-partial "
+        f"{partial.get('revision') or label}`; then rebuild "
+        "(docs/runbooks/migration-failed.md)"
+    )
 
 
 def _blocked_message(blocked: list[LintFinding]) -> str:

@@ -1,4 +1,5 @@
-"""`sightops migrations lint|status`: the migrate function's checks, from a terminal.
+"""`sightops migrations lint|status|resolve-partial`: the migrate function's checks and
+its one operator action, from a terminal.
 
 ``lint`` needs no database: it renders migrations offline, exactly as the function does,
 and exits 1 on findings that would block a deploy (CI runs it as ``make lint-migrations``).
@@ -173,3 +174,45 @@ def _run_row(run: dict[str, Any]) -> list[str]:
         "yes" if detail.get("breaking") else "",
         (detail.get("error") or "")[:60],
     ]
+
+
+@migrations_app.command("resolve-partial")
+def resolve_partial_cmd(
+    revision: Annotated[str, typer.Argument(help="the partly applied revision, e.g. 0007")],
+    note: Annotated[str, typer.Option(help="what was done by hand (kept in the run's record)")],
+    actor: Annotated[str, typer.Option(help="who did it")] = "operator",
+) -> None:
+    """Let migrate run REVISION again after its partly applied parts were undone by hand.
+
+    migrate refuses to repeat a migration whose first parts committed (a failure after an
+    autocommit_block() step). Undo those parts first (docs/runbooks/migration-failed.md);
+    if you finished the migration by hand instead, `alembic stamp REVISION` is enough.
+    """
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.db import create_db_engine, transaction
+    from shared.migrate import resolve_partial
+    from shared.settings import get_settings
+
+    if not note.strip():
+        raise typer.BadParameter("say what was done by hand", param_hint="--note")
+    engine = create_db_engine(get_settings())
+    try:
+        with transaction(engine) as conn:
+            builds = resolve_partial(
+                conn, revision, note=note.strip(), actor=actor, now=datetime.now(UTC)
+            )
+    except SQLAlchemyError as exc:
+        console.print(f"[red]database unavailable or refused the update[/]: {type(exc).__name__}")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    if not builds:
+        console.print(f"no unresolved partial application of {revision} is recorded; nothing to do")
+        raise typer.Exit(1)
+    console.print(
+        f"resolved the partial application of {revision} recorded by build(s) "
+        f"{', '.join(builds)}; the next selected build runs {revision} from its start"
+    )

@@ -170,6 +170,14 @@ def test_an_allowed_unsafe_finding_does_not_block_but_stays_visible() -> None:
     assert blocking(found) == []
 
 
+def test_a_nul_character_in_the_rendered_sql_is_unparseable_not_half_checked() -> None:
+    """The parser stops at NUL; what follows it would run unchecked."""
+    sql = "SET lock_timeout = '5s';\nCREATE TABLE a (i int);\x00\nDROP TABLE personas;\n"
+    [finding] = lint_migrations([RenderedMigration("0002", "0002_nul", "", sql)])
+    assert finding.rule == "unparseable-sql" and "NUL" in finding.message
+    assert blocking([finding]) == [finding]
+
+
 def test_cli_lint_exits_zero_on_the_projects_migrations() -> None:
     result = CliRunner().invoke(app, ["migrations", "lint"])
     assert result.exit_code == 0, result.output
