@@ -62,19 +62,32 @@ def topic_for(data: bytes, attributes: dict[str, str]) -> str:
     raise typer.BadParameter("cannot tell the topic of this message; pass --topic")
 
 
+def _parse_json(raw: str | bytes, what: str) -> Any:
+    """Operator input as JSON, or a usage error (exit 2) saying where it is broken."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise typer.BadParameter(f"{what} is not valid JSON: {exc}") from None
+
+
 def build_message(
     file: Path | None, event_type: str | None, data: str | None, service: str | None
 ) -> tuple[bytes, dict[str, str]]:
     from shared.events import PAYLOAD_TYPES, EventType, OpsEvent
 
-    body: Any = json.loads(file.read_text()) if file else None
+    body: Any = _parse_json(file.read_bytes(), f"--file {file}") if file else None
     if isinstance(body, dict) and "attributes" in body and "data" in body:
         if event_type:  # a fresh event (new id and time) with that message's payload
             body = body["data"]
         else:  # exactly that message
-            payload = body["data"]
+            payload, attributes = body["data"], body["attributes"]
+            if not isinstance(attributes, dict):
+                raise typer.BadParameter(
+                    "a Pub/Sub message's attributes must be an object of strings,"
+                    f" not {type(attributes).__name__}"
+                )
             raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            return raw, {str(k): str(v) for k, v in body["attributes"].items()}
+            return raw, {str(k): str(v) for k, v in attributes.items()}
     if isinstance(body, dict) and "incident" in body and not event_type:
         return json.dumps(body).encode(), {}
     if not event_type:
@@ -84,7 +97,7 @@ def build_message(
     except ValueError:
         known = ", ".join(t.value for t in EventType)
         raise typer.BadParameter(f"unknown event type {event_type!r}; known: {known}") from None
-    fields = body if body is not None else json.loads(data or "{}")
+    fields = body if body is not None else _parse_json(data or "{}", "--data")
     try:
         payload_model = PAYLOAD_TYPES[kind].model_validate(fields)
     except ValueError as exc:

@@ -15,7 +15,10 @@ Reusable for any expensive, idempotent computation keyed by a string. Per key:
 The lock is ``SET lock token NX PX`` with a random token; it is released (and extended,
 by a watchdog while the computation runs) only through compare-and-delete / -expire Lua
 scripts, so a caller never deletes a lock it no longer owns, and a dead holder's lock
-expires by itself. Any Redis error opens a short circuit breaker during which values are
+expires by itself. Only the lock's current holder stores its value, and never over one
+stored after its computation started: a caller whose lock expired (a hung computation that
+was taken over) returns its result to its own caller but cannot overwrite the newer
+value. Any Redis error opens a short circuit breaker during which values are
 computed directly (still coalesced per process): slower, never broken.
 """
 
@@ -69,12 +72,24 @@ _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# KEYS[1] value, KEYS[2] lock; ARGV[1] entry, ARGV[2] entry ms, ARGV[3] token.
-# Store and release in one round trip; returns 1 if we still owned the lock.
+# KEYS[1] value, KEYS[2] lock; ARGV[1] entry, ARGV[2] entry ms, ARGV[3] token ('' for a
+# caller that computed without the lock), ARGV[4] when the computation started.
+# Store (and release) in one round trip. -1: the lock is no longer ours, nothing written
+# (whoever holds it now stores a newer value); 0: a value stored after our computation
+# started is kept (ours is older); 1: stored.
 _STORE_AND_RELEASE = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) return 1 end
-return 0
+local holder = ARGV[3] ~= ''
+if holder and redis.call('GET', KEYS[2]) ~= ARGV[3] then return -1 end
+local v = redis.call('GET', KEYS[1])
+local m = v and string.match(v, '^sf1 %S+ %S+ (%S+)')
+local stored_at = m and tonumber(m)
+local written = 0
+if not stored_at or stored_at <= tonumber(ARGV[4]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  written = 1
+end
+if holder then redis.call('DEL', KEYS[2]) end
+return written
 """
 
 
@@ -174,7 +189,8 @@ class _LocalFlight:
         return key in self._calls
 
     def run(self, key: str, fn: Callable[[], T], timeout_s: float) -> tuple[T, bool]:
-        """``(result, led)``; followers raise ``TimeoutError`` after ``timeout_s``."""
+        """``(result, led)``; followers raise ``TimeoutError`` after ``timeout_s``, and the
+        timed-out flight is abandoned so the next caller of ``key`` starts a new one."""
         with self._lock:
             future = self._calls.get(key)
             leader = future is None
@@ -185,6 +201,9 @@ class _LocalFlight:
             try:
                 return future.result(timeout_s), False
             except concurrent.futures.TimeoutError:
+                with self._lock:
+                    if self._calls.get(key) is future:
+                        del self._calls[key]
                 raise TimeoutError(f"waited {timeout_s}s for the in-process leader") from None
         try:
             result = fn()
@@ -218,6 +237,8 @@ class _Watchdog:
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
+        # Joined so ``lost`` is final before the caller decides whether to store.
+        self._thread.join()
 
     def _run(self) -> None:
         interval = max(self._ttl_ms / 3000, 0.01)
@@ -448,51 +469,79 @@ class SingleFlightCache(Generic[T]):
         self, key: str, token: str, compute: Callable[[], T], reason: str, lock_ms: int
     ) -> CacheResult[T]:
         lock_key = self.lock_key(key)
+        started = self.clock()
         try:
-            with _Watchdog(self, lock_key, token, lock_ms):
+            with _Watchdog(self, lock_key, token, lock_ms) as watchdog:
                 value, payload, delta = self._timed(compute)
         except BaseException:
             self._safe(lambda: self._release(keys=[lock_key], args=[token]))
             raise
         entry = self._entry(payload, delta)
-        try:
-            owned = self._store_and_release(
-                keys=[self.value_key(key), lock_key],
-                args=[entry.encode(), self._entry_ms, token],
-            )
-            if not owned:
+        if self._store(key, entry, started, token) < 0:
+            # Our lock expired and someone else took over: their value is newer than ours,
+            # so ours goes to our caller only.
+            if not watchdog.lost:
                 self._count("cache_lock_lost")
-        except RedisError as exc:
-            self._redis_failed(exc)
+            logger.warning(
+                "cache lock lost during computation; result not stored",
+                extra={"cache": self.name, "key": key},
+            )
         return self._computed(key, value, entry, reason)
 
     def _compute_direct(
         self, key: str, compute: Callable[[], T], reason: str, store: bool = False
     ) -> CacheResult[T]:
+        started = self.clock()
         value, payload, delta = self._timed(compute)
         entry = self._entry(payload, delta)
         if store:
-            self._safe(
-                lambda: self.client.set(self.value_key(key), entry.encode(), px=self._entry_ms)
-            )
+            self._store(key, entry, started, "")
         return self._computed(key, value, entry, reason)
+
+    def _store(self, key: str, entry: Entry, started: float, token: str) -> int:
+        """Store unless the lock was lost or a newer value is there (``_STORE_AND_RELEASE``);
+        a Redis error counts as not stored."""
+        try:
+            return int(
+                self._store_and_release(
+                    keys=[self.value_key(key), self.lock_key(key)],
+                    args=[entry.encode(), self._entry_ms, token, f"{started:.6f}"],
+                )
+            )
+        except RedisError as exc:
+            self._redis_failed(exc)
+            return 0
 
     def _coalesced(
         self, key: str, compute: Callable[[], T], fn: Callable[[], CacheResult[T]]
     ) -> CacheResult[T]:
-        """Run ``fn`` once per key in this process; the other callers share its result."""
+        """Run ``fn`` once per key in this process; the other callers share its result.
+
+        Followers wait as long as the leader may take (its own bounded wait for Redis plus
+        a computation), so they never give up together with it and compute one each. A
+        leader that overruns even that is presumed hung: its followers share one new
+        flight computing directly, then (if that hangs too) each computes its own.
+        """
         if not self.local_coalesce:
             return fn()
+        budget = self.policy.wait_s + self.policy.compute_timeout_s
+
+        def direct() -> CacheResult[T]:
+            return self._compute_direct(key, compute, "wait_timeout", store=True)
+
         try:
-            result, led = self._flight.run(key, fn, self.policy.wait_s)
+            result, led = self._flight.run(key, fn, budget)
         except TimeoutError:
             self._count("cache_wait_timeouts")
             logger.warning(
-                "waited %.1fs for this process's leader; computing directly",
-                self.policy.wait_s,
+                "waited %.1fs for this process's leader; computing directly, once",
+                budget,
                 extra={"cache": self.name, "key": key},
             )
-            return self._compute_direct(key, compute, "wait_timeout")
+            try:
+                result, led = self._flight.run(key, direct, budget)
+            except TimeoutError:
+                return self._compute_direct(key, compute, "wait_timeout")
         if led:
             return result
         self._count("cache_requests", status=result.status, reason="coalesced")

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from shared.db import transaction
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.graph import raise_if_transient
 from shared.kpi.model import NEW_PERSONA_WINDOW_DAYS, GraphKpis, ProjectKpis
 
 if TYPE_CHECKING:
+    import neo4j
     from neo4j import Driver
     from sqlalchemy.engine import Engine
 
@@ -74,6 +75,9 @@ RETURN count(p) AS personas,
        sum(COUNT { (p)-[:INTERESTED_IN]->() }) AS interested_in
 """
 
+#: Neo4j's codes for a transaction that outlived its timeout (client- or server-set).
+_NEO4J_TIMED_OUT = "Neo.ClientError.Transaction.TransactionTimedOut"
+
 ACTIVE_PROJECTS_SQL = "SELECT id FROM projects WHERE archived_at IS NULL ORDER BY id"
 
 
@@ -89,21 +93,34 @@ def sql_aggregates(engine: Engine, project_id: uuid.UUID, now: datetime) -> dict
     return dict(row) if row is not None else None
 
 
-def graph_aggregates(driver: Driver, project_id: uuid.UUID) -> GraphKpis:
-    """The Neo4j half; an outage becomes ``TransientError`` at once.
+def read_single(
+    driver: Driver, cypher: str, params: dict[str, Any], timeout_s: float
+) -> neo4j.Record:
+    """One record from an auto-commit read, bounded by ``timeout_s``; an outage or the
+    timeout becomes ``TransientError`` at once.
 
-    An auto-commit read, deliberately without the driver's managed-transaction retries
-    (up to 10 s): a request should fail fast to its stale value or a 503, not hold
-    callers waiting on it past their bounded wait.
+    Without a timeout Neo4j lets a transaction run forever (``db.transaction.timeout`` is
+    unlimited by default), so a slow or blocked graph would hang the request. Also
+    deliberately without the driver's managed-transaction retries (up to 10 s): a request
+    should fail fast to its stale value or a 503, not hold callers past their bounded wait.
     """
     import neo4j
 
     try:
         with driver.session(default_access_mode=neo4j.READ_ACCESS) as session:
-            record = session.run(KPI_CYPHER, {"project_id": str(project_id)}).single(strict=True)
+            return session.run(neo4j.Query(cypher, timeout=timeout_s), params).single(strict=True)
+    except neo4j.exceptions.ClientError as exc:
+        if (exc.code or "").startswith(_NEO4J_TIMED_OUT):
+            raise TransientError(f"neo4j query timed out after {timeout_s:g}s") from exc
+        raise
     except Exception as exc:
         raise_if_transient(exc)
         raise
+
+
+def graph_aggregates(driver: Driver, project_id: uuid.UUID, timeout_s: float) -> GraphKpis:
+    """The Neo4j half (see :func:`read_single` for its failure modes)."""
+    record = read_single(driver, KPI_CYPHER, {"project_id": str(project_id)}, timeout_s)
     influences = int(record["influences"] or 0)
     interested_in = int(record["interested_in"] or 0)
     return GraphKpis(
@@ -115,14 +132,23 @@ def graph_aggregates(driver: Driver, project_id: uuid.UUID) -> GraphKpis:
 
 
 def compute_project_kpis(
-    engine: Engine, driver: Driver, project_id: uuid.UUID, now: datetime
+    engine: Engine,
+    driver: Driver,
+    project_id: uuid.UUID,
+    now: datetime,
+    *,
+    graph_timeout_s: float = 30.0,
 ) -> ProjectKpis:
-    """All KPIs of one project; ``ProjectNotFoundError`` if it does not exist."""
+    """All KPIs of one project; ``ProjectNotFoundError`` if it does not exist.
+
+    ``graph_timeout_s`` bounds the Cypher query as the engine's statement timeout bounds
+    the SQL one (the service passes ``DB_STATEMENT_TIMEOUT_MS``).
+    """
     started = time.perf_counter()
     row = sql_aggregates(engine, project_id, now)
     if row is None:
         raise ProjectNotFoundError(f"project {project_id} does not exist")
-    graph = graph_aggregates(driver, project_id)
+    graph = graph_aggregates(driver, project_id, graph_timeout_s)
     total = int(row["focus_groups_total"])
     completed = int(row["focus_groups_completed"])
     avg_latency = row["avg_latency"]

@@ -89,7 +89,11 @@ class KpiService:
 
     def _compute_from_stores(self, project_id: uuid.UUID) -> bytes:
         kpis = compute_project_kpis(
-            self.deps.engine, self.deps.neo4j, project_id, self.deps.clock()
+            self.deps.engine,
+            self.deps.neo4j,
+            project_id,
+            self.deps.clock(),
+            graph_timeout_s=self.deps.settings.db_statement_timeout_ms / 1000,
         )
         return kpis.model_dump_json().encode()
 

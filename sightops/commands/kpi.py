@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from shared.runtime import Deps
 
 kpi_app = typer.Typer(help="Dashboard KPIs and their cache (docs/kpi.md).", no_args_is_help=True)
 console = Console()
@@ -27,6 +32,49 @@ def _project_id(raw: str) -> uuid.UUID:
         raise typer.BadParameter(f"{raw!r} is not a project id (a UUID)") from None
 
 
+def _unavailable(exc: BaseException) -> str | None:
+    """One line naming the store a failure comes from; None for anything else (a bug,
+    which keeps its traceback). Only type names and our own messages: no URLs."""
+    import neo4j.exceptions as neo4j_errors
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from shared.errors import SightOpsError
+    from shared.log import redact
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, RedisError):
+            return f"Redis is unavailable ({type(cause).__name__})"
+        if isinstance(cause, OperationalError | InterfaceError):
+            return f"PostgreSQL is unavailable ({type(cause.orig).__name__})"
+        if isinstance(
+            cause,
+            neo4j_errors.ServiceUnavailable
+            | neo4j_errors.SessionExpired
+            | neo4j_errors.TransientError,
+        ):
+            return f"Neo4j is unavailable ({type(cause).__name__})"
+        cause = cause.__cause__
+    if isinstance(exc, SightOpsError):
+        return redact(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+@contextmanager
+def _stores_down() -> Iterator[None]:
+    """A store that is down is an operator's problem to see, not a traceback: one red
+    line and exit 1."""
+    try:
+        yield
+    except Exception as exc:
+        line = _unavailable(exc)
+        if line is None:
+            raise
+        console.print(f"[red]{line}[/]", highlight=False)
+        raise typer.Exit(1) from None
+
+
 @kpi_app.command("get")
 def get(
     project_id: Annotated[str, typer.Argument(help="the project's UUID")],
@@ -39,10 +87,12 @@ def get(
     pid = _project_id(project_id)
     deps = process_deps()
     try:
-        kpis, result = kpi_service(deps).get_model(pid)
-    except ProjectNotFoundError:
-        console.print(f"[red]no project {pid}[/]")
-        raise typer.Exit(1) from None
+        with _stores_down():
+            try:
+                kpis, result = kpi_service(deps).get_model(pid)
+            except ProjectNotFoundError:
+                console.print(f"[red]no project {pid}[/]")
+                raise typer.Exit(1) from None
     finally:
         deps.close()
     if as_json:
@@ -70,7 +120,8 @@ def inspect(project_id: Annotated[str, typer.Argument(help="the project's UUID")
     deps = process_deps()
     try:
         cache = kpi_service(deps).cache
-        entry, lock_ms = cache.peek(str(pid))
+        with _stores_down():
+            entry, lock_ms = cache.peek(str(pid))
         key = cache.value_key(str(pid))
     finally:
         deps.close()
@@ -97,41 +148,50 @@ def refresh(
 ) -> None:
     """Precompute one project's KPIs (or all active ones): publish a refresh event to
     ``kpi-refresh`` for kpi_refresh to handle, or with ``--local`` do it here."""
-    if (project_id is None) == (not all_active):
+    if project_id is None and not all_active:
+        raise typer.BadParameter("give a PROJECT_ID or --all")
+    if project_id is not None and all_active:
         raise typer.BadParameter("give a PROJECT_ID or --all, not both")
     pid = _project_id(project_id) if project_id else None
     if not local:
         _publish(pid)
         return
-    from shared.kpi import ProjectNotFoundError, kpi_service
     from shared.runtime import process_deps
 
     deps = process_deps()
     try:
-        service = kpi_service(deps)
-        if pid is None:
-            report = service.refresh_all_active(deps.settings.kpi.refresh_budget_s)
-            console.print(
-                f"refreshed {len(report.refreshed)}, being computed elsewhere"
-                f" {len(report.locked)}, failed {len(report.failed)}, not reached"
-                f" {report.not_reached}"
-            )
-            for key, reason in report.failed.items():
-                console.print(f"  [red]{key}[/]: {reason}")
-            if report.failed:
-                raise typer.Exit(1)
-            return
-        try:
-            result = service.refresh(pid)
-        except ProjectNotFoundError:
-            console.print(f"[red]no project {pid}[/]")
-            raise typer.Exit(1) from None
-        if result is None:
-            console.print(f"{pid}: being computed by another caller right now")
-        else:
-            console.print(f"{pid}: refreshed in {result.compute_ms:.1f} ms")
+        with _stores_down():
+            _refresh_here(deps, pid)
     finally:
         deps.close()
+
+
+def _refresh_here(deps: Deps, pid: uuid.UUID | None) -> None:
+    """``kpi refresh --local``: one project, or every active one, in this process."""
+    from shared.kpi import ProjectNotFoundError, kpi_service
+
+    service = kpi_service(deps)
+    if pid is None:
+        report = service.refresh_all_active(deps.settings.kpi.refresh_budget_s)
+        console.print(
+            f"refreshed {len(report.refreshed)}, being computed elsewhere"
+            f" {len(report.locked)}, failed {len(report.failed)}, not reached"
+            f" {report.not_reached}"
+        )
+        for key, reason in report.failed.items():
+            console.print(f"  [red]{key}[/]: {reason}")
+        if report.failed:
+            raise typer.Exit(1)
+        return
+    try:
+        result = service.refresh(pid)
+    except ProjectNotFoundError:
+        console.print(f"[red]no project {pid}[/]")
+        raise typer.Exit(1) from None
+    if result is None:
+        console.print(f"{pid}: being computed by another caller right now")
+    else:
+        console.print(f"{pid}: refreshed in {result.compute_ms:.1f} ms")
 
 
 def _publish(project_id: uuid.UUID | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,3 +137,25 @@ def test_publish_with_a_type_makes_a_fresh_event_from_a_golden_messages_payload(
     assert event.id != original["attributes"]["id"]
     assert event.source == "sightops-cli"
     assert json.loads(message.data)["revision"] == original["data"]["revision"]
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "message"),
+    [
+        (["--type", "sight.ops.kpi.refresh_requested", "--data", "{bad"], None, "not valid JSON"),
+        (["--file"], "{bad", "not valid JSON"),
+        (["--file"], '{"data": {}, "attributes": ["type"]}', "attributes must be an object"),
+    ],
+    ids=["bad-data", "bad-file", "attributes-not-an-object"],
+)
+def test_publish_of_malformed_input_is_a_usage_error_without_a_traceback(
+    cli_env: None, tmp_path: Path, args: list[str], content: str | None, message: str
+) -> None:
+    if content is not None:
+        path = tmp_path / "message.json"
+        path.write_text(content)
+        args = [*args, str(path)]
+    result = runner.invoke(app, ["events", "publish", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

@@ -235,17 +235,21 @@ def test_lock_holder_killed_mid_computation_is_taken_over_after_the_lock_expires
     assert max(seconds for _, seconds in results) < 4.0 + 0.2 + 1.0  # bounded wait
 
 
-def test_hung_computation_stops_extending_its_lock_and_is_taken_over(
-    make_cache: MakeCache,
+def test_hung_computation_stops_extending_its_lock_and_is_taken_over_without_overwriting(
+    make_cache: MakeCache, metrics: Metrics
 ) -> None:
+    """The hung caller gets its own late result, but the value the new holder stored stays."""
     release = threading.Event()
     hung = make_cache(lock_ttl_s=0.3, compute_timeout_s=0.6)
+    hung_results: list[CacheResult[bytes]] = []
 
     def never_finishes() -> bytes:
         release.wait(30)
         return b"late"
 
-    thread = threading.Thread(target=hung.get, args=("k", never_finishes), daemon=True)
+    thread = threading.Thread(
+        target=lambda: hung_results.append(hung.get("k", never_finishes)), daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 5
     while not hung.client.exists(hung.lock_key("k")):
@@ -259,6 +263,43 @@ def test_hung_computation_stops_extending_its_lock_and_is_taken_over(
     assert compute.calls == 1
     assert {r.value for r, _ in results} == {b"fresh1"}
     assert max(seconds for _, seconds in results) < 5.0 + 1.0
+    assert [r.value for r in hung_results] == [b"late"]
+    stored = Entry.decode(hung.client.get(hung.value_key("k")) or b"")
+    assert stored is not None and stored.payload == b"fresh1"
+    assert hung.get("k", Counted(0.0, b"again")).value == b"fresh1"
+    assert metrics.counter("cache_lock_lost", cache="test") == 1
+
+
+def test_lock_holder_never_overwrites_a_value_stored_after_its_computation_started(
+    make_cache: MakeCache,
+) -> None:
+    """A caller that gave up waiting stored a newer value meanwhile: the slow holder's older
+    numbers are returned to its own caller only."""
+    cache = make_cache(xfetch_beta=0)
+
+    def slow_and_overtaken() -> bytes:
+        newer = Entry(b"newer", time.time() + 300, 0.01, time.time())
+        cache.client.set(cache.value_key("k"), newer.encode(), px=60_000)
+        return b"older"
+
+    assert cache.get("k", slow_and_overtaken).value == b"older"
+    assert cache.get("k", Counted(0.0)).value == b"newer"
+    assert not cache.client.exists(cache.lock_key("k"))
+
+
+def test_concurrent_callers_in_one_process_behind_a_stuck_lock_compute_once(
+    make_cache: MakeCache, metrics: Metrics
+) -> None:
+    """Followers wait for their leader's bounded wait and computation, not for as long as
+    the leader waits, so they do not all give up with it and compute one each."""
+    cache = make_cache(wait_s=0.5)
+    cache.client.set(cache.lock_key("k"), "held-by-a-stuck-instance", px=30_000)
+    compute = Counted(0.2)
+    results = stampede([cache], "k", compute, 40)
+    assert compute.calls == 1
+    assert {r.value for r, _ in results} == {b"v1"}
+    assert {r.reason for r, _ in results} == {"wait_timeout", "coalesced"}
+    assert metrics.counter("cache_wait_timeouts", cache="test") == 1
 
 
 def test_waiters_give_up_after_the_bounded_wait_and_compute_themselves(

@@ -15,9 +15,16 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from bench.seed import SeedSpec, project_ids, seed
+from shared.errors import TransientError
 from shared.graph import create_driver
 from shared.kpi.model import ProjectKpis, json_schema
-from shared.kpi.queries import KPI_CYPHER, KPI_SQL, ProjectNotFoundError, compute_project_kpis
+from shared.kpi.queries import (
+    KPI_CYPHER,
+    KPI_SQL,
+    ProjectNotFoundError,
+    compute_project_kpis,
+    read_single,
+)
 from shared.runtime import Deps
 from shared.settings import Settings
 from tests.conftest import create_scratch_database, drop_database, upgrade_to_head
@@ -75,6 +82,16 @@ def test_project_without_any_data_has_zero_counts_and_null_ratios(deps: Deps) ->
 def test_unknown_project_is_not_found(deps: Deps) -> None:
     with pytest.raises(ProjectNotFoundError):
         compute_project_kpis(deps.engine, deps.neo4j, uuid.uuid4(), datetime.now(UTC))
+
+
+def test_graph_read_past_its_timeout_is_ended_by_neo4j_and_raised_as_transient(
+    deps: Deps,
+) -> None:
+    """Neo4j's own transaction timeout is unlimited: without the client's, this runs for
+    about a minute and returns; with it, the server terminates it. The KPI Cypher goes
+    through the same ``read_single`` (graph_aggregates has no other way to Neo4j)."""
+    with pytest.raises(TransientError, match=r"neo4j query timed out after 0\.05s"):
+        read_single(deps.neo4j, "UNWIND range(1, $n) AS x RETURN sum(x) AS s", {"n": 10**9}, 0.05)
 
 
 def test_response_json_schema_matches_the_checked_in_docs() -> None:
