@@ -17,8 +17,8 @@ from tests.shared.kpi.helpers import SightProject, delete_graph, insert_project
 
 runner = CliRunner()
 
-PG_PASSWORD = "pg-secret-kpi-cli"
-REDIS_PASSWORD = "redis-secret-kpi-cli"
+PG_PASSWORD = "pg-secret-kpi-cli"  # pragma: allowlist secret
+REDIS_PASSWORD = "redis-secret-kpi-cli"  # pragma: allowlist secret
 
 
 @pytest.fixture
