@@ -357,8 +357,12 @@ svc_do_start() {
             log "FAILED to launch (exit $rc)"
         fi
         tail_log "$(svc_log)" 40
-        log "stopping the failed $SVC process"
-        svc_stop_server >/dev/null 2>&1 || true
+        if [[ "$launched" -eq 1 ]]; then
+            log "stopping the failed $SVC process"
+            svc_stop_server >/dev/null 2>&1 || true
+        fi
+        # Not launched (e.g. the port is taken): nothing of ours runs, and a stale pidfile's
+        # pid, or whatever holds the port, is not ours to kill.
         return 1
     fi
     local ready_s
