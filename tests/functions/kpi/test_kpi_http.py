@@ -245,12 +245,7 @@ def test_200_concurrent_http_requests_across_three_served_instances_compute_once
 def test_redis_stopped_requests_still_succeed_with_correct_values(
     own_redis: OwnRedis, settings: Settings, deps: Deps, project: SightProject
 ) -> None:
-    own = Deps(
-        settings.model_copy(update={"redis_url": SecretStr(own_redis.url)}),
-        engine=deps.engine,
-        neo4j_driver=deps.neo4j,
-        metrics=Metrics(),
-    )
+    own = own_redis.deps_on(settings, deps)
     set_process_deps(own)
     client = functions_framework.create_app(
         target="kpi", source=str(SOURCE), signature_type="http"

@@ -11,7 +11,6 @@ from typing import Any
 
 import functions_framework
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
 
 from shared.events import EventType, KpiRefreshRequested, OpsEvent
@@ -140,12 +139,7 @@ def test_refresh_request_older_than_its_maximum_age_is_dropped(
 def test_refresh_with_redis_stopped_is_skipped_not_retried(
     own_redis: OwnRedis, settings: Settings, deps: Deps, projects: list[SightProject]
 ) -> None:
-    own = Deps(
-        settings.model_copy(update={"redis_url": SecretStr(own_redis.url)}),
-        engine=deps.engine,
-        neo4j_driver=deps.neo4j,
-        metrics=Metrics(),
-    )
+    own = own_redis.deps_on(settings, deps)
     set_process_deps(own)
     client = functions_framework.create_app(
         target="kpi_refresh", source=str(SOURCE), signature_type="cloudevent"

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from bench.seed import apply_graph_schema
+from shared.metrics import Metrics
 from shared.runtime import Deps
+from shared.settings import Settings
 
 
 def free_port() -> int:
@@ -36,6 +39,15 @@ class OwnRedis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def deps_on(self, settings: Settings, deps: Deps) -> Deps:
+        """Deps on this Redis, sharing ``deps``' database pool and Neo4j driver."""
+        return Deps(
+            settings.model_copy(update={"redis_url": SecretStr(self.url)}),
+            engine=deps.engine,
+            neo4j_driver=deps.neo4j,
+            metrics=Metrics(),
+        )
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
