@@ -36,6 +36,9 @@ SLACK_SECRET = "slack-webhook-url"  # noqa: S105 - the secret's name, not its va
 INTAKE_SECRET = "alert-intake-password"  # noqa: S105 - the secret's name, not its value
 INTAKE_USER = "monitoring"
 INTAKE_PASSWORD = "dev-intake-password"  # noqa: S105 - local development only
+#: buildTriggerId of tests/fixtures/golden/cloudbuild/success_triggered.json: the local
+#: stand-in for the CI trigger whose SUCCESS builds migrate acts on.
+DEV_CI_TRIGGER_ID = "5d2f8a61-93c4-4b7e-a0d2-1c6e9f3b7a48"
 
 
 def dev_env() -> dict[str, str]:
@@ -55,8 +58,12 @@ def dev_env() -> dict[str, str]:
         "NOTIFY__INTAKE_PASSWORD",
         f"projects/{env['GCP_PROJECT']}/secrets/{INTAKE_SECRET}/versions/latest",
     )
-    # The service the local stand-ins deploy; its CI builds (_SERVICE=sight-api) migrate.
-    env.setdefault("MIGRATE__SELECTOR", '{"services": ["sight-api"]}')
+    # migrate acts on builds of its CI triggers only (docs/migrate.md): locally, the trigger
+    # of the golden build `make dev` suggests publishing, for the service the stand-ins run.
+    env.setdefault(
+        "MIGRATE__SELECTOR",
+        json.dumps({"trigger_ids": [DEV_CI_TRIGGER_ID], "services": ["sight-api"]}),
+    )
     env.setdefault("LOG_LEVEL", "INFO")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env

@@ -4,6 +4,30 @@ locals {
   # Where CI pushes images and deploy resolves them: both triggers pass it, so neither
   # build falls back to the default hard-coded in its YAML.
   image_repo = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+
+  # The triggers whose SUCCESS builds migrate acts on (docs/migrate.md): selection is by
+  # buildTriggerId, which only Cloud Build sets, never by _SERVICE, a tag or a trigger name,
+  # which the caller of `gcloud builds submit` chooses. This repository's CI counts only when
+  # it releases a managed service (ci_service).
+  migrate_trigger_ids = concat(
+    var.ci_service == "" ? [] : [google_cloudbuild_trigger.ci.trigger_id],
+    var.migrate_trigger_ids,
+  )
+  # MIGRATE__SELECTOR; services only narrow the triggers, so without a trigger it is empty
+  # (selects nothing) rather than services alone, which migrate refuses at start-up.
+  migrate_selector = length(local.migrate_trigger_ids) == 0 ? jsonencode({}) : jsonencode({
+    trigger_ids = local.migrate_trigger_ids
+    services    = var.managed_services
+  })
+
+  # The deploy starts only for values of the shapes migrate checked; cloudbuild-deploy.yaml
+  # checks them again and hands them to its scripts as environment variables only.
+  deploy_filter = join(" && ", [
+    "_EVENT_TYPE.matches('^sight[.]ops[.]migration[.]succeeded$')",
+    "_COMMIT_SHA.matches('^[0-9a-f]{40}$')",
+    "_SERVICE.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",
+    "_BUILD_ID.matches('^[0-9A-Za-z][-0-9A-Za-z]{0,127}$')",
+  ])
 }
 
 resource "google_service_account" "ci" {
@@ -41,8 +65,10 @@ resource "google_cloudbuild_trigger" "ci" {
   depends_on = [google_project_service.api]
 }
 
-# Fires on every ops-events message; the filter keeps sight.ops.migration.succeeded only.
-# Cloud Build decodes the JSON data, so its fields bind straight to substitutions.
+# Fires on every ops-events message; the filter keeps sight.ops.migration.succeeded with
+# well-formed values only. Cloud Build decodes the JSON data, so its fields bind straight to
+# substitutions, which cloudbuild-deploy.yaml passes to its steps through `env:` only: a
+# substitution pasted into a script would run as code with the deploy account's rights.
 resource "google_cloudbuild_trigger" "deploy" {
   name            = "sightops-deploy"
   location        = "global"
@@ -76,25 +102,26 @@ resource "google_cloudbuild_trigger" "deploy" {
     _IMAGE_REPO = local.image_repo
   }
 
-  filter = "_EVENT_TYPE.matches('^sight[.]ops[.]migration[.]succeeded$')"
+  filter = local.deploy_filter
 
   depends_on = [google_project_service.api]
 }
 
 # The deploy build: deploy and promote the managed services, act as their runtime account,
 # publish smoke results, resolve the image CI pushed to its digest.
-resource "google_cloud_run_v2_service_iam_member" "deploy_run_developer" {
+# Custom roles with exactly what cloudbuild-deploy.yaml calls (terraform/iam.tf).
+resource "google_cloud_run_v2_service_iam_member" "deploy_release" {
   for_each = toset(var.managed_services)
 
   location = var.region
   name     = each.value
-  role     = "roles/run.developer"
+  role     = google_project_iam_custom_role.deploy_release.name
   member   = google_service_account.deploy.member
 }
 
 resource "google_service_account_iam_member" "deploy_acts_as_runtime" {
   service_account_id = "projects/${var.project_id}/serviceAccounts/${var.managed_services_runtime_service_account}"
-  role               = "roles/iam.serviceAccountUser"
+  role               = google_project_iam_custom_role.act_as_runtime.name
   member             = google_service_account.deploy.member
 }
 

@@ -6,16 +6,31 @@ hold their default value, so every field except the build id may be missing: a
 ``STATUS_UNKNOWN`` build has no ``status`` key at all, a manual build has no
 ``buildTriggerId`` and no ``substitutions``. The Pub/Sub attributes carry ``buildId`` and
 ``status`` so routing works without decoding.
+
+Which values may travel from a build into the deploy (``cloudbuild-deploy.yaml`` checks the
+same patterns again, docs/deploy.md): ``COMMIT_SHA_RE``, ``SERVICE_NAME_RE``,
+``BUILD_ID_RE``. The build id is checked at parse (Cloud Build generates it); the
+substitutions are not, since a caller chooses them and notify must still report such a
+build: migrate checks them on the builds it selects (docs/migrate.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from shared.events._common import (
@@ -28,6 +43,47 @@ from shared.events._common import (
 )
 
 _WHAT = "cloud-builds message"
+
+# Matched with ``fullmatch`` (Python's ``$`` would accept a trailing newline). Keep them
+# equal to the patterns of cloudbuild-deploy.yaml's first step (tests/infra checks it).
+#: A full git commit: 40 lowercase hex digits (what GitHub triggers set as ``COMMIT_SHA``).
+COMMIT_SHA_RE = re.compile(r"[0-9a-f]{40}")
+#: A Cloud Run service name (RFC 1035 label, at most 63 characters).
+SERVICE_NAME_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+#: A Cloud Build id: Google generates UUIDs but documents an opaque id, so letters, digits
+#: and hyphens; nothing a shell, a URL or Slack would read as syntax.
+BUILD_ID_RE = re.compile(r"[0-9A-Za-z][-0-9A-Za-z]{0,127}")
+
+
+def _full_match(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if pattern.fullmatch(value) is None:
+            raise ValueError(f"must be {what}")
+        return value
+
+    return check
+
+
+CommitSha = Annotated[
+    str, AfterValidator(_full_match(COMMIT_SHA_RE, "a full commit: 40 lowercase hex digits"))
+]
+ServiceName = Annotated[
+    str, AfterValidator(_full_match(SERVICE_NAME_RE, "a Cloud Run service name"))
+]
+BuildId = Annotated[
+    str,
+    AfterValidator(_full_match(BUILD_ID_RE, "a Cloud Build id (letters, digits, hyphens)")),
+]
+
+
+def is_commit_sha(value: str | None) -> bool:
+    """True for a full lowercase commit (``COMMIT_SHA_RE``)."""
+    return value is not None and COMMIT_SHA_RE.fullmatch(value) is not None
+
+
+def is_service_name(value: str | None) -> bool:
+    """True for a Cloud Run service name (``SERVICE_NAME_RE``)."""
+    return value is not None and SERVICE_NAME_RE.fullmatch(value) is not None
 
 
 class BuildStatus(StrEnum):
@@ -132,7 +188,7 @@ class FailureInfo(_CamelModel):
 class Build(_CamelModel):
     """The Build resource as published on ``cloud-builds``; every field but ``id`` optional."""
 
-    id: str = Field(min_length=1)
+    id: BuildId
     name: str | None = None
     project_id: str | None = None
     status: BuildStatus = BuildStatus.STATUS_UNKNOWN
@@ -274,3 +330,66 @@ class BuildSelector(BaseModel):
             return True
         service = build.service
         return service is not None and service in self.services
+
+
+TriggerId = Annotated[str, Field(min_length=1)]
+
+
+class MigrateSelector(BaseModel):
+    """Which SUCCESS builds migrate acts on: those run by one of ``trigger_ids``.
+
+    Unlike ``BuildSelector`` (notify's report filter), nothing the caller of a build chooses
+    can select it: ``gcloud builds submit`` sets any substitution (``_SERVICE``,
+    ``COMMIT_SHA``, ``TRIGGER_NAME``) and any tag, but ``buildTriggerId`` is set by Cloud
+    Build only, for builds a trigger ran. A manual build has none, so it is never selected.
+    ``services`` can only narrow the selection (the ``_SERVICE`` of a triggered build);
+    services without trigger ids is a configuration error, and so are ``trigger_names`` and
+    ``tags``: both fail at start-up instead of silently selecting nothing. Empty selects
+    nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trigger_ids: frozenset[TriggerId] = frozenset()
+    services: frozenset[ServiceName] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _caller_controlled_keys(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            named = sorted(k for k in ("trigger_names", "tags") if k in value)
+            if named:
+                raise ValueError(
+                    f"{' and '.join(named)} cannot select builds for migrate (the caller of "
+                    "a manual build chooses them): list trigger_ids, optionally services"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _services_only_narrow(self) -> MigrateSelector:
+        if self.services and not self.trigger_ids:
+            raise ValueError(
+                "services only narrows trigger_ids (a manual build can name any service): "
+                "list the CI triggers' ids in trigger_ids"
+            )
+        return self
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no trigger is configured (and so nothing is selected)."""
+        return not self.trigger_ids
+
+    def why_not(self, build: Build) -> str | None:
+        """Why ``build`` is not selected (None: it is). Never quotes caller-chosen text."""
+        trigger_id = build.build_trigger_id
+        if trigger_id is None:
+            return "not selected: no trigger ran it (a manual build)"
+        if trigger_id not in self.trigger_ids:
+            return f"not selected: trigger {quote(trigger_id, 60)} is not one of migrate's"
+        if self.services and build.service not in self.services:
+            return "not selected: its _SERVICE is not one of migrate's services"
+        return None
+
+    def selects(self, build: Build) -> bool:
+        """True if a configured trigger ran the build (and its service is listed, if any)."""
+        return self.why_not(build) is None

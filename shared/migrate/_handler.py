@@ -9,8 +9,23 @@ from datetime import timedelta
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from shared.events import Build, BuildStatus, EventType, MigrationResult, OpsEvent
-from shared.migrate._run import MigrationFailed, RunRequest, run_migrations
+from shared.events import (
+    Build,
+    BuildStatus,
+    EventType,
+    MigrationResult,
+    OpsEvent,
+    is_commit_sha,
+    is_service_name,
+)
+from shared.migrate._record import RunRecorder
+from shared.migrate._run import (
+    MigrationFailed,
+    RunRequest,
+    migration_engine,
+    run_migrations,
+    start_session,
+)
 from shared.runtime import Context, Deps, Outcome, PubsubMessage, process_deps
 from shared.settings import get_settings
 
@@ -102,19 +117,105 @@ def release_delivery_snapshot(conn: Connection) -> None:
     conn.exec_driver_sql("SELECT 1")
 
 
+#: Longest piece of a caller-chosen value kept in a record (``ops.actions`` detail).
+_SHOWN = 200
+
+
+def _shown(value: str | None) -> str | None:
+    return None if value is None else value[:_SHOWN]
+
+
+def _safe_commit(build: Build) -> str | None:
+    return build.commit_sha if is_commit_sha(build.commit_sha) else None
+
+
+def _safe_service(build: Build) -> str | None:
+    return build.service if is_service_name(build.service) else None
+
+
+def unsafe_values(build: Build) -> dict[str, str]:
+    """The substitutions of ``build`` that must never reach the deploy, and why.
+
+    ``COMMIT_SHA`` and ``_SERVICE`` become the deploy's substitutions through
+    ``migration.succeeded``; a triggered build from GitHub always has a full commit, so
+    anything else means the trigger was run by hand with chosen values (or misconfigured).
+    Absent values are not unsafe: they deploy nothing (the deploy's first step stops).
+    """
+    problems: dict[str, str] = {}
+    if build.commit_sha is not None and not is_commit_sha(build.commit_sha):
+        problems["COMMIT_SHA"] = "is not a full commit (40 lowercase hex digits)"
+    if build.service is not None and not is_service_name(build.service):
+        problems["_SERVICE"] = "is not a Cloud Run service name"
+    return problems
+
+
+def _skip(build: Build, reason: str, ctx: Context) -> Outcome:
+    """Record an unselected SUCCESS build (an operator can see what migrate ignored and
+    why); publish ``skipped`` only when configured to: a manual build is not news."""
+    ctx.record_action(
+        "migration",
+        "skipped",
+        service=_safe_service(build),
+        detail={
+            "build_id": build.id,
+            "trigger_id": build.build_trigger_id,
+            "service": _shown(build.service),
+            "commit_sha": _shown(build.commit_sha),
+            "reason": reason,
+        },
+    )
+    if ctx.deps.settings.migrate.publish_skipped:
+        skipped = MigrationResult(
+            build_id=build.id,
+            commit_sha=_safe_commit(build),
+            service=_safe_service(build),
+            reason=reason,
+        )
+        _publish(EventType.MIGRATION_SKIPPED, skipped, ctx)
+    return Outcome.skipped(f"build {build.id} {reason}")
+
+
+def _refuse(build: Build, problems: dict[str, str], ctx: Context) -> MigrationFailed:
+    """A selected build whose values must not reach the deploy: ``failed`` for good.
+
+    Recorded like a failed run (its ``migrate:<build id>`` row, written on a migration
+    session so it survives the failed delivery's rollback) with the offending values, cut
+    short, in ``detail.rejected``; published ``failed`` without them, so Slack and logs
+    never carry them. Nothing is migrated: the build's commit cannot be trusted.
+    """
+    error = f"build {build.id} is not migrated or deployed: " + "; ".join(
+        f"{name} {why}" for name, why in problems.items()
+    )
+    result = MigrationResult(
+        build_id=build.id,
+        commit_sha=_safe_commit(build),
+        service=_safe_service(build),
+        error=error,
+    )
+    values = {"COMMIT_SHA": build.commit_sha, "_SERVICE": build.service}
+    detail = result.model_dump(mode="json", by_alias=True)
+    detail["rejected"] = {name: _shown(values[name]) for name in problems}
+    settings = ctx.deps.settings
+    recorder = RunRecorder(build.id, service=result.service, trigger_event_id=ctx.message.event_id)
+    with migration_engine(settings).connect() as conn:
+        recorder.table_exists(start_session(conn, settings, f"sightops-migrate {build.id}"))
+        recorder.save(conn, "failed", detail, ctx.deps.clock())
+    _publish(EventType.MIGRATION_FAILED, result, ctx)
+    return MigrationFailed(error)
+
+
 def handle_build(build: Build, ctx: Context) -> Outcome:
-    """Skip what is not ours quietly; migrate a selected SUCCESS build and report it."""
+    """Skip what is not ours (recording unselected SUCCESS builds); refuse a selected build
+    whose values could not travel safely into the deploy; migrate the rest and report."""
     cfg = ctx.deps.settings.migrate
     if build.status is not BuildStatus.SUCCESS:
         return Outcome.skipped(f"build {build.id} is {build.status.value}, not SUCCESS")
-    if not cfg.selector.selects(build):
-        reason = "not selected by the migrate build selector (MIGRATE__SELECTOR)"
-        if cfg.publish_skipped:
-            skipped = MigrationResult(
-                build_id=build.id, commit_sha=build.commit_sha, service=build.service, reason=reason
-            )
-            _publish(EventType.MIGRATION_SKIPPED, skipped, ctx)
-        return Outcome.skipped(f"build {build.id} {reason}")
+    reason = cfg.selector.why_not(build)
+    if reason is not None:
+        return _skip(build, f"{reason} (MIGRATE__SELECTOR)", ctx)
+    problems = unsafe_values(build)
+    if problems:
+        raise _refuse(build, problems, ctx)
 
     release_delivery_snapshot(ctx.conn)  # before waiting for the lock, too
     attempt = ctx.message.delivery_attempt

@@ -13,7 +13,10 @@ the lock is released, and is keyed ``migrate:<build id>`` (``dedupe_key``) so a 
 the same build continues its row instead of adding one.
 
 Status goes ``started`` -> ``succeeded`` | ``failed``; ``detail`` is the
-``MigrationResult`` (wire form) plus ``applied``, ``lock_wait_ms`` and ``attempts``.
+``MigrationResult`` (wire form) plus ``applied``, ``lock_wait_ms`` and ``attempts`` (and
+``rejected`` for a selected build refused for its values). A SUCCESS build migrate does not
+select is recorded differently: a ``skipped`` row without ``dedupe_key``, in the delivery
+transaction (``ctx.record_action``: nothing ran, so nothing must outlive a rollback).
 """
 
 from __future__ import annotations

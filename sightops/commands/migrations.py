@@ -172,7 +172,8 @@ def _run_row(run: dict[str, Any]) -> list[str]:
         f"{pg.get('from')} -> {pg.get('to')}",
         f"{graph.get('from')} -> {graph.get('to')}",
         "yes" if detail.get("breaking") else "",
-        (detail.get("error") or "")[:60],
+        # A skipped build (one migrate does not select) has a reason instead of an error.
+        (detail.get("error") or detail.get("reason") or "")[:60],
     ]
 
 

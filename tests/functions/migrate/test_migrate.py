@@ -7,6 +7,7 @@ its own Neo4j namespace and its own ops-events topic, so it runs beside other su
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,12 +21,15 @@ from typing import Any
 import functions_framework
 import pytest
 
+from shared.events import MigrateSelector
 from shared.runtime import Deps, set_process_deps
 from shared.settings import Settings
 from sightops.pubsub_admin import ensure_subscription, ensure_topic
 from standins import serve
 from tests.helpers import PROJECT, envelope, post_cloudevent, push
 from tests.shared.migrate.helpers import (
+    CI_TRIGGER_ID,
+    GOLDEN_COMMIT,
     PROJECT_HEAD,
     SOURCE,
     GraphNamespace,
@@ -118,7 +122,7 @@ def test_a_selected_success_build_migrates_both_stores_and_publishes_succeeded(
     [(data, attributes)] = env.events(wait_for=1)
     assert attributes["type"] == "sight.ops.migration.succeeded"
     assert attributes["source"] == "migrate" and attributes["service"] == "sight-api"
-    assert data["build_id"] == build_id and data["commit_sha"].startswith("3f2a9c1")
+    assert data["build_id"] == build_id and data["commit_sha"] == GOLDEN_COMMIT
     assert data["postgres"] == {"from": PROJECT_HEAD, "to": "t002"}
     assert data["graph"] == {"from": None, "to": 2}
     assert data["breaking"] is False and data["error"] is None
@@ -148,17 +152,111 @@ def test_builds_that_are_not_a_success_change_nothing_and_publish_nothing(
     assert [r["outcome"] for r in env.receipts()] == ["skipped"]
 
 
-def test_an_unselected_success_build_changes_nothing_and_publishes_skipped(
-    make_env: Any,
+def manual_build(**substitutions: str) -> tuple[bytes, dict[str, str]]:
+    """``gcloud builds submit --substitutions=...``: no buildTriggerId, but every value
+    and tag a caller can choose made to look like the CI trigger's build."""
+    data, attributes = golden_build("success_manual", **substitutions)
+    message = json.loads(data)
+    message["tags"] = [f"trigger-{CI_TRIGGER_ID}", "sight-api", "ci"]
+    return json.dumps(message).encode(), attributes
+
+
+INJECTED = 'x"; touch /tmp/PWNED; echo "'
+
+
+@pytest.mark.parametrize("commit", [GOLDEN_COMMIT, INJECTED])
+def test_a_manual_build_naming_the_service_is_recorded_skipped_and_never_migrated(
+    make_env: Any, commit: str
 ) -> None:
     env: Env = make_env("apply")
-    data, attributes = golden_build(_SERVICE="sight-web")
+    data, attributes = manual_build(
+        _SERVICE="sight-api", COMMIT_SHA=commit, TRIGGER_NAME="sight-api-ci"
+    )
+    assert env.push(data, attributes) == 200
+
+    assert env.revision() == PROJECT_HEAD
+    assert env.events() == [], "nothing published: no migration.succeeded, no Slack noise"
+    assert [r["outcome"] for r in env.receipts()] == ["skipped"]
+    [row] = migration_rows(env.url)
+    assert row["status"] == "skipped" and row["finished_at"] is not None
+    assert row["service"] == "sight-api" and row["dedupe_key"] is None
+    assert row["detail"]["build_id"] == attributes["buildId"]
+    assert row["detail"]["trigger_id"] is None and row["detail"]["commit_sha"] == commit
+    assert "manual build" in row["detail"]["reason"]
+
+
+def test_an_unselected_build_is_published_skipped_only_when_configured(make_env: Any) -> None:
+    env: Env = make_env("apply", publish_skipped=True)
+    data, attributes = manual_build(_SERVICE="sight-api", COMMIT_SHA=INJECTED)
     assert env.push(data, attributes) == 200
     assert env.revision() == PROJECT_HEAD
-    assert migration_rows(env.url) == []
     [(payload, attrs)] = env.events(wait_for=1)
     assert attrs["type"] == "sight.ops.migration.skipped"
     assert "not selected" in payload["reason"]
+    assert payload["commit_sha"] is None, "a malformed commit is never published"
+    assert [row["status"] for row in migration_rows(env.url)] == ["skipped"]
+
+
+def test_a_build_of_the_ci_trigger_for_another_service_is_skipped(make_env: Any) -> None:
+    env: Env = make_env("apply")
+    assert env.push(*golden_build(_SERVICE="sight-web")) == 200
+    assert env.revision() == PROJECT_HEAD
+    assert env.events() == []
+    [row] = migration_rows(env.url)
+    assert row["status"] == "skipped" and "_SERVICE" in row["detail"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("substitution", "value"),
+    [
+        ("COMMIT_SHA", INJECTED),
+        ("COMMIT_SHA", "$(touch /tmp/PWNED)"),
+        ("COMMIT_SHA", "3f2a9c1"),
+        ("COMMIT_SHA", GOLDEN_COMMIT + "\n"),
+        ("_SERVICE", "sight-api`touch /tmp/PWNED`"),
+    ],
+)
+def test_a_build_of_the_ci_trigger_with_a_malformed_value_is_failed_and_never_succeeds(
+    make_env: Any, substitution: str, value: str
+) -> None:
+    """A trigger run by hand can carry chosen values; they must never reach the deploy."""
+    selector = MigrateSelector(trigger_ids=frozenset({CI_TRIGGER_ID}))  # any service
+    env: Env = make_env("apply", selector=selector)
+    body = envelope(*golden_build(**{substitution: value}))
+    assert push(env.client, "cloud-builds", body).status_code == 200
+
+    [(data, attributes)] = env.events(wait_for=1)
+    assert attributes["type"] == "sight.ops.migration.failed"
+    assert substitution in data["error"] and "not migrated or deployed" in data["error"]
+    assert value not in json.dumps([data, attributes]), "never published"
+    assert env.revision() == PROJECT_HEAD, "nothing migrated for an untrusted commit"
+    assert [r["outcome"] for r in env.receipts()] == ["failed"]
+    [row] = migration_rows(env.url)
+    assert row["status"] == "failed" and row["dedupe_key"] == f"migrate:{data['build_id']}"
+    assert row["detail"]["rejected"] == {substitution: value}
+    # Acknowledged for good: a redelivery is a duplicate and publishes nothing more.
+    assert push(env.client, "cloud-builds", body).status_code == 200
+    assert [a["type"] for _, a in env.events()] == ["sight.ops.migration.failed"]
+
+
+def test_the_local_stack_migrates_the_golden_ci_build_and_no_manual_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make dev` suggests publishing the golden triggered build: it must be selected."""
+    from shared.events import parse_build_message
+    from sightops.dev import dev_env
+
+    monkeypatch.delenv("MIGRATE__SELECTOR", raising=False)
+    selector = MigrateSelector.model_validate_json(dev_env()["MIGRATE__SELECTOR"])
+    assert selector.selects(parse_build_message(*golden_build()))
+    assert not selector.selects(parse_build_message(*manual_build(_SERVICE="sight-api")))
+
+
+def test_a_queued_build_with_a_malformed_commit_is_skipped_quietly(make_env: Any) -> None:
+    env: Env = make_env("apply", graph=False)
+    assert env.push(*golden_build("queued", COMMIT_SHA=INJECTED)) == 200
+    assert [r["outcome"] for r in env.receipts()] == ["skipped"]
+    assert migration_rows(env.url) == [] and env.events() == []
 
 
 def test_queued_and_working_messages_do_not_use_up_the_builds_one_run(make_env: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.errors import InvalidEventError
-from shared.events import Build, BuildSelector, BuildStatus, parse_build_message
+from shared.events import Build, BuildSelector, BuildStatus, MigrateSelector, parse_build_message
 
 GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden" / "cloudbuild"
 TRIGGER_ID = "5d2f8a61-93c4-4b7e-a0d2-1c6e9f3b7a48"
@@ -298,3 +298,83 @@ def test_selector_does_not_select_unmatched_builds() -> None:
 def test_selector_rejects_unknown_configuration_keys() -> None:
     with pytest.raises(ValidationError):
         BuildSelector.model_validate({"service": ["sight-api"]})
+
+
+# --- MigrateSelector: only what Cloud Build itself sets selects a build for migrate ------
+
+MIGRATE = MigrateSelector.model_validate({"trigger_ids": [TRIGGER_ID], "services": ["sight-api"]})
+
+
+def manual_build(**substitutions: str) -> Build:
+    """A ``gcloud builds submit`` build: no buildTriggerId, and whatever the caller chose."""
+    data, attributes = load("success_manual.json")
+    data["substitutions"] = substitutions
+    data["tags"] = [f"trigger-{TRIGGER_ID}", "sight-api", "ci"]
+    return parse_build_message(encode(data), attributes)
+
+
+def test_migrate_selects_a_build_of_its_trigger() -> None:
+    assert MIGRATE.selects(parse_golden("success_triggered.json"))
+    assert MigrateSelector(trigger_ids=frozenset({TRIGGER_ID})).selects(
+        parse_golden("success_triggered.json")
+    )
+
+
+def test_migrate_never_selects_a_manual_build_whatever_it_claims() -> None:
+    build = manual_build(_SERVICE="sight-api", TRIGGER_NAME="sight-api-ci", COMMIT_SHA="x")
+    assert build.build_trigger_id is None
+    assert BuildSelector(services=frozenset({"sight-api"})).selects(build)  # notify's filter
+    assert not MIGRATE.selects(build)
+    assert MIGRATE.why_not(build) == "not selected: no trigger ran it (a manual build)"
+
+
+def test_migrate_services_narrow_the_triggers_builds() -> None:
+    data, attributes = load("success_triggered.json")
+    data["substitutions"]["_SERVICE"] = "sight-web"
+    build = parse_build_message(encode(data), attributes)
+    assert not MIGRATE.selects(build)
+    assert "_SERVICE" in (MIGRATE.why_not(build) or "")
+    assert "sight-web" not in (MIGRATE.why_not(build) or ""), "never quotes caller text"
+
+
+def test_migrate_does_not_select_another_triggers_build() -> None:
+    selector = MigrateSelector(trigger_ids=frozenset({"0f0e0d0c-0000-4000-8000-000000000000"}))
+    assert not selector.selects(parse_golden("success_triggered.json"))
+
+
+def test_an_empty_migrate_selector_selects_nothing() -> None:
+    assert MigrateSelector().is_empty
+    assert not MigrateSelector().selects(parse_golden("success_triggered.json"))
+
+
+@pytest.mark.parametrize(
+    ("config", "mentions"),
+    [
+        ({"services": ["sight-api"]}, "trigger_ids"),
+        ({"trigger_names": ["sight-api-ci"]}, "trigger_names"),
+        ({"trigger_ids": [TRIGGER_ID], "tags": ["ci"]}, "tags"),
+        ({"trigger_ids": [TRIGGER_ID], "services": ["Sight_API"]}, "Cloud Run service name"),
+        ({"trigger_ids": [""]}, "trigger_ids"),
+        ({"trigger_id": [TRIGGER_ID]}, "trigger_id"),
+    ],
+)
+def test_a_migrate_selector_that_caller_chosen_values_could_satisfy_fails_at_start_up(
+    config: dict[str, list[str]], mentions: str
+) -> None:
+    with pytest.raises(ValidationError, match=mentions):
+        MigrateSelector.model_validate(config)
+
+
+@pytest.mark.parametrize("build_id", ['b"; id; echo "', "b 1", "b/1", "-b", "b\n"])
+def test_a_build_id_cloud_build_could_not_have_generated_is_invalid(build_id: str) -> None:
+    with pytest.raises(InvalidEventError, match="Cloud Build id"):
+        parse_build_message(encode({"id": build_id, "status": "SUCCESS"}), {})
+
+
+def test_odd_substitutions_do_not_make_a_build_unparseable() -> None:
+    """Notify still reports such a build; migrate refuses it if it selects it."""
+    data, attributes = load("queued.json")
+    data["substitutions"]["COMMIT_SHA"] = 'x"; id; echo "'
+    data["substitutions"]["_SERVICE"] = "$(id)"
+    build = parse_build_message(encode(data), attributes)
+    assert build.commit_sha == 'x"; id; echo "' and build.service == "$(id)"

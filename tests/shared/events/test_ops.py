@@ -334,3 +334,39 @@ def test_reason_never_echoes_a_large_payload() -> None:
         parse_ops_message(canonical(data), attributes)
     assert "data.checks[0].ok" in str(info.value)
     assert len(str(info.value)) < 400
+
+
+# --- values that travel into the deploy (docs/events.md) ---------------------------------
+
+FULL_SHA = "3f2a9c1e8b7d4f60a5c2e19d7b3f8a0c4e6d2b91"  # pragma: allowlist secret
+
+
+@pytest.mark.parametrize(
+    "commit_sha",
+    ["", "3f2a9c1", FULL_SHA + "\n", FULL_SHA.upper(), FULL_SHA[:-1] + "g", "x$(id)" + FULL_SHA],
+)
+@pytest.mark.parametrize("name", ["migration_succeeded.json", "smoke_passed.json"])
+def test_a_commit_sha_that_is_not_40_lowercase_hex_is_rejected(name: str, commit_sha: str) -> None:
+    data, attributes = load(name)
+    data["commit_sha"] = commit_sha
+    with pytest.raises(InvalidEventError, match=r"data\.commit_sha"):
+        parse_ops_message(canonical(data), attributes)
+
+
+@pytest.mark.parametrize("service", ["Sight-API", "sight_api", "-sight", "sight-", "a" * 64, "s\n"])
+def test_a_service_that_is_not_a_cloud_run_service_name_is_rejected(service: str) -> None:
+    data, attributes = load("migration_succeeded.json")
+    data["service"] = service
+    with pytest.raises(InvalidEventError, match=r"data\.service"):
+        parse_ops_message(canonical(data), attributes)
+    with pytest.raises(ValidationError):
+        smoke(service=service)
+
+
+def test_commit_sha_and_service_may_be_absent_but_never_malformed() -> None:
+    assert MigrationResult(build_id="b-1").commit_sha is None
+    assert MigrationResult(build_id="b-1", commit_sha=FULL_SHA, service="a").service == "a"
+    with pytest.raises(ValidationError, match="40 lowercase hex"):
+        MigrationResult(build_id="b-1", commit_sha="abc123")
+    with pytest.raises(ValidationError, match="Cloud Build id"):
+        MigrationResult(build_id="b 1")

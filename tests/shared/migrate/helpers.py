@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from shared.events import BuildSelector
+from shared.events import MigrateSelector
 from shared.graph import create_driver
 from shared.metrics import Metrics
 from shared.migrate import RunRequest
@@ -38,6 +38,10 @@ PROJECT_VERSIONS = ROOT / "alembic" / "versions"
 PROJECT_HEAD = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
 SOURCE = ROOT / "functions" / "migrate" / "main.py"
 SELECTED_SERVICE = "sight-api"  # the golden builds' _SERVICE
+#: buildTriggerId of the golden triggered builds: the CI trigger migrate acts on.
+CI_TRIGGER_ID = "5d2f8a61-93c4-4b7e-a0d2-1c6e9f3b7a48"
+#: The golden builds' COMMIT_SHA.
+GOLDEN_COMMIT = "3f2a9c1e8b7d4f60a5c2e19d7b3f8a0c4e6d2b91"  # pragma: allowlist secret
 
 
 def install_migrations(name: str, dest: Path) -> Path:
@@ -135,7 +139,7 @@ def deps_for(settings: Settings, migration_db: str, tmp_path: Path) -> Iterator[
 
 def request(build_id: str = "b-1", **kwargs: Any) -> RunRequest:
     """A run for one of the golden builds' commit and service."""
-    return RunRequest(build_id=build_id, commit_sha="3f2a9c1", service="sight-api", **kwargs)
+    return RunRequest(build_id=build_id, commit_sha=GOLDEN_COMMIT, service="sight-api", **kwargs)
 
 
 @pytest.fixture
@@ -213,7 +217,9 @@ def migrate_settings(
 ) -> Settings:
     """``base`` pointed at ``database_url``, the fixture migrations and the graph namespace."""
     values: dict[str, Any] = {
-        "selector": BuildSelector(services=frozenset({SELECTED_SERVICE})),
+        "selector": MigrateSelector(
+            trigger_ids=frozenset({CI_TRIGGER_ID}), services=frozenset({SELECTED_SERVICE})
+        ),
         "version_locations": [PROJECT_VERSIONS, versions] if versions else None,
         "graph_enabled": graph_dir is not None,
         "graph_migrations_dir": graph_dir,
