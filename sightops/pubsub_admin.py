@@ -13,8 +13,10 @@ from sightops.topology import (
     MIN_BACKOFF_S,
     TOPICS,
     FunctionSpec,
+    dead_letter_hold,
     dead_letter_topic,
     push_endpoint,
+    subscription_filter,
     subscription_name,
 )
 
@@ -46,7 +48,10 @@ def ensure_subscription(
     min_backoff_s: float = MIN_BACKOFF_S,
     max_backoff_s: float = MAX_BACKOFF_S,
     max_delivery_attempts: int = MAX_DELIVERY_ATTEMPTS,
+    filter: str | None = None,
+    retry_policy: bool = True,
 ) -> str:
+    """``retry_policy=False``: a nacked message comes back at once (a dead-letter hold)."""
     from google.api_core.exceptions import AlreadyExists
     from google.cloud import pubsub_v1
 
@@ -55,11 +60,14 @@ def ensure_subscription(
         "name": path,
         "topic": f"projects/{project}/topics/{topic}",
         "ack_deadline_seconds": 60,
-        "retry_policy": pubsub_v1.types.RetryPolicy(
+    }
+    if retry_policy:
+        request["retry_policy"] = pubsub_v1.types.RetryPolicy(
             minimum_backoff=_duration(min_backoff_s),
             maximum_backoff=_duration(max_backoff_s),
-        ),
-    }
+        )
+    if filter:
+        request["filter"] = filter
     if push_to:
         request["push_config"] = pubsub_v1.types.PushConfig(push_endpoint=push_to)
     if dead_letter:
@@ -70,6 +78,20 @@ def ensure_subscription(
     with contextlib.suppress(AlreadyExists):
         subscriber.create_subscription(request=request)  # type: ignore[attr-defined]
     return path
+
+
+def ensure_dead_letter_hold(
+    publisher: object, subscriber: object, project: str, function: str, topic: str
+) -> str:
+    """The dead-letter topic of ``function``'s subscription to ``topic`` and the pull
+    subscription that holds its messages (terraform/pubsub.tf ``dead_letter_hold``): a
+    topic without a subscription drops what it receives."""
+    dlq = dead_letter_topic(function, topic)
+    ensure_topic(publisher, project, dlq)
+    # No retry policy, as in Terraform: what `sightops dlq list` gives back is there at once.
+    return ensure_subscription(
+        subscriber, project, dead_letter_hold(function, topic), dlq, retry_policy=False
+    )
 
 
 def _duration(seconds: float) -> object:
@@ -89,6 +111,9 @@ def setup(
 ) -> list[str]:
     """Topics, push subscriptions with dead-letter topics, and timeline pull subscriptions.
 
+    The dead-letter hold subscriptions are created too but not returned: like production's,
+    they are never torn down, so dead letters wait there for `sightops dlq`.
+
     ``fresh`` deletes subscriptions of the same names first: a backlog left by an earlier
     run that was killed would otherwise flood the new one.
     """
@@ -102,7 +127,7 @@ def setup(
     for fn in functions:
         for topic in fn.topics:
             dlq = dead_letter_topic(fn.name, topic)
-            ensure_topic(publisher, project, dlq)
+            ensure_dead_letter_hold(publisher, subscriber, project, fn.name, topic)
             created.append(
                 ensure_subscription(
                     subscriber,
@@ -111,6 +136,7 @@ def setup(
                     topic,
                     push_to=push_endpoint(host, fn.port, project, topic),
                     dead_letter=dlq,
+                    filter=subscription_filter(fn.name, topic),
                 )
             )
             if timeline:

@@ -38,6 +38,15 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("kpi_refresh", 8806, "cloudevent", ("kpi-refresh",), source="kpi"),
 )
 
+#: Pub/Sub subscription filters by (function, topic); terraform/pubsub.tf declares the same.
+#: rollback never sees what alert_intake publishes (``origin=webhook``): only incidents from
+#: the Pub/Sub notification channel may move traffic (docs/rollback.md). The emulator
+#: (0.8.20) stores a filter but does not apply it; rollback's handler skips webhook
+#: incidents as well, so the local stack behaves the same.
+SUBSCRIPTION_FILTERS: dict[tuple[str, str], str] = {
+    ("rollback", "monitoring-alerts"): "NOT attributes:origin",
+}
+
 MAX_DELIVERY_ATTEMPTS = 5
 MIN_BACKOFF_S = 1
 MAX_BACKOFF_S = 60
@@ -47,8 +56,23 @@ def subscription_name(function: str, topic: str) -> str:
     return f"{function}--{topic}"
 
 
+def subscription_filter(function: str, topic: str) -> str | None:
+    return SUBSCRIPTION_FILTERS.get((function, topic))
+
+
 def dead_letter_topic(function: str, topic: str) -> str:
     return f"{subscription_name(function, topic)}--dead-letter"
+
+
+def dead_letter_hold(function: str, topic: str) -> str:
+    """The pull subscription where dead letters wait (terraform/pubsub.tf
+    ``dead_letter_hold``: named like its topic); `sightops dlq` reads it."""
+    return dead_letter_topic(function, topic)
+
+
+def consumed_topics() -> dict[str, tuple[str, ...]]:
+    """Consumer (function name) -> the topics it is subscribed to."""
+    return {fn.name: fn.topics for fn in FUNCTIONS if fn.topics}
 
 
 def push_endpoint(host: str, port: int, project: str, topic: str) -> str:

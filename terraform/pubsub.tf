@@ -24,6 +24,15 @@ locals {
       for fn, f in local.pubsub_functions : [for t in f.topics : { function = fn, topic = t }]
     ]) : "${pair.function}--${pair.topic}" => pair
   }
+
+  # Subscription filters (the same table as SUBSCRIPTION_FILTERS in sightops/topology.py).
+  # rollback moves traffic only on incidents from the Pub/Sub notification channel, never
+  # on the copies alert_intake publishes (attribute origin=webhook, set by our code):
+  # the webhook is reachable with a shared password (docs/rollback.md). notify still gets
+  # both. A filter cannot be changed in place: changing it replaces the subscription.
+  subscription_filters = {
+    "rollback--monitoring-alerts" = "NOT attributes:origin"
+  }
 }
 
 # Cloud Build publishes build updates to `cloud-builds` but does not create it (its docs:
@@ -71,6 +80,7 @@ resource "google_pubsub_subscription" "push" {
   ack_deadline_seconds       = min(600, google_cloudfunctions2_function.fn[each.value.function].service_config[0].timeout_seconds)
   message_retention_duration = "604800s"
   labels                     = { role = "push", function = replace(each.value.function, "_", "-") }
+  filter                     = lookup(local.subscription_filters, each.key, null)
 
   push_config {
     # The path names the topic: functions-framework builds the CloudEvent source from it.

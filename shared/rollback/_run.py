@@ -49,7 +49,7 @@ from shared.rollback._model import (
     Verdict,
     describe_split,
 )
-from shared.runtime import Context, Deps, Outcome, PubsubMessage
+from shared.runtime import Context, Deps, Outcome, PubsubMessage, storable_text
 
 logger = logging.getLogger("sightops.rollback")
 
@@ -65,12 +65,27 @@ def parse_rollback_message(data: bytes, attributes: Mapping[str, str]) -> Rollba
 
 
 def rollback_dedupe_key(event: RollbackInput, message: PubsubMessage) -> str:
-    """Our events dedupe on their id. An incident dedupes on (incident id, state): the
-    webhook and the Pub/Sub channel deliver the same notification with different
-    message ids, and a re-notification of an open incident is not a new failure."""
+    """Our events dedupe on their id. An incident dedupes on (incident id, state): a
+    re-notification of an open incident is not a new failure. A copy that came through
+    the webhook is kept apart (its message id): it never acts, and must not stand in for
+    the Pub/Sub channel's copy of the same notification."""
     if isinstance(event, IncidentNotification):
+        if from_webhook(message.attributes):
+            return f"webhook:{message.event_id}"
         return incident_key(event.incident.incident_id, event.incident.state or "unknown")
     return message.event_id
+
+
+#: The attribute ``alert_intake`` sets on what it publishes (``shared.intake.attributes_for``);
+#: attributes are set by our code, never by the webhook's caller.
+ORIGIN_ATTRIBUTE = "origin"
+
+
+def from_webhook(attributes: Mapping[str, str]) -> bool:
+    """Whether a ``monitoring-alerts`` message was published by ``alert_intake`` (the
+    webhook) rather than by Cloud Monitoring's Pub/Sub notification channel. Messages
+    published before the ``origin`` attribute existed say so by ``source``."""
+    return ORIGIN_ATTRIBUTE in attributes or attributes.get("source") == "alert_intake"
 
 
 def incident_key(incident_id: str, state: str) -> str:
@@ -127,13 +142,17 @@ class Rollbacks:
         self.actor = actor
         self.source = source
         self.config = deps.settings.rollback
+        self.journal = store.Journal(deps.settings)
 
     # ------------------------------------------------------------------ entry points
 
     def smoke_passed(self, event_id: str, evidence_time: datetime, smoke: SmokeResult) -> Outcome:
         """Mark the revision known-good (unless newer evidence says otherwise)."""
         store.lock_service(self.conn, smoke.service, self.config.lock_wait_s)
-        state = self._bootstrap_read(smoke.service, smoke.region)
+        try:
+            state = self._bootstrap_read(smoke.service, smoke.region)
+        finally:
+            self.journal.close()
         applied = self.mark(
             smoke.service,
             smoke.revision,
@@ -157,14 +176,36 @@ class Rollbacks:
         *,
         dry_run: bool = False,
         bad_reason: str | None = None,
+        trigger_key: str | None = None,
     ) -> Report:
-        """Decide about ``trigger`` under the service lock, act, record and publish."""
+        """Decide about ``trigger`` under the service lock, act, record and publish.
+
+        ``trigger_key`` names the trigger across redeliveries (the consumer and the
+        delivery's dedupe key): a decision already taken for it is resumed, not retaken.
+        """
+        try:
+            return self._run(trigger, region, dry_run, bad_reason, trigger_key)
+        finally:
+            self.journal.close()
+
+    def _run(
+        self,
+        trigger: Trigger,
+        region: str | None,
+        dry_run: bool,
+        bad_reason: str | None,
+        trigger_key: str | None,
+    ) -> Report:
         settings = self.deps.settings
         service = trigger.service
         store.lock_service(self.conn, service, self.config.lock_wait_s)
         project = self.config.project or settings.gcp_project
         region = region or self.config.region or settings.gcp_region
+        key = trigger_key or f"{self.source}:{trigger.kind}:{trigger.event_id}"
         cloud = cloud_run_for(self.deps)
+        existing = store.find_decision(self.conn, key)
+        if existing is not None:
+            return self._resume(cloud, trigger, existing, project, region)
         try:
             state = cloud.read(project, region, service)
         except ServiceNotFound as exc:
@@ -182,22 +223,191 @@ class Rollbacks:
             self._bootstrap(state, exclude=trigger.revision or state.primary())
         decision = self._decide(trigger, state)
         moving = decision.verdict is Verdict.ROLLBACK and bool(decision.to_revision)
-        self._mark_bad(decision, trigger, state, bad_reason, moving_away=moving and not dry_run)
+        if moving and not dry_run:
+            return self._act(cloud, trigger, key, state, decision, bad_reason)
+        self._mark_bad(decision, trigger, state, bad_reason)
 
         verdict, reason = decision.verdict, decision.reason
-        serving_after: dict[str, int] | None = None
-        sent = False
-        if moving:
-            if dry_run:
-                verdict = Verdict.SKIP
-                reason = (
-                    f"dry run: would move 100% of {service} from {decision.from_revision} to "
-                    f"{decision.to_revision} ({decision.reason})"
+        if moving:  # dry run
+            verdict = Verdict.SKIP
+            reason = (
+                f"dry run: would move 100% of {service} from {decision.from_revision} to "
+                f"{decision.to_revision} ({decision.reason})"
+            )
+        return self._finish(trigger, decision, verdict, reason, dry_run, state.serving())
+
+    def _act(
+        self,
+        cloud: CloudRun,
+        trigger: Trigger,
+        key: str,
+        state: ServiceState,
+        decision: Decision,
+        bad_reason: str | None,
+    ) -> Report:
+        """Move traffic with the decision durable on its own: the intent and the ``bad``
+        mark are committed before Cloud Run is called, the outcome after, each in a
+        journal transaction, so a failure of the delivery's own COMMIT loses neither."""
+        decision_id = store.decision_id_for(key)
+        intent = store.DecisionRecord(
+            decision_id=decision_id,
+            trigger_key=key,
+            service=decision.service,
+            trigger_kind=trigger.kind,
+            trigger_event_id=None if trigger.kind == "manual" else trigger.event_id,
+            actor=self.actor,
+            from_revision=decision.from_revision,
+            to_revision=decision.to_revision or "",
+            reason=decision.reason,
+            event_id=store.event_id_for(decision_id),
+            serving_before=state.serving(),
+            created_at=self.deps.clock(),
+        )
+        evidence = self._bad_evidence(decision, trigger, moving_away=True)
+        with self.journal.transaction() as conn:
+            store.record_intent(conn, intent)
+            if decision.mark_bad is not None and evidence is not None:
+                store.mark_health(
+                    conn,
+                    store.journal_recorder(conn, trigger.event_id, self.deps.clock),
+                    service=decision.service,
+                    revision=decision.mark_bad,
+                    health="bad",
+                    reason=bad_reason or f"{trigger.kind} {trigger.event_id}",
+                    evidence_time=evidence,
+                    info=state.revision(decision.mark_bad),
+                    actor=self.actor,
                 )
-            else:
-                verdict, reason, serving_after, sent = self._move(cloud, state, decision)
-        return self._finish(
-            trigger, decision, verdict, reason, dry_run, state.serving(), serving_after, sent=sent
+        verdict, reason, serving_after, sent = self._move(cloud, state, decision)
+        return self._conclude(intent, trigger, decision, verdict, reason, serving_after, sent=sent)
+
+    def _resume(
+        self,
+        cloud: CloudRun,
+        trigger: Trigger,
+        journal: store.DecisionRecord,
+        project: str,
+        region: str,
+    ) -> Report:
+        """A redelivery of a trigger whose decision was already taken (the delivery's
+        COMMIT failed, or it was answered 503 after the intent): never decide again.
+
+        Outcome recorded: publish it if that had failed, otherwise nothing. Only the
+        intent: read Cloud Run and reconcile -- traffic already on the target is a
+        success; traffic still as it was at the decision is moved now; anything else was
+        changed by someone else and is not touched.
+        """
+        decision = Decision(
+            Verdict.ROLLBACK,
+            journal.service,
+            journal.reason,
+            from_revision=journal.from_revision,
+            to_revision=journal.to_revision,
+            mark_bad=journal.from_revision,
+        )
+        if journal.status == "done":
+            verdict = Verdict.ROLLBACK if journal.verdict == "succeeded" else Verdict.FAIL
+            event = self._event(
+                verdict, decision, journal.reason, trigger, False, journal.event_id
+            ).model_copy(update={"time": journal.finished_at or journal.created_at})
+            published = journal.event_published
+            if not published:
+                published = self._publish(event, decision.service, verdict, sent=True)
+                if published:
+                    with self.journal.transaction() as conn:
+                        store.mark_published(conn, journal.decision_id)
+            return Report(
+                decision,
+                verdict,
+                journal.reason,
+                False,
+                event,
+                published,
+                journal.serving_before,
+                journal.serving_after,
+            )
+        try:
+            state = cloud.read(project, region, journal.service)
+        except ServiceNotFound as exc:
+            return self._conclude(
+                journal,
+                trigger,
+                decision,
+                Verdict.FAIL,
+                f"{exc}; check the service's traffic by hand",
+                None,
+                sent=True,
+            )
+        serving = state.serving()
+        after: dict[str, int] | None
+        if serving.get(journal.to_revision, 0) >= 100:
+            verdict, reason, after, sent = Verdict.ROLLBACK, journal.reason, serving, True
+        elif serving == journal.serving_before:
+            verdict, reason, after, sent = self._move(cloud, state, decision)
+        else:
+            verdict, reason, after, sent = (
+                Verdict.FAIL,
+                f"traffic of {journal.service} changed since the decision (was "
+                f"{describe_split(journal.serving_before)}, now {describe_split(serving)}); "
+                "not touching it",
+                serving,
+                True,
+            )
+        return self._conclude(journal, trigger, decision, verdict, reason, after, sent=sent)
+
+    def _conclude(
+        self,
+        journal: store.DecisionRecord,
+        trigger: Trigger,
+        decision: Decision,
+        verdict: Verdict,
+        reason: str,
+        serving_after: dict[str, int] | None,
+        *,
+        sent: bool,
+    ) -> Report:
+        """Publish under the decision's own event id, then commit the outcome and its
+        ``ops.actions`` row (write-once, keyed by the decision) in a journal transaction."""
+        event = self._event(verdict, decision, reason, trigger, False, journal.event_id)
+        published = self._publish(event, decision.service, verdict, sent=sent)
+        with self.journal.transaction() as conn:
+            store.record_outcome(
+                conn,
+                journal.decision_id,
+                verdict="succeeded" if verdict is Verdict.ROLLBACK else "failed",
+                reason=reason,
+                serving_after=serving_after,
+                published=published,
+                finished_at=self.deps.clock(),
+            )
+            store.journal_recorder(conn, trigger.event_id, self.deps.clock)(
+                verdict.action_kind,
+                verdict.action_status,
+                service=decision.service,
+                actor=self.actor,
+                detail=self._detail(
+                    trigger,
+                    decision,
+                    reason,
+                    False,
+                    event,
+                    published,
+                    journal.serving_before,
+                    serving_after,
+                    decision_id=str(journal.decision_id),
+                ),
+                dedupe_key=f"rollback:{journal.decision_id}",
+            )
+        self.deps.metrics.incr("rollback_decisions", verdict=verdict.value)
+        return Report(
+            decision,
+            verdict,
+            reason,
+            False,
+            event,
+            published,
+            journal.serving_before,
+            serving_after,
         )
 
     def mark(
@@ -249,7 +459,9 @@ class Rollbacks:
         known-good -- unless it is the very revision this event accuses.
 
         Its evidence time is the revision's creation time, so any real smoke result
-        about it (always later) overrides the baseline.
+        about it (always later) overrides the baseline. Committed on its own (a journal
+        transaction): it is often the target of the rollback about to happen, and must
+        survive a failure of the delivery's own COMMIT after traffic moved to it.
         """
         if store.service_known(self.conn, state.service):
             return
@@ -257,14 +469,18 @@ class Rollbacks:
         info = state.revision(baseline) if baseline else None
         if baseline is None or info is None or baseline == exclude:
             return
-        self.mark(
-            state.service,
-            baseline,
-            "good",
-            f"baseline: served 100% of traffic when sight-ops first saw {state.service}",
-            info.create_time,
-            state=state,
-        )
+        with self.journal.transaction() as conn:
+            store.mark_health(
+                conn,
+                store.journal_recorder(conn, None, self.deps.clock),
+                service=state.service,
+                revision=baseline,
+                health="good",
+                reason=f"baseline: served 100% of traffic when sight-ops first saw {state.service}",
+                evidence_time=info.create_time,
+                info=info,
+                actor=self.actor,
+            )
 
     def _decide(self, trigger: Trigger, state: ServiceState) -> Decision:
         now = self.deps.clock()
@@ -296,19 +512,12 @@ class Rollbacks:
         trigger: Trigger,
         state: ServiceState | None,
         bad_reason: str | None,
-        *,
-        moving_away: bool = False,
     ) -> None:
-        """Mark the accused revision bad as of the trigger's evidence time -- or, when we
-        are about to move traffic away from it, as of the decision (and no older than any
-        evidence about it): a revision we rolled back from must never stay ``good`` and be
-        picked again because an earlier smoke.passed outranked an incident's start time."""
-        if decision.mark_bad is None:
+        """Mark the accused revision bad as of the trigger's evidence time (a decision
+        that moves no traffic: in the delivery's own transaction)."""
+        evidence = self._bad_evidence(decision, trigger)
+        if decision.mark_bad is None or evidence is None:
             return
-        evidence = trigger.evidence_time
-        if moving_away:
-            latest = store.latest_evidence(self.conn, decision.service, decision.mark_bad)
-            evidence = max(t for t in (evidence, self.deps.clock(), latest) if t is not None)
         self.mark(
             decision.service,
             decision.mark_bad,
@@ -317,6 +526,21 @@ class Rollbacks:
             evidence,
             state=state,
         )
+
+    def _bad_evidence(
+        self, decision: Decision, trigger: Trigger, *, moving_away: bool = False
+    ) -> datetime | None:
+        """The evidence time of the ``bad`` mark: the trigger's -- or, when we are about to
+        move traffic away from the revision, the decision's (and no older than any evidence
+        about it): a revision we rolled back from must never stay ``good`` and be picked
+        again because an earlier smoke.passed outranked an incident's start time."""
+        if decision.mark_bad is None:
+            return None
+        evidence = trigger.evidence_time
+        if moving_away:
+            latest = store.latest_evidence(self.conn, decision.service, decision.mark_bad)
+            evidence = max(t for t in (evidence, self.deps.clock(), latest) if t is not None)
+        return evidence
 
     def _move(
         self, cloud: CloudRun, state: ServiceState, decision: Decision
@@ -358,16 +582,35 @@ class Rollbacks:
         reason: str,
         dry_run: bool,
         serving_before: dict[str, int],
-        serving_after: dict[str, int] | None = None,
-        *,
-        sent: bool = False,
     ) -> Report:
-        """Publish the ``sight.ops.rollback.*`` event and record the action.
+        """Publish the ``sight.ops.rollback.*`` event of a decision that moved no traffic
+        and record the action in the delivery's own transaction (a failed publish is
+        transient: nothing happened yet)."""
+        event = self._event(verdict, decision, reason, trigger, dry_run)
+        published = self._publish(event, decision.service, verdict, sent=False)
+        self.record(
+            verdict.action_kind,
+            verdict.action_status,
+            service=decision.service,
+            actor=self.actor,
+            detail=self._detail(
+                trigger, decision, reason, dry_run, event, published, serving_before, None
+            ),
+        )
+        self.deps.metrics.incr("rollback_decisions", verdict=verdict.value)
+        return Report(decision, verdict, reason, dry_run, event, published, serving_before)
 
-        Once an update was sent (traffic moved, or may have), a failed publish must not
-        undo the record of it (a redelivery would find "serves no traffic" and the move
-        would go unrecorded), so it is logged and noted in the action instead of raised.
-        """
+    def _event(
+        self,
+        verdict: Verdict,
+        decision: Decision,
+        reason: str,
+        trigger: Trigger,
+        dry_run: bool,
+        event_id: str | None = None,
+    ) -> OpsEvent[RollbackResult]:
+        """The ``sight.ops.rollback.*`` event; a traffic move's carries its decision's id,
+        so a republication after a redelivery is the same event to notify."""
         manual = trigger.kind == "manual"
         event = OpsEvent.new(
             verdict.event_type,
@@ -383,7 +626,14 @@ class Rollbacks:
             source=self.source,
             clock=self.deps.clock,
         )
-        published = True
+        return event.model_copy(update={"id": event_id}) if event_id else event
+
+    def _publish(
+        self, event: OpsEvent[RollbackResult], service: str, verdict: Verdict, *, sent: bool
+    ) -> bool:
+        """Publish; whether it was. Once an update was sent (traffic moved, or may have),
+        a failed publish must not undo the record of it: it is logged and noted instead
+        of raised. Before that, it is transient (redelivered; nothing happened yet)."""
         try:
             self.deps.publisher.publish_event(self.deps.settings.topics.ops_events, event)
         except Exception as exc:
@@ -391,39 +641,45 @@ class Rollbacks:
                 if isinstance(exc, TransientError):
                     raise
                 raise TransientError(f"publish failed: {type(exc).__name__}") from exc
-            published = False
             logger.error(  # noqa: TRY400 - the reason is enough; the action keeps the rest
                 "rollback of %s sent to Cloud Run (%s) but %s not published: %s",
-                decision.service,
+                service,
                 verdict.value,
                 event.type.value,
                 type(exc).__name__,
             )
-        self.record(
-            verdict.action_kind,
-            verdict.action_status,
-            service=decision.service,
-            actor=self.actor,
-            detail={
-                "from": decision.from_revision,
-                "to": decision.to_revision,
-                "reason": reason,
-                "trigger": trigger.kind,
-                "trigger_event_id": trigger.event_id,
-                "dry_run": dry_run,
-                "manual": manual,
-                "forced": trigger.force,
-                "event_id": event.id,
-                "event_type": event.type.value,
-                "event_published": published,
-                "serving_before": serving_before,
-                "serving_after": serving_after,
-            },
-        )
-        self.deps.metrics.incr("rollback_decisions", verdict=verdict.value)
-        return Report(
-            decision, verdict, reason, dry_run, event, published, serving_before, serving_after
-        )
+            return False
+        return True
+
+    def _detail(
+        self,
+        trigger: Trigger,
+        decision: Decision,
+        reason: str,
+        dry_run: bool,
+        event: OpsEvent[RollbackResult],
+        published: bool,
+        serving_before: dict[str, int],
+        serving_after: dict[str, int] | None,
+        **more: object,
+    ) -> dict[str, object]:
+        """The ``ops.actions`` detail of a decision (docs/rollback.md)."""
+        return {
+            "from": decision.from_revision,
+            "to": decision.to_revision,
+            "reason": reason,
+            "trigger": trigger.kind,
+            "trigger_event_id": trigger.event_id,
+            "dry_run": dry_run,
+            "manual": trigger.kind == "manual",
+            "forced": trigger.force,
+            "event_id": event.id,
+            "event_type": event.type.value,
+            "event_published": published,
+            "serving_before": serving_before,
+            "serving_after": serving_after,
+            **more,
+        }
 
 
 # ---------------------------------------------------------------------- function handler
@@ -434,7 +690,16 @@ def handle(event: RollbackInput, ctx: Context) -> Outcome:
     deps = ctx.deps
     rollbacks = Rollbacks(deps, ctx.conn, ctx.record_action)
     dry_run = deps.settings.rollback.dry_run
+    trigger_key = storable_text(f"{ctx.consumer}:{rollback_dedupe_key(event, ctx.message)}")
     if isinstance(event, IncidentNotification):
+        if from_webhook(ctx.message.attributes):
+            # Only the Pub/Sub notification channel may move traffic (docs/rollback.md):
+            # the webhook is reachable from outside with a shared password. notify still
+            # reports the incident; the subscription's filter normally keeps it from here.
+            return Outcome.skipped(
+                f"incident {event.incident.incident_id} came through alert_intake (the "
+                "webhook); only the Pub/Sub notification channel may move traffic"
+            )
         trigger = incident_trigger(event, ctx.message.event_time or deps.clock())
         if isinstance(trigger, str):
             return Outcome.skipped(trigger)
@@ -454,6 +719,7 @@ def handle(event: RollbackInput, ctx: Context) -> Outcome:
             dry_run=dry_run,
             bad_reason=f"auto-rollback incident {trigger.event_id}: "
             f"{event.incident.policy_name or event.incident.condition_name or 'alert'}",
+            trigger_key=trigger_key,
         )
         return report.outcome()
     if event.type is EventType.SMOKE_PASSED:
@@ -473,6 +739,7 @@ def handle(event: RollbackInput, ctx: Context) -> Outcome:
         smoke.region,
         dry_run=dry_run,
         bad_reason=f"smoke.failed {event.id}: {failed}"[:1000],
+        trigger_key=trigger_key,
     )
     return report.outcome()
 
@@ -514,7 +781,12 @@ def manual_rollback(
             target=to,
             force=force,
         )
-        return rollbacks.run(trigger, region, dry_run=dry_run or deps.settings.rollback.dry_run)
+        return rollbacks.run(
+            trigger,
+            region,
+            dry_run=dry_run or deps.settings.rollback.dry_run,
+            trigger_key=f"sightops:{trigger_id}",
+        )
 
 
 def manual_mark(

@@ -5,20 +5,36 @@
 - ``ops.revisions``: health per revision (``good`` / ``bad``), with a ``health``
   action in ``ops.actions`` per change that carries the time of the evidence, so a
   late, older event never overrides newer evidence;
-- ``ops.actions``: breaking migrations (the migrate function's contract), automatic
-  rollbacks in the anti-flap window, and our own traffic moves (promotion times).
+- ``ops.actions``: breaking migrations (the migrate function's contract);
+- ``ops.rollback_decisions``: the journal of traffic moves, written in transactions of
+  their own (:class:`Journal`): the anti-flap count and our own promotion times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-from shared.rollback._model import BreakingMigration, Health, HealthRecord, RevisionInfo
+from shared.db import create_db_engine, transaction
+from shared.rollback._model import (
+    BreakingMigration,
+    Health,
+    HealthRecord,
+    RevisionInfo,
+    TriggerKind,
+)
+from shared.runtime import storable_json, storable_text
+from shared.settings import Settings
+
+Clock = Callable[[], datetime]
 
 #: First key of the two-key advisory lock: the "rollback" class. Two-key locks never
 #: collide with the one-key (bigint) locks other functions take.
@@ -29,13 +45,21 @@ Recorder = Callable[..., int]
 
 def lock_service(conn: Connection, service: str, wait_s: float) -> None:
     """Serialise every decision about ``service``; wait at most ``wait_s`` (then the
-    database raises lock_not_available, which the runtime turns into a redelivery)."""
-    conn.execute(text(f"SET LOCAL lock_timeout = '{int(wait_s * 1000)}ms'"))
+    database raises lock_not_available, which the runtime turns into a redelivery).
+
+    Only this wait uses ``wait_s``: the session's own bound (``DB_LOCK_TIMEOUT_MS``) is
+    put back afterwards, so every other lock wait in the transaction stays bounded too
+    (docs/architecture.md). A session without a bound keeps ``wait_s``.
+    """
+    previous = str(conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one())
+    bound = f"{max(1, int(wait_s * 1000))}ms"
+    conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": bound})
     conn.execute(
         text("SELECT pg_advisory_xact_lock(:cls, hashtext(:service))"),
         {"cls": LOCK_CLASS, "service": service},
     )
-    conn.execute(text("SET LOCAL lock_timeout = 0"))
+    restored = bound if previous.strip() in {"0", "0ms", "0s"} else previous
+    conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": restored})
 
 
 def service_known(conn: Connection, service: str) -> bool:
@@ -177,12 +201,15 @@ def _migration_label(action_id: int, detail: Any) -> str:
 
 
 def recent_auto_rollbacks(conn: Connection, service: str, since: datetime) -> int:
+    """Automatic traffic moves of ``service`` decided after ``since``: one per decision
+    (a redelivery resumes its decision, never adds one). A decision whose outcome is not
+    recorded yet may have moved traffic, so it counts."""
     return int(
         conn.execute(
             text(
-                "SELECT count(*) FROM ops.actions WHERE kind = 'rollback'"
-                " AND status = 'succeeded' AND actor = 'automation'"
-                " AND service = :s AND started_at > :since"
+                "SELECT count(*) FROM ops.rollback_decisions WHERE service = :s"
+                " AND actor = 'automation' AND created_at > :since"
+                " AND (verdict = 'succeeded' OR status = 'intent')"
             ),
             {"s": service, "since": since},
         ).scalar_one()
@@ -193,9 +220,8 @@ def our_promotions(conn: Connection, service: str) -> dict[str, datetime]:
     """When we last moved all traffic to each revision (our rollbacks, automatic or manual)."""
     rows = conn.execute(
         text(
-            "SELECT detail->>'to' AS revision, max(COALESCE(finished_at, started_at)) AS at"
-            " FROM ops.actions WHERE kind = 'rollback' AND status = 'succeeded'"
-            " AND service = :s AND detail->>'to' IS NOT NULL"
+            "SELECT to_revision AS revision, max(COALESCE(finished_at, created_at)) AS at"
+            " FROM ops.rollback_decisions WHERE service = :s AND verdict = 'succeeded'"
             " GROUP BY 1"
         ),
         {"s": service},
@@ -214,3 +240,177 @@ def receipt_exists(conn: Connection, consumer: str, key: str) -> bool:
             {"c": consumer, "k": key},
         ).scalar_one()
     )
+
+
+# ---------------------------------------------------------------------- decision journal
+
+#: Namespace of decision and event ids: both derive from the trigger key, so a redelivery
+#: of the same trigger finds the same decision and republishes under the same event id.
+_IDS = uuid.UUID("6f1d3c2a-9b7e-4d15-8a40-52b1e0c7d9a3")
+
+DecisionStatus = Literal["intent", "done"]
+
+
+def decision_id_for(trigger_key: str) -> uuid.UUID:
+    return uuid.uuid5(_IDS, trigger_key)
+
+
+def event_id_for(decision_id: uuid.UUID) -> str:
+    return str(uuid.uuid5(_IDS, f"event:{decision_id}"))
+
+
+class DecisionRecord(BaseModel):
+    """One row of ``ops.rollback_decisions``: a traffic move, from intent to outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    decision_id: uuid.UUID
+    trigger_key: str
+    service: str
+    trigger_kind: TriggerKind
+    trigger_event_id: str | None
+    actor: str
+    from_revision: str | None
+    to_revision: str
+    status: DecisionStatus = "intent"
+    verdict: Literal["succeeded", "failed"] | None = None
+    reason: str
+    event_id: str
+    event_published: bool = False
+    serving_before: dict[str, int] = Field(default_factory=dict)
+    serving_after: dict[str, int] | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+_DECISION_COLUMNS = ", ".join(DecisionRecord.model_fields)
+
+
+def find_decision(conn: Connection, trigger_key: str) -> DecisionRecord | None:
+    """The decision already taken for this trigger (committed), if any."""
+    row = conn.execute(
+        text(f"SELECT {_DECISION_COLUMNS} FROM ops.rollback_decisions WHERE trigger_key = :k"),
+        {"k": trigger_key},
+    ).one_or_none()
+    return DecisionRecord.model_validate(dict(row._mapping)) if row is not None else None
+
+
+def record_intent(conn: Connection, decision: DecisionRecord) -> None:
+    """Write the intent; a second intent for the same trigger is a bug (the lock and the
+    receipt serialise deliveries of one trigger), so the unique key is left to refuse it."""
+    values = decision.model_dump()
+    values["serving_before"] = json.dumps(decision.serving_before)
+    values["serving_after"] = None
+    conn.execute(
+        text(
+            f"INSERT INTO ops.rollback_decisions ({_DECISION_COLUMNS}) VALUES ("
+            + ", ".join(
+                f"CAST(:{name} AS jsonb)" if name.startswith("serving_") else f":{name}"
+                for name in DecisionRecord.model_fields
+            )
+            + ")"
+        ),
+        values,
+    )
+
+
+def record_outcome(
+    conn: Connection,
+    decision_id: uuid.UUID,
+    *,
+    verdict: Literal["succeeded", "failed"],
+    reason: str,
+    serving_after: dict[str, int] | None,
+    published: bool,
+    finished_at: datetime,
+) -> None:
+    conn.execute(
+        text(
+            "UPDATE ops.rollback_decisions SET status = 'done', verdict = :v, reason = :r,"
+            " serving_after = CAST(:after AS jsonb), event_published = :p, finished_at = :t"
+            " WHERE decision_id = :id"
+        ),
+        {
+            "id": decision_id,
+            "v": verdict,
+            "r": reason,
+            "after": json.dumps(serving_after) if serving_after is not None else None,
+            "p": published,
+            "t": finished_at,
+        },
+    )
+
+
+def mark_published(conn: Connection, decision_id: uuid.UUID) -> None:
+    conn.execute(
+        text("UPDATE ops.rollback_decisions SET event_published = true WHERE decision_id = :id"),
+        {"id": decision_id},
+    )
+
+
+def journal_recorder(conn: Connection, trigger_event_id: str | None, clock: Clock) -> Recorder:
+    """``record_action`` on a journal transaction; ``dedupe_key`` makes it write-once."""
+
+    def record(
+        kind: str,
+        status: str,
+        *,
+        service: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        actor: str = "automation",
+        finished: bool = True,
+        dedupe_key: str | None = None,
+    ) -> int:
+        now = clock()
+        row = conn.execute(
+            text(
+                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
+                " dedupe_key, detail, started_at, finished_at)"
+                " VALUES (:kind, :service, :status, :trigger, :actor, :dedupe,"
+                " CAST(:detail AS jsonb), :now, :finished)"
+                " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+            ),
+            {
+                "kind": kind,
+                "service": storable_text(service),
+                "status": status,
+                "trigger": storable_text(trigger_event_id),
+                "actor": actor,
+                "dedupe": dedupe_key,
+                "detail": storable_json(dict(detail or {})),
+                "now": now,
+                "finished": now if finished else None,
+            },
+        ).scalar_one_or_none()
+        return int(row) if row is not None else 0
+
+    return record
+
+
+class Journal:
+    """Transactions of their own, beside the delivery's: what happens outside the database
+    (a traffic move) is recorded so that it survives whatever the delivery's own
+    transaction does (docs/rollback.md, "Decisions are durable on their own").
+
+    Its connection is not taken from the delivery pool (a delivery holding a pooled
+    connection and waiting for a second one can starve it): one short-lived connection per
+    decision that moves traffic, closed by :meth:`close`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._engine: Engine | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        if self._engine is None:
+            self._engine = create_db_engine(
+                self._settings, pool_size=1, max_overflow=0, pool_pre_ping=False
+            )
+        with transaction(self._engine) as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

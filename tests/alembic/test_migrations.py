@@ -37,7 +37,7 @@ ALEMBIC_INI = REPO / "alembic.ini"
 GRAPH_MIGRATIONS = REPO / "graph" / "migrations"
 
 SIGHT_TABLES = {"projects", "personas", "focus_groups", "focus_group_responses"}
-OPS_TABLES = {"event_receipts", "rejected_events", "revisions", "actions"}
+OPS_TABLES = {"event_receipts", "rejected_events", "revisions", "actions", "rollback_decisions"}
 EMBEDDING_DIM = 384
 
 
@@ -116,6 +116,10 @@ def _has_vector_extension(engine: Engine) -> bool:
     with engine.connect() as conn:
         found = conn.scalar(sa.text("SELECT count(*) FROM pg_extension WHERE extname = 'vector'"))
     return bool(found == 1)
+
+
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _current_revision(engine: Engine) -> str | None:
@@ -328,6 +332,69 @@ def test_deleting_a_project_deletes_its_personas_focus_groups_and_responses(
     assert left == 0
 
 
+def test_rollback_decisions_hold_one_decision_per_trigger_and_a_verdict_only_when_done(
+    at_head: Engine,
+) -> None:
+    """rollback's journal (0002): a redelivery finds its trigger's decision, never adds one."""
+    insert = sa.text(
+        "INSERT INTO ops.rollback_decisions (decision_id, trigger_key, service, trigger_kind,"
+        " to_revision, status, verdict, reason, event_id)"
+        " VALUES (gen_random_uuid(), :key, 's', 'alert', 'r-1', :status, :verdict, 'why', 'e')"
+    )
+    with at_head.begin() as conn:
+        conn.execute(
+            insert, {"key": "rollback:incident:1:open", "status": "intent", "verdict": None}
+        )
+    with (
+        pytest.raises(IntegrityError, match="uq_rollback_decisions_trigger_key"),
+        at_head.begin() as conn,
+    ):
+        conn.execute(
+            insert, {"key": "rollback:incident:1:open", "status": "intent", "verdict": None}
+        )
+    for status, verdict in (("intent", "succeeded"), ("done", None), ("done", "maybe")):
+        with (
+            pytest.raises(sa.exc.DBAPIError, match="ck_rollback_decisions_verdict"),
+            at_head.begin() as conn,
+        ):
+            conn.execute(
+                insert, {"key": f"k-{status}-{verdict}", "status": status, "verdict": verdict}
+            )
+
+
+def test_upgrade_to_0002_carries_the_succeeded_rollbacks_over_for_the_anti_flap_count(
+    scratch_url: URL, at_head: Engine
+) -> None:
+    cfg = alembic_config(scratch_url)
+    alembic.command.downgrade(cfg, "0001")
+    assert "rollback_decisions" not in _tables(at_head, "ops")
+    action = sa.text(
+        "INSERT INTO ops.actions (kind, service, status, actor, detail, started_at, finished_at)"
+        " VALUES ('rollback', 'sight-api', :status, 'automation', CAST(:detail AS jsonb),"
+        " now() - interval '10 minutes', now() - interval '9 minutes')"
+    )
+    with at_head.begin() as conn:
+        detail = '{"from": "r-3", "to": "r-2", "trigger": "smoke", "event_id": "e-1"}'
+        conn.execute(action, {"status": "succeeded", "detail": detail})
+        conn.execute(action, {"status": "failed", "detail": detail})
+        conn.execute(action, {"status": "skipped", "detail": '{"to": "r-1", "dry_run": true}'})
+    alembic.command.upgrade(cfg, "head")
+    with at_head.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT service, trigger_kind, from_revision, to_revision, status, verdict,"
+                " event_id, event_published, finished_at > created_at AS ordered"
+                " FROM ops.rollback_decisions"
+            )
+        ).all()
+        conn.execute(sa.text("DELETE FROM ops.rollback_decisions"))
+        conn.execute(sa.text("DELETE FROM ops.actions"))
+        conn.commit()
+    assert [tuple(r) for r in rows] == [
+        ("sight-api", "smoke", "r-3", "r-2", "done", "succeeded", "e-1", True, True)
+    ]
+
+
 # --- downgrade and round trip -----------------------------------------------------------------
 
 
@@ -373,7 +440,7 @@ def test_upgrade_through_a_shared_connection_in_a_transaction_is_committed_by_th
         alembic.command.upgrade(cfg, "head")
         conn.commit()
     assert _tables(at_head, "public") >= SIGHT_TABLES
-    assert _current_revision(at_head) == "0001"
+    assert _current_revision(at_head) == _head()
 
 
 def test_upgrade_with_a_shared_engine_commits_each_migration(
@@ -407,7 +474,7 @@ def test_command_line_upgrade_takes_its_url_from_DATABASE_URL(
 
     assert result.returncode == 0, result.stderr
     assert "Running upgrade  -> 0001" in result.stderr
-    assert _current_revision(at_head) == "0001"
+    assert _current_revision(at_head) == _head()
 
 
 # --- offline (--sql) rendering ----------------------------------------------------------------

@@ -237,6 +237,43 @@ class Env:
                 {"k": kind, "s": self.service, "st": status, "d": json.dumps(detail), "t": at},
             )
 
+    def insert_decision(
+        self, to: str, *, ago: timedelta, verdict: str = "succeeded", actor: str = "automation"
+    ) -> None:
+        """An earlier traffic move of this service, as rollback's journal records it."""
+        at = datetime.now(UTC) - ago
+        with self.deps.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO ops.rollback_decisions (decision_id, trigger_key, service,"
+                    " trigger_kind, actor, to_revision, status, verdict, reason, event_id,"
+                    " event_published, created_at, finished_at) VALUES (gen_random_uuid(),"
+                    " :key, :s, 'smoke', :actor, :to, 'done', :v, 'seeded by the test', :key,"
+                    " true, :t, :t)"
+                ),
+                {
+                    "key": f"test:{uuid.uuid4()}",
+                    "s": self.service,
+                    "actor": actor,
+                    "to": to,
+                    "v": verdict,
+                    "t": at,
+                },
+            )
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """rollback's journal for this service, oldest first."""
+        with self.deps.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT trigger_key, from_revision, to_revision, status, verdict, event_id,"
+                    " event_published FROM ops.rollback_decisions WHERE service = :s"
+                    " ORDER BY created_at"
+                ),
+                {"s": self.service},
+            ).all()
+        return [dict(row._mapping) for row in rows]
+
     # ---------------------------------------------------------------- events
 
     def smoke(
@@ -370,3 +407,53 @@ def breaking_migration(deps: Deps) -> Iterator[Callable[..., None]]:
     yield insert
     with deps.engine.begin() as conn:
         conn.execute(text("DELETE FROM ops.actions WHERE id = ANY(:ids)"), {"ids": ids})
+
+
+class CommitFaults:
+    """Makes the COMMIT of chosen receipt transactions fail, after everything in them ran.
+
+    A deferred constraint trigger on ``ops.event_receipts`` (checked at COMMIT) raises for
+    the (consumer, receipt key) pairs listed in a table of this test database; ``arm``
+    lists one, ``disarm`` removes it. Only the receipt transaction is affected: rollback's
+    journal commits its own transactions and never touches ``ops.event_receipts``.
+    """
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def arm(self, consumer: str, key: str) -> None:
+        with self.deps.engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO public.test_commit_faults (consumer, event_id) VALUES (:c, :k)"),
+                {"c": consumer, "k": key},
+            )
+
+    def disarm(self, consumer: str, key: str) -> None:
+        with self.deps.engine.begin() as conn:
+            conn.execute(
+                text("DELETE FROM public.test_commit_faults WHERE consumer = :c AND event_id = :k"),
+                {"c": consumer, "k": key},
+            )
+
+
+@pytest.fixture
+def commit_faults(deps: Deps) -> Iterator[CommitFaults]:
+    statements = [
+        "CREATE TABLE IF NOT EXISTS public.test_commit_faults (consumer text, event_id text)",
+        "CREATE OR REPLACE FUNCTION public.test_fail_commit() RETURNS trigger"
+        " LANGUAGE plpgsql AS $$ BEGIN"
+        " IF EXISTS (SELECT 1 FROM public.test_commit_faults f"
+        "   WHERE f.consumer = NEW.consumer AND f.event_id = NEW.event_id) THEN"
+        "   RAISE EXCEPTION 'injected failure at COMMIT of receipt %', NEW.event_id;"
+        " END IF; RETURN NULL; END $$",
+        "DROP TRIGGER IF EXISTS test_fail_commit ON ops.event_receipts",
+        "CREATE CONSTRAINT TRIGGER test_fail_commit AFTER INSERT ON ops.event_receipts"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_fail_commit()",
+    ]
+    with deps.engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    yield CommitFaults(deps)
+    with deps.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER IF EXISTS test_fail_commit ON ops.event_receipts"))
+        conn.execute(text("DELETE FROM public.test_commit_faults"))

@@ -76,7 +76,7 @@ def test_manual_rollback_ignores_the_anti_flap_cap(env: Env, cli: CliRunner) -> 
     v1, _, _ = env.deploy()
     env.seed_health(**{v1: "good"})
     for minutes in (3, 2, 1):
-        env.insert_action("rollback", "succeeded", ago=timedelta(minutes=minutes), to=v1)
+        env.insert_decision(v1, ago=timedelta(minutes=minutes))
     assert cli.invoke(app, ["rollback", env.service]).exit_code == 0
     assert env.serving() == {v1: 100}
 

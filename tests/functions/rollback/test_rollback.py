@@ -231,17 +231,21 @@ def test_unavailable_cloud_run_is_transient_and_the_redelivery_succeeds(
     body = envelope(*env.smoke(False, v3))
     assert push(env.client, "smoke-tests", body).status_code == 503
     assert env.serving() == {v3: 100}
-    assert env.actions() == [], "the failed attempt left no record"
+    assert env.actions("rollback") == [], "no outcome yet: Cloud Run did not take it"
+    assert [d["status"] for d in env.decisions()] == ["intent"], "the decision is kept..."
+    assert env.health()[v3] == "bad", "...and so is its mark"
     assert push(env.client, "smoke-tests", body).status_code == 200  # Pub/Sub redelivers
     assert env.serving() == {v1: 100}
     assert env.published.one()[0] is EventType.ROLLBACK_SUCCEEDED
+    assert [(d["status"], d["verdict"]) for d in env.decisions()] == [("done", "succeeded")]
+    assert len(env.actions("rollback")) == 1
 
 
 def test_anti_flap_cap_reached_escalates_without_a_change(env: Env) -> None:
     v1, v2, v3 = env.deploy()
     env.seed_health(**{v1: "good", v2: "good"})
     for minutes in (50, 20):
-        env.insert_action("rollback", "succeeded", ago=timedelta(minutes=minutes), to=v2)
+        env.insert_decision(v2, ago=timedelta(minutes=minutes))
     assert deliver(env, env.smoke(False, v3)).status_code == 200
     assert env.patches() == 0
     kind, result = env.published.one()
@@ -255,7 +259,7 @@ def test_rollbacks_outside_the_anti_flap_window_do_not_count(env: Env) -> None:
     v1, _, v3 = env.deploy()
     env.seed_health(**{v1: "good"})
     for hours in (3, 2):
-        env.insert_action("rollback", "succeeded", ago=timedelta(hours=hours), to=v1)
+        env.insert_decision(v1, ago=timedelta(hours=hours))
     deliver(env, env.smoke(False, v3))
     assert env.serving() == {v1: 100}
 
@@ -453,7 +457,7 @@ def test_published_rollback_events_match_golden(
     elif case == "escalation":
         env.seed_health(**{v2: "good"})
         for minutes in (30, 10):
-            env.insert_action("rollback", "succeeded", ago=timedelta(minutes=minutes), to=v2)
+            env.insert_decision(v2, ago=timedelta(minutes=minutes))
     deliver(env, env.smoke(False, accused))
     [event] = env.published.wait(1)
     rendered = _normalised(
