@@ -40,6 +40,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+def mrkdwn_escape(value: str) -> str:
+    """Slack's escaping of untrusted text in mrkdwn and ``text``: ``&``, ``<``, ``>``."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class Redactor:
     """Masks known secret values and secret-shaped substrings in text."""
 
@@ -52,7 +57,9 @@ class Redactor:
 
         Each value is registered with its JSON-escaped forms too: a secret holding ``"``,
         ``\\`` or a control character appears escaped in an encoded log line or in a JSON
-        string quoted inside a message, and must be masked there as well.
+        string quoted inside a message, and must be masked there as well. Likewise its
+        Slack mrkdwn-escaped form (``&amp;``, ``&lt;``, ``&gt;``): notify escapes event
+        text before it masks secrets (docs/notify.md).
         """
         with self._lock:
             known = set(self._secrets)
@@ -61,6 +68,7 @@ class Redactor:
                     known.add(value)
                     known.add(json.dumps(value, ensure_ascii=False)[1:-1])
                     known.add(json.dumps(value)[1:-1])
+                    known.add(mrkdwn_escape(value))
             # Longest first so a secret containing another is masked whole.
             self._secrets = tuple(sorted(known, key=len, reverse=True))
 

@@ -11,8 +11,9 @@ Answers like Sight's FastAPI service does (JSON bodies, ``{"detail": ...}`` erro
   (JSON ``{"email", "password"}``, or the OAuth2 form ``username`` / ``password``)
 - ``POST /api/projects/{id}/personas``      -> ``201`` the created persona (bearer token)
 
-Any check can be made to fail (a status, a message) or to be slow (a delay), for the
-next N requests or until healed, through :class:`SightApiState` or ``/_admin/checks``.
+Any check can be made to fail (a status, a message, or a ``422`` validation error that
+echoes the request body as FastAPI's does) or to be slow (a delay), for the next N
+requests or until healed, through :class:`SightApiState` or ``/_admin/checks``.
 See ``docs/standins.md``.
 """
 
@@ -78,7 +79,9 @@ _SWAGGER_PAGE = """<!DOCTYPE html>
 @dataclass
 class CheckBehaviour:
     """How one check misbehaves: answer ``status`` (None: the normal answer) after
-    ``delay_s``, for the next ``remaining`` requests (None: until healed)."""
+    ``delay_s``, for the next ``remaining`` requests (None: until healed). ``echo``:
+    the answer is FastAPI's validation error whose ``input`` is the request body (a
+    real 422 repeats what it was sent, password included)."""
 
     check: str
     status: int | None = None
@@ -86,6 +89,7 @@ class CheckBehaviour:
     remaining: int | None = None
     message: str | None = None
     hits: int = 0
+    echo: bool = False
 
     def to_json(self) -> JSON:
         return {
@@ -95,6 +99,7 @@ class CheckBehaviour:
             "remaining": self.remaining,
             "message": self.message,
             "hits": self.hits,
+            "echo": self.echo,
         }
 
 
@@ -160,9 +165,11 @@ class SightApiState:
         count: int | None = None,
         message: str | None = None,
         delay_s: float = 0.0,
+        echo: bool = False,
     ) -> CheckBehaviour:
-        """Make ``check`` answer ``status`` (for ``count`` requests, or until healed)."""
-        return self.set_behaviour(CheckBehaviour(check, status, delay_s, count, message))
+        """Make ``check`` answer ``status`` (for ``count`` requests, or until healed);
+        ``echo``: as a validation error echoing the request body."""
+        return self.set_behaviour(CheckBehaviour(check, status, delay_s, count, message, echo=echo))
 
     def slow(self, check: str, delay_s: float, *, count: int | None = None) -> CheckBehaviour:
         """Make ``check`` answer normally but only after ``delay_s``."""
@@ -206,7 +213,13 @@ class SightApiState:
                 if found.remaining <= 0:
                     del self._behaviours[check]
             return CheckBehaviour(
-                found.check, found.status, found.delay_s, found.remaining, found.message, found.hits
+                found.check,
+                found.status,
+                found.delay_s,
+                found.remaining,
+                found.message,
+                found.hits,
+                found.echo,
             )
 
     # ---------------------------------------------------------------- API state
@@ -272,6 +285,25 @@ def _missing(*fields: str) -> Response:
     )
 
 
+def _echoed(status: int, message: str | None) -> Response:
+    """FastAPI's validation error, ``input`` being the whole request body (JSON, or the
+    form as an object), as Sight answers a body it refuses."""
+    body = request.get_json(silent=True)
+    if body is None:
+        body = request.form.to_dict() or request.get_data(as_text=True)
+    return _detail(
+        status,
+        [
+            {
+                "type": "value_error",
+                "loc": ["body"],
+                "msg": message or "Value error, the request was refused",
+                "input": body,
+            }
+        ],
+    )
+
+
 def _fault_response(rule: FaultRule) -> Response:
     return _detail(rule.status, rule.body or "Injected fault.")
 
@@ -305,6 +337,8 @@ def create_app(state: SightApiState | None = None) -> Flask:
             time.sleep(behaviour.delay_s)
         if behaviour.status is None:
             return None
+        if behaviour.echo:
+            return _echoed(behaviour.status, behaviour.message)
         return _detail(behaviour.status, behaviour.message or _DEFAULT_FAILURE[behaviour.check])
 
     @app.errorhandler(StandinError)
@@ -383,6 +417,7 @@ def create_app(state: SightApiState | None = None) -> Flask:
                     float(body.get("delay_s", 0.0)),
                     int(body["count"]) if body.get("count") is not None else None,
                     body.get("message"),
+                    echo=bool(body.get("echo", False)),
                 )
             )
         except (TypeError, ValueError) as exc:

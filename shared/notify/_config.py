@@ -172,6 +172,10 @@ class Filters(_Strict):
     )
     #: Show Cloud Monitoring's "Send test notification".
     alert_test_notifications: bool = True
+    #: Post ``sight.ops.migration.skipped`` (a build migrate did not select, e.g. a
+    #: manual build). Off by default, whatever ``ops_types`` says: such skips are
+    #: recorded (``ops.actions``, the runtime's receipt), not worth a human's attention.
+    migration_skipped: bool = False
 
 
 # Variables each template may use (documented in docs/notify.md).

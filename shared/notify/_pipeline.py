@@ -40,7 +40,7 @@ from sqlalchemy import text
 
 from shared.db import transaction
 from shared.errors import PermanentError, SightOpsError, TransientError
-from shared.events import Build, IncidentNotification, OpsEvent
+from shared.events import Build, EventType, IncidentNotification, OpsEvent
 from shared.notify._config import Grouping, Match, NotifyFileConfig, load_config
 from shared.notify._group import GroupSettings, GroupStore, Snapshot, needs_update
 from shared.notify._model import Notice
@@ -177,6 +177,8 @@ class Notifier:
         if isinstance(event, OpsEvent):
             if not any(fnmatchcase(notice.type, p) for p in filters.ops_types):
                 return f"{notice.type} is not notified"
+            if event.type is EventType.MIGRATION_SKIPPED and not filters.migration_skipped:
+                return "migration skips are recorded, not posted (filters.migration_skipped)"
             return None
         if notice.type == "alert.test" and not filters.alert_test_notifications:
             return "test notifications are filtered out"

@@ -3,8 +3,15 @@
 Slack refuses a whole message over a limit (50 blocks, 3000 characters a section text,
 2000 a section field, 10 fields a section, 150 a header, 75 a button label), so every
 piece of event text goes through ``truncate`` on the way in: a message is cut, never
-refused. Event text is also mrkdwn-escaped (``&``, ``<``, ``>``) so a summary cannot
-turn into a link or a mention. Rendering is pure: no clock, no I/O (golden-tested).
+refused. Untrusted text (everything from an event: incident summary and documentation,
+build fields, our events' reasons and errors) is mrkdwn-escaped (``&``, ``<``, ``>``)
+wherever mrkdwn is read (sections, fields, context, the fallback ``text``), so it cannot
+turn into a link or a mention; headers are plain text and get look-alike angle brackets.
+Our own links are ``<url|label>`` with the label escaped and the URL checked (http or
+https, no ``<``, ``>``, ``|``, whitespace). Every registered secret (``shared.log``'s
+redactor: resolved secrets, webhook URLs) is masked in every string of the payload, after
+escaping (the redactor knows the escaped forms) and before any cut. Rendering is pure: no
+clock, no I/O (golden-tested). docs/notify.md.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from shared.events import (
     RollbackResult,
     SmokeResult,
 )
+from shared.log import REDACTOR, mrkdwn_escape
 from shared.notify._config import NotifyFileConfig, Templates, render_template
 
 HEADER_MAX = 150
@@ -68,19 +76,63 @@ _SEVERITY_ICON = {
 
 
 def truncate(value: str, limit: int) -> str:
-    """At most ``limit`` characters, an ellipsis marking a cut."""
+    """At most ``limit`` characters, an ellipsis marking a cut. Secrets are masked first,
+    so a cut never leaves part of one behind."""
+    value = REDACTOR.redact(value)
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def escape(value: str) -> str:
-    """mrkdwn control characters, as Slack asks (``&``, ``<``, ``>``)."""
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+#: mrkdwn control characters, as Slack asks (``&``, ``<``, ``>``); the redactor knows
+#: the escaped form of every secret, so masking after escaping still masks.
+escape = mrkdwn_escape
+
+
+def plain(value: str) -> str:
+    """Untrusted text for a ``plain_text`` object (headers): Slack does not parse it, but
+    angle brackets become look-alikes so nothing there ever reads as ``<!here>``."""
+    return value.replace("<", "\u2039").replace(">", "\u203a")  # single angle quotes
+
+
+_URL_FORBIDDEN = re.compile(r"[<>|\s\x00-\x1f\x7f]")
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` if it can be a link target: http(s), within Slack's length, and nothing
+    that would end or split ``<url|label>``; otherwise None (shown without a link)."""
+    if not url or len(url) > URL_MAX or not url.lower().startswith(("https://", "http://")):
+        return None
+    return None if _URL_FORBIDDEN.search(url) else url
 
 
 def _link(url: str | None, label: str) -> str:
-    if not url or len(url) > URL_MAX or "|" in url or ">" in url:
-        return escape(label)
-    return f"<{url}|{escape(label).replace('|', '¦')}>"
+    """Our own link ``<url|label>`` (label escaped, URL checked), else the label alone."""
+    label = escape(REDACTOR.redact(label)).replace("|", "¦")
+    target = safe_url(url)
+    return f"<{target}|{label}>" if target else label
+
+
+def _titles(template: str, values: dict[str, object]) -> tuple[str, str]:
+    """A configured title as (plain text for the header, mrkdwn for the fallback text).
+    The template is ours (trusted); the values are escaped for where they go."""
+    header = render_template(
+        template,
+        {k: None if v is None else plain(REDACTOR.redact(str(v))) for k, v in values.items()},
+    )
+    mrkdwn = render_template(
+        template, {k: None if v is None else escape(str(v)) for k, v in values.items()}
+    )
+    return header, mrkdwn
+
+
+def _redacted(value: Any) -> Any:
+    """Every string of a payload through the redactor (the last step, like the log's)."""
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _time(value: datetime | None) -> str | None:
@@ -106,7 +158,8 @@ class SlackMessage:
         if len(blocks) > MAX_BLOCKS:
             omitted = len(blocks) - (MAX_BLOCKS - 1)
             blocks = [*blocks[: MAX_BLOCKS - 1], _context(f"… {omitted} more blocks omitted")]
-        return {"text": truncate(self.text, TEXT_MAX), "blocks": [b.to_dict() for b in blocks]}
+        payload = {"text": truncate(self.text, TEXT_MAX), "blocks": [b.to_dict() for b in blocks]}
+        return dict(_redacted(payload))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -144,9 +197,9 @@ def _context(*texts: str) -> ContextBlock:
 
 def _buttons(links: Iterable[tuple[str, str | None]]) -> ActionsBlock | None:
     elements = [
-        ButtonElement(text=truncate(label, BUTTON_TEXT_MAX), url=url)
+        ButtonElement(text=truncate(label, BUTTON_TEXT_MAX), url=target)
         for label, url in links
-        if url and len(url) <= URL_MAX and url.startswith(("https://", "http://"))
+        if (target := safe_url(url))
     ]
     return ActionsBlock(elements=elements[:5]) if elements else None
 
@@ -182,7 +235,7 @@ def render_build(build: Build, templates: Templates | None = None) -> SlackMessa
     templates = templates or Templates()
     icon = _STATUS_ICON.get(build.status, ":grey_question:")
     name = build.trigger_name or build.service or "manual build"
-    title = render_template(
+    header, title = _titles(
         templates.build_title,
         {
             "name": name,
@@ -210,12 +263,12 @@ def render_build(build: Build, templates: Templates | None = None) -> SlackMessa
         detail_block = _section(escape(detail))
     text = f"{icon} {title}"
     if build.short_sha:
-        text += f" ({build.short_sha})"
-    if build.log_url:
-        text += f" {build.log_url}"
+        text += f" ({escape(build.short_sha)})"
+    if safe_url(build.log_url):
+        text += f" {_link(build.log_url, 'build log')}"
     return _assemble(
         text,
-        _header(title),
+        _header(header),
         _fields(facts),
         detail_block,
         _buttons([("Build log", build.log_url)]),
@@ -234,7 +287,7 @@ def render_smoke(event: OpsEvent[OpsPayload], templates: Templates) -> SlackMess
     """Smoke failed: which checks failed and how, with a link to what was probed."""
     smoke = event.data_as(SmokeResult)
     failed = smoke.failed_checks
-    title = render_template(
+    header, title = _titles(
         templates.smoke_title,
         {
             "service": smoke.service,
@@ -264,11 +317,11 @@ def render_smoke(event: OpsEvent[OpsPayload], templates: Templates) -> SlackMess
     text = f"{icon} {title}: {len(failed)} of {len(smoke.checks)} checks failed"
     return _assemble(
         text,
-        _header(title),
+        _header(header),
         _fields(facts),
         *sections,
         _buttons([("Open service", smoke.url)]),
-        _context(f"event `{event.id}`", f"source `{escape(event.source)}`"),
+        _context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"),
     )
 
 
@@ -283,7 +336,7 @@ def render_migration(event: OpsEvent[OpsPayload], templates: Templates) -> Slack
     result = event.data_as(MigrationResult)
     outcome = _outcome(event)
     service = result.service or event.service or "unknown service"
-    title = render_template(
+    header, title = _titles(
         templates.migration_title,
         {
             "outcome": outcome,
@@ -301,7 +354,7 @@ def render_migration(event: OpsEvent[OpsPayload], templates: Templates) -> Slack
         ("Build", result.build_id),
         ("Duration", _seconds(result.duration_ms / 1000) if result.duration_ms else None),
     ]
-    blocks: list[Block | None] = [_header(title), _fields(facts)]
+    blocks: list[Block | None] = [_header(header), _fields(facts)]
     if result.error:
         blocks.append(_section(f"*Error*\n{escape(result.error)}"))
     if result.reason:
@@ -319,7 +372,7 @@ def render_migration(event: OpsEvent[OpsPayload], templates: Templates) -> Slack
         undo = (
             "*To undo*: migrations go forward in production. Write a new migration that "
             "reverts this one; only if it is known to be safe, "
-            f"`alembic downgrade {result.postgres.from_ or 'base'}`."
+            f"`alembic downgrade {escape(result.postgres.from_ or 'base')}`."
         )
         if result.breaking:
             undo += " Automatic rollback is frozen for this service until a new good release."
@@ -329,16 +382,16 @@ def render_migration(event: OpsEvent[OpsPayload], templates: Templates) -> Slack
             _section(
                 "*What now*: the release is blocked (nothing is deployed). Fix the migration "
                 "and push again; the schema stays at "
-                f"`{result.postgres.to or result.postgres.from_ or 'base'}`."
+                f"`{escape(result.postgres.to or result.postgres.from_ or 'base')}`."
             )
         )
     icon = {"succeeded": ":white_check_mark:", "failed": ":x:"}.get(outcome, ":fast_forward:")
     text = f"{icon} {title}"
     if result.error:
-        text += f": {result.error}"
+        text += f": {escape(result.error)}"
     elif result.reason:
-        text += f": {result.reason}"
-    blocks.append(_context(f"event `{event.id}`", f"source `{escape(event.source)}`"))
+        text += f": {escape(result.reason)}"
+    blocks.append(_context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"))
     return _assemble(text, *blocks)
 
 
@@ -367,7 +420,7 @@ def render_rollback(
     """Rollback outcome: what moved, why, how to undo; failed/frozen escalate."""
     result = event.data_as(RollbackResult)
     outcome = _outcome(event)
-    title = render_template(
+    header, title = _titles(
         templates.rollback_title,
         {
             "outcome": outcome,
@@ -377,7 +430,7 @@ def render_rollback(
         },
     )
     if result.dry_run:
-        title = f"{title} (dry run)"
+        header, title = f"{header} (dry run)", f"{title} (dry run)"
     facts = [
         ("Service", result.service),
         ("From revision", result.from_revision),
@@ -386,7 +439,7 @@ def render_rollback(
         ("Trigger", result.trigger_event_id),
     ]
     escalation = event.type in {EventType.ROLLBACK_FAILED, EventType.ROLLBACK_FROZEN}
-    blocks: list[Block | None] = [_header(title)]
+    blocks: list[Block | None] = [_header(header)]
     if escalation:
         who = f"{mention} " if mention else ""
         blocks.append(
@@ -394,18 +447,18 @@ def render_rollback(
         )
     blocks.append(_fields(facts))
     blocks.append(_section(f"*Why*\n{escape(result.reason)}"))
-    service = result.service
+    service = escape(result.service)
     if event.type is EventType.ROLLBACK_SUCCEEDED and result.from_revision and not result.dry_run:
         blocks.append(
             _section(
                 "*To undo*: traffic is pinned to the rolled-back-to revision. Send it back with "
                 f"`gcloud run services update-traffic {service} "
-                f"--to-revisions {result.from_revision}=100`, or release a fix "
+                f"--to-revisions {escape(result.from_revision)}=100`, or release a fix "
                 "(the deploy promotes it explicitly)."
             )
         )
     elif event.type is EventType.ROLLBACK_FAILED:
-        target = result.to_revision or "<known-good revision>"
+        target = escape(result.to_revision or "<known-good revision>")
         blocks.append(
             _section(
                 "*What now*: traffic may not have moved. Check with "
@@ -418,7 +471,7 @@ def render_rollback(
             _section(
                 "*What now*: traffic was *not* moved, so there is nothing to undo. Roll forward "
                 "with a fix, or roll back by hand once the schema is known to be compatible "
-                f"with `{result.to_revision or 'the older revision'}`."
+                f"with `{escape(result.to_revision or 'the older revision')}`."
             )
         )
     else:
@@ -426,9 +479,9 @@ def render_rollback(
     runbook = ROLLBACK_RUNBOOKS.get(outcome)
     if runbook and runbook_base_url:
         blocks.append(_buttons([("Runbook", runbook_base_url + runbook)]))
-    blocks.append(_context(f"event `{event.id}`", f"source `{escape(event.source)}`"))
+    blocks.append(_context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"))
     icon = _ROLLBACK_ICON.get(outcome, ":grey_question:")
-    text = f"{icon} {title}: {result.reason}"
+    text = f"{icon} {title}: {escape(result.reason)}"
     if escalation and mention:
         text = f"{mention} {text}"
     return _assemble(text, *blocks)
@@ -550,7 +603,7 @@ def render_alert_group(view: AlertGroupView, config: NotifyFileConfig) -> SlackM
     policy = view.labels.get("policy_name") or first.policy
     service = view.labels.get("service") or first.service
     severity = view.labels.get("severity") or first.severity
-    title = render_template(
+    header, title = _titles(
         config.templates.alert_title,
         {
             "status": status,
@@ -585,7 +638,7 @@ def render_alert_group(view: AlertGroupView, config: NotifyFileConfig) -> SlackM
         ]
     else:
         facts += [("Firing", str(len(view.firing))), ("Resolved", str(len(view.resolved)))]
-    blocks: list[Block | None] = [_header(title), _fields(facts)]
+    blocks: list[Block | None] = [_header(header), _fields(facts)]
     if single and first.summary:
         blocks.append(_section(escape(first.summary)))
     if not single:
@@ -610,9 +663,9 @@ def render_alert_group(view: AlertGroupView, config: NotifyFileConfig) -> SlackM
     blocks.append(_context(*context))
     text = f"{icon} {title}"
     if single and first.summary:
-        text += f": {first.summary}"
-    if single and first.url:
-        text += f" {first.url}"
+        text += f": {escape(first.summary)}"
+    if single and safe_url(first.url):
+        text += f" {_link(first.url, 'incident')}"
     return _assemble(text, *blocks)
 
 

@@ -9,6 +9,11 @@ Only requests that are safe to repeat are retried on every transient failure (GE
 timeouts, connection errors, 5xx, 429). The login and create-persona POSTs are retried
 only when the request certainly did nothing (the connection was refused, or the
 answer was 429 / 503), so a smoke run never creates two personas by accident.
+
+A check's ``error`` is published (``sight.ops.smoke.failed``) and posted to Slack, so it
+is written in our own words with the status code or the exception type only: never a
+response or request body, which may echo the smoke password (a 422 validation error
+repeats its input). docs/rollback.md.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ CHECK_NAMES = (HEALTH, DOCS, DB, NEO4J, LOGIN, PERSONA)
 _OK_STATUS_WORDS = {"ok", "healthy", "up", "pass", "connected"}
 _RETRY_ANY = {429, 500, 502, 503, 504}
 _RETRY_POST = {429, 503}
-_MAX_ERROR = 200
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ class _Runner:
                 False,
                 None,
                 _ms(started),
-                f"connection failed: {type(exc).__name__}: {_cut(str(exc))}",
+                f"connection failed: {type(exc).__name__}",
                 idempotent or refused,
             )
         latency = _ms(started)
@@ -231,11 +235,6 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _cut(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
-
-
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -243,15 +242,13 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _http_error(response: httpx.Response) -> str:
-    body = _json(response)
-    detail = body.get("detail") if isinstance(body, Mapping) else None
-    text = detail if isinstance(detail, str) else response.text
-    return _cut(f"HTTP {response.status_code}: {text}".rstrip(": "))
+def _http_error(response: httpx.Response, expected: str) -> str:
+    """Our own words and the status code: a body is never copied (it may echo input)."""
+    return f"HTTP {response.status_code}, expected {expected}"
 
 
 def _any_ok(response: httpx.Response) -> str | None:
-    return None if response.status_code == 200 else _http_error(response)
+    return None if response.status_code == 200 else _http_error(response, "200")
 
 
 def _status_ok(response: httpx.Response) -> str | None:
@@ -259,21 +256,22 @@ def _status_ok(response: httpx.Response) -> str | None:
 
     Anything else present in ``status`` (false, null, a number, an object such as
     ``{"db": "down"}``) fails: a health check that does not say healthy is not healthy.
+    The value itself is not reported (it comes from the body).
     """
     if response.status_code != 200:
-        return _http_error(response)
+        return _http_error(response, "200")
     body = _json(response)
     if not isinstance(body, Mapping) or "status" not in body:
         return None
     status = body["status"]
     if status is True or (isinstance(status, str) and status.lower() in _OK_STATUS_WORDS):
         return None
-    return _cut(f"HTTP 200 but status is {status!r}")
+    return "HTTP 200 but its status does not say healthy"
 
 
 def _token_ok(response: httpx.Response) -> str | None:
     if response.status_code != 200:
-        return _http_error(response)
+        return _http_error(response, "200 with an access token")
     body = _json(response)
     if not isinstance(body, Mapping) or not (body.get("access_token") or body.get("token")):
         return "HTTP 200 but no access_token in the answer"
@@ -282,7 +280,7 @@ def _token_ok(response: httpx.Response) -> str | None:
 
 def _created_ok(response: httpx.Response) -> str | None:
     if response.status_code not in (200, 201):
-        return _http_error(response)
+        return _http_error(response, "201 with the created persona")
     body = _json(response)
     if not isinstance(body, Mapping) or not body.get("id"):
         return f"HTTP {response.status_code} but no persona id in the answer"

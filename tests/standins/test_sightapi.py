@@ -156,6 +156,23 @@ def test_a_slow_check_answers_late(
     assert time.monotonic() - started < 0.3
 
 
+def test_a_check_can_answer_a_422_that_echoes_the_request_body(
+    sight: tuple[SightApiState, RunningServer], http: httpx.Client
+) -> None:
+    """FastAPI's validation errors repeat their input: the smoke runner must cope with
+    an answer that holds its own password."""
+    state, _ = sight
+    state.fail("login", 422, echo=True, count=1)
+    sent = {"email": DEFAULT_EMAIL, "password": DEFAULT_PASSWORD}
+    r = http.post("/api/auth/login", json=sent)
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body"] and error["input"] == sent
+    assert http.post("/api/auth/login", json=sent).status_code == 200, "count=1 heals"
+    assert http.post("/_admin/checks/login", json={"status": 422, "echo": True}).json()["echo"]
+    assert http.post("/api/auth/login", json=sent).json()["detail"][0]["input"] == sent
+
+
 def test_login_and_persona_checks_can_fail_too(
     sight: tuple[SightApiState, RunningServer], http: httpx.Client
 ) -> None:

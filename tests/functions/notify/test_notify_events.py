@@ -58,7 +58,6 @@ def actions(deps: Deps, **detail: str) -> list[dict[str, Any]]:
         "smoke_failed",
         "migration_succeeded",
         "migration_failed",
-        "migration_skipped",
         "rollback_succeeded",
         "rollback_skipped",
         "rollback_failed",
