@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from shared.events import BuildSelector
+from shared.events import MigrateSelector
 
 _ASYNC_TO_SYNC_DRIVERS = {
     "postgresql+asyncpg": "postgresql+pg8000",
@@ -78,14 +78,17 @@ class Topics(BaseModel):
 class MigrateConfig(BaseModel):
     """The migrate function (DESIGN.md 4.1); docs/migrate.md explains every knob.
 
-    Env: ``MIGRATE__LOCK_WAIT_S=120``, ``MIGRATE__SELECTOR='{"services": ["sight-api"]}'``.
+    Env: ``MIGRATE__LOCK_WAIT_S=120``,
+    ``MIGRATE__SELECTOR='{"trigger_ids": ["<CI trigger id>"], "services": ["sight-api"]}'``.
     Paths default to the repository's ``alembic.ini`` and ``graph/migrations``.
     """
 
-    # Which SUCCESS builds migrate; empty selects nothing (never "every build").
-    selector: BuildSelector = BuildSelector()
-    # Publish sight.ops.migration.skipped for SUCCESS builds the selector does not select.
-    publish_skipped: bool = True
+    # Which SUCCESS builds migrate: those its CI triggers ran (never a manual build);
+    # empty selects nothing (never "every build").
+    selector: MigrateSelector = MigrateSelector()
+    # Publish sight.ops.migration.skipped for SUCCESS builds the selector does not select
+    # (they are recorded in ops.actions either way; off: a manual build is not news).
+    publish_skipped: bool = False
     # Older deliveries are dropped as stale (a replay days later must not migrate silently).
     max_age_s: float = Field(default=24 * 3600, gt=0)
     # Retryable failures become `failed` on this delivery attempt, so the deploy stage always
@@ -169,7 +172,7 @@ class NotifyConfig(BaseModel):
 
 
 class KpiConfig(BaseModel):
-    """The kpi and kpi_refresh functions (DESIGN.md 4.5); semantics in docs/kpi.md."""
+    """The kpi and kpi_refresh functions; semantics in docs/kpi.md."""
 
     # An entry is fresh for ttl_s, then served stale (while one caller recomputes) for
     # stale_ttl_s more; after that Redis drops it.
@@ -187,11 +190,43 @@ class KpiConfig(BaseModel):
     # After a Redis error, skip Redis for this long (compute directly) instead of paying
     # a timeout on every request.
     redis_retry_s: float = Field(default=5.0, ge=0)
+    # An unknown project id is remembered as "not found" this long (0 disables): repeated
+    # requests for it cost no lock and no query; a project created meanwhile shows after it.
+    not_found_ttl_s: float = Field(default=30.0, ge=0)
+    # At most this many computations run at once per instance (0: DB_POOL_SIZE), so a
+    # flood of distinct ids never queues on the pool; a request that finds no slot within
+    # compute_slot_wait_s is answered 503 `overloaded` (docs/kpi.md).
+    max_computations: int = Field(default=0, ge=0)
+    compute_slot_wait_s: float = Field(default=0.25, ge=0)
     key_prefix: str = "sightops:kpi:v1"
     # kpi_refresh with all_active stops starting new projects after this long.
     refresh_budget_s: float = Field(default=240.0, gt=0)
     # Refresh requests older than this are dropped (the next schedule supersedes them).
     refresh_max_age_s: float = Field(default=900.0, gt=0)
+
+
+class HousekeepingConfig(BaseModel):
+    """Pruning ``ops.event_receipts`` and ``ops.rejected_events``; docs/schema.md, "Pruning".
+
+    Env: ``HOUSEKEEPING__RECEIPTS_RETENTION_S=604800``. Receipts are never pruned younger
+    than the largest maximum event age of any consumer plus ``receipts_margin_s``
+    (``shared.housekeeping.receipts_retention``): a younger one may still dedupe a live
+    redelivery, so that floor wins over a smaller configured retention.
+    """
+
+    receipts_retention_s: float = Field(default=7 * 86400.0, gt=0)
+    receipts_margin_s: float = Field(default=3600.0, ge=60)  # clock skew, publish delays
+    rejected_retention_s: float = Field(default=30 * 86400.0, gt=0)
+    # Each batch is its own short transaction deleting at most batch_size rows (SKIP
+    # LOCKED), so pruning never holds many row locks or a long transaction.
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # A run stops after max_batches per table or budget_s, whichever first; the next
+    # scheduled run goes on (kpi_refresh's timeout is 300 s).
+    max_batches: int = Field(default=100, ge=1)
+    budget_s: float = Field(default=120.0, gt=0)
+    # ops.rejected_events keeps at most this much of a payload: the head, with the size
+    # and sha256 of the whole payload in the reason.
+    rejected_payload_max_bytes: int = Field(default=256 * 1024, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -248,6 +283,7 @@ class Settings(BaseSettings):
     rollback: RollbackConfig = RollbackConfig()
     notify: NotifyConfig = NotifyConfig()
     kpi: KpiConfig = KpiConfig()
+    housekeeping: HousekeepingConfig = HousekeepingConfig()
 
     @property
     def database_url_sync(self) -> str:

@@ -67,7 +67,7 @@ variable "managed_services" {
 }
 
 variable "managed_services_runtime_service_account" {
-  description = "Email of the service account the managed Cloud Run services run as; rollback and the deploy pipeline need iam.serviceAccountUser on it (and on nothing else)."
+  description = "Email of the service account the managed Cloud Run services run as; rollback and the deploy pipeline need iam.serviceAccounts.actAs on it (and on nothing else)."
   type        = string
 
   validation {
@@ -197,13 +197,13 @@ variable "retry_backoff_seconds" {
 }
 
 variable "kpi_invoker_members" {
-  description = "IAM members allowed to call the kpi HTTP function (e.g. the Sight API's service account as serviceAccount:EMAIL)."
+  description = "Service accounts allowed to call the kpi HTTP function with an ID token: the dashboard's (the Sight API's), as serviceAccount:EMAIL. Empty: nobody can call it."
   type        = list(string)
   default     = []
 
   validation {
-    condition     = alltrue([for m in var.kpi_invoker_members : can(regex("^(serviceAccount|group|user):", m))])
-    error_message = "kpi_invoker_members must be IAM members (serviceAccount:, group: or user:); allUsers is not allowed."
+    condition     = alltrue([for m in var.kpi_invoker_members : can(regex("^serviceAccount:[^@\\s]+@[^@\\s]+\\.gserviceaccount\\.com$", m))])
+    error_message = "kpi_invoker_members must be service accounts (serviceAccount:NAME@PROJECT.iam.gserviceaccount.com); users, groups, allUsers and allAuthenticatedUsers are not allowed."
   }
 }
 
@@ -279,6 +279,17 @@ variable "notify_flush_schedule" {
   }
 }
 
+variable "prune_schedule" {
+  description = "Cron schedule of the job asking kpi_refresh to prune old receipts and rejected events (docs/schema.md, Pruning)."
+  type        = string
+  default     = "23 * * * *"
+
+  validation {
+    condition     = length(split(" ", var.prune_schedule)) == 5
+    error_message = "prune_schedule must be a five-field cron expression."
+  }
+}
+
 variable "scheduler_time_zone" {
   description = "Time zone of the Cloud Scheduler jobs."
   type        = string
@@ -322,13 +333,24 @@ variable "ci_branch_regex" {
 }
 
 variable "ci_service" {
-  description = "_SERVICE substitution of the CI trigger: the managed service this repository's CI releases (migrate selects builds by it; empty = migrate skips them)."
+  description = "_SERVICE substitution of the CI trigger: the managed service this repository's CI releases (set: migrate acts on the CI trigger's builds; empty: migrate skips them)."
   type        = string
   default     = ""
 
   validation {
     condition     = var.ci_service == "" || contains(var.managed_services, var.ci_service)
     error_message = "ci_service must be empty or one of managed_services."
+  }
+}
+
+variable "migrate_trigger_ids" {
+  description = "Ids of the Cloud Build triggers (outside this stack) whose SUCCESS builds migrate acts on: the managed services' CI. Builds no listed trigger ran, manual ones included, are never migrated or deployed."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.migrate_trigger_ids : can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", id))])
+    error_message = "migrate_trigger_ids must be Cloud Build trigger ids (lowercase UUIDs)."
   }
 }
 

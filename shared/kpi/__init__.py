@@ -1,4 +1,4 @@
-"""Dashboard KPIs (DESIGN.md 4.5): the model, the index-driven aggregates, and the
+"""Dashboard KPIs: the model, the index-driven aggregates, and the
 stampede-proof cache they are served through. Semantics: docs/kpi.md."""
 
 from shared.kpi.cache import (
@@ -9,11 +9,12 @@ from shared.kpi.cache import (
     CacheUnavailableError,
     Codec,
     Entry,
+    KnownAbsentError,
     SingleFlightCache,
 )
 from shared.kpi.model import SCHEMA_VERSION, GraphKpis, ProjectKpis
 from shared.kpi.queries import ProjectNotFoundError, compute_project_kpis
-from shared.kpi.service import KpiService, RefreshReport, kpi_service
+from shared.kpi.service import KpiService, OverloadedError, RefreshReport, kpi_service
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -25,7 +26,9 @@ __all__ = [
     "Codec",
     "Entry",
     "GraphKpis",
+    "KnownAbsentError",
     "KpiService",
+    "OverloadedError",
     "ProjectKpis",
     "ProjectNotFoundError",
     "RefreshReport",

@@ -20,6 +20,11 @@ stored after its computation started: a caller whose lock expired (a hung comput
 was taken over) returns its result to its own caller but cannot overwrite the newer
 value. Any Redis error opens a short circuit breaker during which values are
 computed directly (still coalesced per process): slower, never broken.
+
+**Negative caching** (``absent_on``, ``absent_ttl_s``): when the computation says the
+thing does not exist, a short-lived marker is stored under the key instead of a value, so
+repeated requests for it are answered from one ``GET`` (:class:`KnownAbsentError`) with no
+lock and no computation. Any later stored value replaces the marker.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ CacheStatus = Literal["hit", "miss", "stale"]
 #: Entry layout: ``sf1 <fresh_until> <delta_s> <stored_at>\n<payload>`` (unix seconds).
 #: A text header keeps entries readable with redis-cli and costs one split to parse.
 _MAGIC = b"sf1"
+#: An absence marker: ``nf1 <stored_at>\n<message>``, stored for ``absent_ttl_s``. It does
+#: not match ``_STORE_AND_RELEASE``'s ``sf1`` pattern, so any computed value overwrites it.
+_ABSENT = b"nf1 "
 
 # KEYS[1] value, KEYS[2] lock; ARGV[1] token, ARGV[2] lock ms.
 # The value, or the lock taken atomically when there is no value: no read-then-lock race.
@@ -115,6 +123,10 @@ class CacheUnavailableError(TransientError):
     """Redis cannot be reached, so there is nowhere to store a precomputed value."""
 
 
+class KnownAbsentError(LookupError):
+    """The key is cached as absent (negative caching); the message is the original one."""
+
+
 @dataclass(frozen=True)
 class CachePolicy:
     """Timings of one cache; see ``KpiConfig`` for the meaning of each."""
@@ -130,6 +142,8 @@ class CachePolicy:
     #: The watchdog stops extending the lock after this long, so a computation that hangs
     #: (not merely slow) lets its lock expire and another caller take over.
     compute_timeout_s: float = 60.0
+    #: How long "does not exist" (an ``absent_on`` exception) is remembered; 0 disables.
+    absent_ttl_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -314,14 +328,21 @@ class SingleFlightCache(Generic[T]):
         compute: Callable[[], T],
         *,
         invalidate_on: tuple[type[BaseException], ...] = (),
+        absent_on: tuple[type[BaseException], ...] = (),
     ) -> CacheResult[T]:
         """The value for ``key``, computing it at most once across all callers.
 
         Exceptions from ``compute`` propagate to the caller that needed the value; when a
         refresh fails but an older value exists, that value is served instead (logged),
         unless the exception is one of ``invalidate_on`` (e.g. "the thing is gone"): then
-        the entry is deleted and the exception raised.
+        the entry is deleted and the exception raised. An exception of ``absent_on``
+        (with ``absent_ttl_s`` > 0) also leaves an absence marker: until it expires, ``get``
+        raises :class:`KnownAbsentError` for the key without computing anything.
         """
+        if absent_on and self.policy.absent_ttl_s > 0:
+            compute = self._remembering_absence(key, compute, absent_on)
+        else:
+            absent_on = ()
         if not self._redis_usable():
             return self._coalesced(
                 key, compute, lambda: self._compute_direct(key, compute, "redis_down")
@@ -336,10 +357,11 @@ class SingleFlightCache(Generic[T]):
             return self._coalesced(
                 key, compute, lambda: self._compute_direct(key, compute, "redis_down")
             )
+        self._raise_if_absent(key, raw)
         entry = Entry.decode(raw) if isinstance(raw, bytes) else None
         if entry is None:
             return self._coalesced(key, compute, lambda: self._load(key, compute))
-        return self._serve(key, entry, compute, invalidate_on)
+        return self._serve(key, entry, compute, invalidate_on, absent_on)
 
     def refresh(self, key: str, compute: Callable[[], T]) -> CacheResult[T] | None:
         """Recompute and store now (scheduled precompute); None if another caller holds
@@ -378,6 +400,7 @@ class SingleFlightCache(Generic[T]):
         entry: Entry,
         compute: Callable[[], T],
         invalidate_on: tuple[type[BaseException], ...],
+        absent_on: tuple[type[BaseException], ...],
     ) -> CacheResult[T]:
         now = self.clock()
         if now < entry.fresh_until:
@@ -386,9 +409,9 @@ class SingleFlightCache(Generic[T]):
             if beta > 0 and now - entry.delta_s * beta * math.log(1.0 - self.rand()) >= (
                 entry.fresh_until
             ):
-                return self._refresh_or_serve(key, entry, compute, "hit", invalidate_on)
+                return self._refresh_or_serve(key, entry, compute, "hit", invalidate_on, absent_on)
             return self._result(entry, "hit", "fresh")
-        return self._refresh_or_serve(key, entry, compute, "stale", invalidate_on)
+        return self._refresh_or_serve(key, entry, compute, "stale", invalidate_on, absent_on)
 
     def _refresh_or_serve(
         self,
@@ -397,6 +420,7 @@ class SingleFlightCache(Generic[T]):
         compute: Callable[[], T],
         status: CacheStatus,
         invalidate_on: tuple[type[BaseException], ...],
+        absent_on: tuple[type[BaseException], ...],
     ) -> CacheResult[T]:
         """One caller recomputes (lock); everybody else gets ``entry`` right away."""
         reason = "early_refresh" if status == "hit" else "stale_refresh"
@@ -412,8 +436,9 @@ class SingleFlightCache(Generic[T]):
             return self._result(entry, status, "fresh" if status == "hit" else "stale_locked")
         try:
             return self._compute_locked(key, token, compute, reason, lock_ms)
-        except invalidate_on:
-            self._safe(lambda: self.client.delete(self.value_key(key)))
+        except invalidate_on as exc:
+            if not isinstance(exc, absent_on):  # otherwise its marker replaced the entry
+                self._safe(lambda: self.client.delete(self.value_key(key)))
             raise
         except Exception as exc:
             self._count("cache_refresh_errors")
@@ -439,6 +464,7 @@ class SingleFlightCache(Generic[T]):
                 self._redis_failed(exc)
                 return self._compute_direct(key, compute, "redis_down")
             if kind == 1:
+                self._raise_if_absent(key, raw)
                 entry = Entry.decode(raw)
                 if entry is not None:
                     if waited:
@@ -546,6 +572,41 @@ class SingleFlightCache(Generic[T]):
             return result
         self._count("cache_requests", status=result.status, reason="coalesced")
         return dataclasses.replace(result, reason="coalesced", computed_here=False)
+
+    # ---- negative caching ----------------------------------------------------------------
+    def _remembering_absence(
+        self, key: str, compute: Callable[[], T], absent_on: tuple[type[BaseException], ...]
+    ) -> Callable[[], T]:
+        """``compute``, leaving an absence marker when it raises one of ``absent_on``.
+
+        Stored like a lock-less value (``_STORE_AND_RELEASE`` without a token): a value
+        stored after this computation started is kept, so "not found" never hides a
+        project that a concurrent computation (or refresh) has just found.
+        """
+
+        def compute_or_mark() -> T:
+            started = self.clock()
+            try:
+                return compute()
+            except absent_on as exc:
+                if self._redis_usable():
+                    marker = b"%s%.6f\n%s" % (_ABSENT, self.clock(), str(exc)[:200].encode())
+                    ttl_ms = max(1, int(self.policy.absent_ttl_s * 1000))
+                    self._safe(
+                        lambda: self._store_and_release(
+                            keys=[self.value_key(key), self.lock_key(key)],
+                            args=[marker, ttl_ms, "", f"{started:.6f}"],
+                        )
+                    )
+                raise
+
+        return compute_or_mark
+
+    def _raise_if_absent(self, key: str, raw: object) -> None:
+        if isinstance(raw, bytes) and raw.startswith(_ABSENT):
+            self._count("cache_requests", status="absent", reason="not_found")
+            _head, _sep, message = raw.partition(b"\n")
+            raise KnownAbsentError(message.decode(errors="replace") or f"{key} does not exist")
 
     # ---- helpers -----------------------------------------------------------------------
     def _timed(self, compute: Callable[[], T]) -> tuple[T, bytes, float]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from flask import Request, Response
 
 from shared.kpi.queries import ProjectNotFoundError
-from shared.kpi.service import kpi_service
+from shared.kpi.service import OverloadedError, kpi_service
 
 if TYPE_CHECKING:
     from shared.runtime import Deps
@@ -21,6 +21,8 @@ logger = logging.getLogger("sightops.kpi")
 
 _ROUTE = re.compile(r"^/v1/projects/(?P<project_id>[^/]+)/kpis/?$")
 RETRY_AFTER_S = 5
+#: Overload clears as soon as one computation (~15 ms) ends: retry soon.
+OVERLOADED_RETRY_AFTER_S = 1
 
 
 def error(status: int, code: str, message: str, **headers: str) -> Response:
@@ -56,6 +58,14 @@ def handle(request: Request, deps: Deps) -> Response:
         result = kpi_service(deps).get(project_id)
     except ProjectNotFoundError:
         return error(404, "project_not_found", f"no project {project_id}")
+    except OverloadedError:
+        # Counted (kpi_overloaded), not logged: a flood would otherwise flood the log too.
+        return error(
+            503,
+            "overloaded",
+            "too many KPI computations on this instance; retry shortly",
+            Retry_After=str(OVERLOADED_RETRY_AFTER_S),
+        )
     except Exception as exc:
         logger.warning(
             "kpi unavailable for project %s: %s",

@@ -12,6 +12,10 @@ Two producers send different shapes (docs/kpi.md, "Refresh messages"):
 Deduplication is on the Pub/Sub message id in both cases (:func:`dedupe_key`): a fixed
 ``id`` attribute from a scheduler job must not make every later run a duplicate, and a
 refresh is idempotent, so a re-published event refreshing again is harmless.
+
+A sweep of all active projects isolates each project (docs/kpi.md, "kpi_refresh"): one
+project's failure is counted, never redelivers the whole sweep, unless nothing at all was
+refreshed because a store is down.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from shared.errors import InvalidEventError, TransientError
+from shared.errors import InvalidEventError, PermanentError, TransientError
 from shared.events import EventType, KpiRefreshRequested, parse_ops_message
 from shared.kpi.cache import CacheUnavailableError
 from shared.kpi.queries import ProjectNotFoundError
@@ -78,9 +82,16 @@ def handle_refresh(event: KpiRefreshRequested, ctx: Context) -> Outcome:
         "not_reached": report.not_reached,
     }
     if report.failed and not (report.refreshed or report.locked):
-        # Every attempt failed: the stores are down. Redeliver with backoff.
         first = next(iter(report.failed.values()))
-        raise TransientError(f"every KPI refresh failed ({len(report.failed)}); first: {first}")
+        if report.outages:
+            # Nothing refreshed and a store is down: redeliver with backoff.
+            raise TransientError(
+                f"every KPI refresh failed ({len(report.failed)}), a store is down; first: {first}"
+            )
+        # Every project failed on its own data: a retry would fail the same way.
+        raise PermanentError(
+            f"every KPI refresh failed ({len(report.failed)}), none for an outage; first: {first}"
+        )
     summary = f"refreshed {len(report.refreshed)} active projects"
     if report.failed:
         summary += f", {len(report.failed)} failed"

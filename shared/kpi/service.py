@@ -1,11 +1,15 @@
 """KPIs through the cache: what the HTTP function, kpi_refresh and the CLI call.
 
 Cached values are the model's JSON bytes, so a hit is served without parsing or
-re-serialising anything.
+re-serialising anything. Unknown projects are cached as "not found" for
+``not_found_ttl_s``, and at most ``max_computations`` run at once per instance: a flood of
+distinct ids is refused fast (:class:`OverloadedError`) instead of queueing on the
+database pool while cached projects keep being served (docs/kpi.md).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -15,12 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import SightOpsError
+from shared.db import is_transient as db_is_transient
+from shared.errors import SightOpsError, TransientError
+from shared.graph import is_transient as graph_is_transient
 from shared.kpi.cache import (
     BytesCodec,
     CachePolicy,
     CacheResult,
     CacheUnavailableError,
+    KnownAbsentError,
     SingleFlightCache,
 )
 from shared.kpi.model import SCHEMA_VERSION, ProjectKpis
@@ -30,8 +37,24 @@ if TYPE_CHECKING:
     from shared.runtime import Deps
     from shared.settings import KpiConfig
 
+logger = logging.getLogger("sightops.kpi")
+
 #: Compute function: project id -> the KPI document's JSON bytes.
 Computer = Callable[[uuid.UUID], bytes]
+
+
+class OverloadedError(TransientError):
+    """Every computation slot of this instance stayed busy for ``compute_slot_wait_s``
+    (HTTP 503 ``overloaded``): refused at once rather than queued on the database pool."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure is a store being unreachable (worth a retry), not bad data."""
+    return (
+        (isinstance(exc, SightOpsError) and exc.retryable)
+        or db_is_transient(exc)
+        or graph_is_transient(exc)
+    )
 
 
 def policy_from(config: KpiConfig) -> CachePolicy:
@@ -45,6 +68,7 @@ def policy_from(config: KpiConfig) -> CachePolicy:
         xfetch_beta=config.xfetch_beta,
         redis_retry_s=config.redis_retry_s,
         compute_timeout_s=max(60.0, config.lock_ttl_s),
+        absent_ttl_s=config.not_found_ttl_s,
     )
 
 
@@ -56,6 +80,7 @@ class RefreshReport:
     locked: list[str] = field(default_factory=list)  # another caller was computing it
     gone: list[str] = field(default_factory=list)  # deleted since it was listed
     failed: dict[str, str] = field(default_factory=dict)
+    outages: list[str] = field(default_factory=list)  # failed because a store was down
     not_reached: int = 0  # left when the time budget ran out
 
     @property
@@ -76,6 +101,8 @@ class KpiService:
         self.deps = deps
         self.config = deps.settings.kpi
         self._compute = compute or self._compute_from_stores
+        slots = self.config.max_computations or deps.settings.db_pool_size
+        self._slots = threading.BoundedSemaphore(max(1, slots))
         self.client = deps.redis
         self.cache: SingleFlightCache[bytes] = SingleFlightCache(
             self.client,
@@ -97,13 +124,29 @@ class KpiService:
         )
         return kpis.model_dump_json().encode()
 
+    def _compute_bounded(self, project_id: uuid.UUID) -> bytes:
+        """Compute in one of the instance's slots, or raise ``OverloadedError`` after a
+        short wait. Slots <= the pool size, so a computation never waits for a connection."""
+        if not self._slots.acquire(timeout=self.config.compute_slot_wait_s):
+            self.deps.metrics.incr("kpi_overloaded", 1.0)
+            raise OverloadedError("every KPI computation slot of this instance is busy")
+        try:
+            return self._compute(project_id)
+        finally:
+            self._slots.release()
+
     def get(self, project_id: uuid.UUID) -> CacheResult[bytes]:
-        """The project's KPI JSON; ``ProjectNotFoundError`` for an unknown project."""
-        return self.cache.get(
-            str(project_id),
-            lambda: self._compute(project_id),
-            invalidate_on=(ProjectNotFoundError,),
-        )
+        """The project's KPI JSON; ``ProjectNotFoundError`` for an unknown project (also
+        when remembered as unknown), ``OverloadedError`` when no slot is free."""
+        try:
+            return self.cache.get(
+                str(project_id),
+                lambda: self._compute_bounded(project_id),
+                invalidate_on=(ProjectNotFoundError,),
+                absent_on=(ProjectNotFoundError,),
+            )
+        except KnownAbsentError as exc:
+            raise ProjectNotFoundError(str(exc)) from None
 
     def get_model(self, project_id: uuid.UUID) -> tuple[ProjectKpis, CacheResult[bytes]]:
         result = self.get(project_id)
@@ -118,7 +161,11 @@ class KpiService:
             raise
 
     def refresh_all_active(self, budget_s: float, concurrency: int = 4) -> RefreshReport:
-        """Precompute every active project, ``concurrency`` at a time, for up to ``budget_s``."""
+        """Precompute every active project, ``concurrency`` at a time, for up to ``budget_s``.
+
+        Each project is isolated: whatever its computation raises (a Neo4j error, bad
+        data, an outage) is logged with its id and counted in ``failed``, and the others
+        are still refreshed. Only Redis being down stops the run (nowhere to store)."""
         ids = active_project_ids(self.deps.engine)
         report = RefreshReport()
         deadline = time.monotonic() + budget_s
@@ -138,9 +185,18 @@ class KpiService:
                     outcome = "gone"
                 except CacheUnavailableError:
                     raise  # nowhere to store anything: stop the whole run
-                except (SightOpsError, OSError) as exc:
+                except Exception as exc:
+                    outage = is_outage(exc)
+                    logger.warning(
+                        "kpi refresh of project %s failed: %s",
+                        key,
+                        type(exc).__name__,
+                        extra={"project_id": key, "error": str(exc)[:300], "outage": outage},
+                    )
                     with lock:
                         report.failed[key] = f"{type(exc).__name__}: {exc}"[:200]
+                        if outage:
+                            report.outages.append(key)
                     continue
                 else:
                     outcome = "refreshed" if result is not None else "locked"

@@ -19,6 +19,8 @@ import functions_framework
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from shared.kpi.cache import Entry
 from shared.kpi.model import ProjectKpis
@@ -288,3 +290,129 @@ def test_database_down_with_nothing_cached_is_503_with_retry_after(
     assert response.headers["Retry-After"] == "5"
     assert "x@" not in response.get_data(as_text=True)
     dead.close()
+
+
+# --- unknown projects and floods (docs/kpi.md, "Unknown projects and overload") -----------
+
+
+class QueryCounter:
+    """Counts the SQL statements an engine sends to PostgreSQL (a SQLAlchemy event)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        self.statements.append(statement)
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def test_an_unknown_project_is_remembered_as_not_found_so_a_repeat_costs_no_query(
+    client: Any, deps: Deps, metrics: Metrics
+) -> None:
+    unknown = uuid.uuid4()
+    first = client.get(url(unknown))
+    assert first.status_code == 404
+    queries = QueryCounter(deps.engine)
+    try:
+        again = [client.get(url(unknown)) for _ in range(3)]
+    finally:
+        queries.close()
+    assert [r.status_code for r in again] == [404, 404, 404]
+    assert {r.json["error"]["code"] for r in again} == {"project_not_found"}
+    assert queries.statements == []
+    assert metrics.counter("cache_requests", cache="kpi", status="absent", reason="not_found") == 3
+    # Remembered for not_found_ttl_s only: a project created meanwhile shows after it.
+    cache = kpi_service(deps).cache
+    remembered_ms = cache.client.pttl(cache.value_key(str(unknown)))
+    assert 0 < remembered_ms <= deps.settings.kpi.not_found_ttl_s * 1000
+
+
+def test_a_project_created_after_its_404_is_served_once_refreshed(client: Any, deps: Deps) -> None:
+    late = uuid.uuid4()
+    assert client.get(url(late)).status_code == 404
+    with deps.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO projects (id, name) VALUES (:id, 'created late')"), {"id": late}
+        )
+    assert client.get(url(late)).status_code == 404  # still remembered as not found
+    assert kpi_service(deps).refresh(late) is not None  # `sightops kpi refresh <id> --local`
+    response = client.get(url(late))
+    assert response.status_code == 200
+    assert ProjectKpis.model_validate_json(response.data).project_name == "created late"
+
+
+def test_a_flood_of_random_ids_is_refused_fast_while_cached_projects_are_still_served(
+    settings: Settings, deps: Deps, project: SightProject
+) -> None:
+    """40 distinct unknown ids at once on an instance with kpi's production pool (2+1),
+    while the database is slow (a lock on `projects`, as a migration would hold): the
+    requests beyond the instance's computation slots are answered 503 `overloaded` without
+    waiting for the database, the cached project is served from Redis throughout, and no
+    connection is left checked out."""
+    flood_size, slots = 40, 2
+    instance = Deps(
+        settings.model_copy(
+            update={
+                "db_pool_size": slots,
+                "db_max_overflow": 1,
+                "db_pool_timeout_s": 2.0,
+                "kpi": settings.kpi.model_copy(update={"xfetch_beta": 0.0}),
+            }
+        ),
+        redis_client=deps.redis,
+        neo4j_driver=deps.neo4j,
+        metrics=Metrics(),
+    )
+    set_process_deps(instance)
+    client = functions_framework.create_app(
+        target="kpi", source=str(SOURCE), signature_type="http"
+    ).test_client()
+    assert client.get(url(project.id)).status_code == 200  # now cached
+
+    blocker = deps.engine.connect()
+    blocker.begin()
+    blocker.execute(text("LOCK TABLE projects IN ACCESS EXCLUSIVE MODE"))
+    answered: list[Any] = []
+    answered_lock = threading.Lock()
+    most_refused = threading.Event()
+    barrier = threading.Barrier(flood_size)
+
+    def flood(_: int) -> Any:
+        barrier.wait()
+        response = client.get(url(uuid.uuid4()))
+        with answered_lock:
+            answered.append(response)
+            if len(answered) >= flood_size - slots:
+                most_refused.set()
+        return response
+
+    try:
+        with ThreadPoolExecutor(flood_size) as pool:
+            futures = [pool.submit(flood, i) for i in range(flood_size)]
+            try:
+                most_refused.wait(30)
+                with answered_lock:
+                    while_blocked = list(answered)
+                cached = [client.get(url(project.id)) for _ in range(5)]
+            finally:
+                blocker.close()  # rolls the lock back: the computations in the slots go on
+            responses = [future.result() for future in futures]
+        checked_out = instance.engine.pool.checkedout()
+    finally:
+        instance.engine.dispose()
+
+    assert len(while_blocked) >= flood_size - slots
+    assert {(r.status_code, r.json["error"]["code"]) for r in while_blocked} == {
+        (503, "overloaded")
+    }
+    assert {r.headers["Retry-After"] for r in while_blocked} == {"1"}
+    assert [(r.status_code, r.headers["X-Cache"]) for r in cached] == [(200, "hit")] * 5
+    assert {r.status_code for r in responses} <= {404, 503}
+    overloaded = [r for r in responses if r.status_code == 503]
+    assert {r.json["error"]["code"] for r in overloaded} == {"overloaded"}
+    assert instance.metrics.counter("kpi_overloaded") == len(overloaded)
+    assert checked_out == 0

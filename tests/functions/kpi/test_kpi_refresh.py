@@ -4,12 +4,14 @@ messages, deduplication on the Pub/Sub message id, and what is left in the cache
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import functions_framework
+import neo4j
 import pytest
 from sqlalchemy import text
 
@@ -149,3 +151,114 @@ def test_refresh_with_redis_stopped_is_skipped_not_retried(
     assert push(client, "kpi-refresh", body).status_code == 200
     assert outcomes(own.metrics) == {"skipped": 1}
     own.redis.close()
+
+
+# --- one project's failure stays that project's (docs/kpi.md, "kpi_refresh") -------------
+
+
+class GraphFailingFor:
+    """The real Neo4j driver, except that the KPI query of the given projects (or of every
+    project) fails with Neo4j's own ``DatabaseError``, as a corrupt store or a server bug
+    would fail it. Nothing in a project's graph data can make this read-only count fail
+    for real, so the failure is injected at the driver boundary, scoped by the query's
+    ``project_id`` parameter; everything else goes to the real Neo4j."""
+
+    def __init__(self, driver: Any, failing: set[str] | None) -> None:
+        self._driver = driver
+        self._failing = failing
+
+    def session(self, **config: Any) -> Any:
+        return _SessionFailingFor(self._driver.session(**config), self._failing)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+
+class _SessionFailingFor:
+    def __init__(self, session: Any, failing: set[str] | None) -> None:
+        self._session = session
+        self._failing = failing
+
+    def __enter__(self) -> _SessionFailingFor:
+        self._session.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._session.__exit__(*exc)
+
+    def run(self, query: Any, parameters: dict[str, Any] | None = None, **kw: Any) -> Any:
+        project_id = (parameters or {}).get("project_id")
+        if self._failing is None or project_id in self._failing:
+            raise neo4j.exceptions.DatabaseError(f"simulated store failure for {project_id}")
+        return self._session.run(query, parameters, **kw)
+
+
+def refresh_client(settings: Settings, deps: Deps, metrics: Metrics, graph: Any) -> Any:
+    """kpi_refresh served with ``graph`` as its Neo4j driver and the real everything else."""
+    set_process_deps(
+        Deps(
+            settings,
+            engine=deps.engine,
+            redis_client=deps.redis,
+            neo4j_driver=graph,
+            metrics=metrics,
+        )
+    )
+    return functions_framework.create_app(
+        target="kpi_refresh", source=str(SOURCE), signature_type="cloudevent"
+    ).test_client()
+
+
+def delivery_log(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    (record,) = [r for r in caplog.records if getattr(r, "message_id", None)]
+    return record
+
+
+def test_one_project_failing_in_neo4j_does_not_fail_the_sweep_of_the_others(
+    settings: Settings,
+    deps: Deps,
+    metrics: Metrics,
+    projects: list[SightProject],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good, broken, _archived = projects
+    client = refresh_client(settings, deps, metrics, GraphFailingFor(deps.neo4j, {str(broken.id)}))
+    caplog.set_level(logging.INFO)
+    body = envelope(b'{"all_active": true}', SCHEDULER_ATTRIBUTES)
+    assert push(client, "kpi-refresh", body).status_code == 200
+    assert outcomes(metrics) == {"handled": 1}  # acknowledged once: not redelivered
+    good_kpis = cached(deps, good.id)
+    assert good_kpis is not None and good_kpis.personas_total == 2
+    assert cached(deps, broken.id) is None
+    delivery = delivery_log(caplog)
+    assert delivery.failed == 1  # type: ignore[attr-defined]
+    assert delivery.refreshed >= 1  # type: ignore[attr-defined]
+    assert "1 failed" in delivery.reason  # type: ignore[attr-defined]
+    (failure,) = [r for r in caplog.records if getattr(r, "project_id", None) == str(broken.id)]
+    assert "DatabaseError" in failure.getMessage()
+
+
+def test_a_sweep_where_every_project_fails_because_neo4j_is_down_is_redelivered(
+    settings: Settings, deps: Deps, metrics: Metrics, projects: list[SightProject]
+) -> None:
+    down = neo4j.GraphDatabase.driver(
+        "bolt://127.0.0.1:1", auth=("neo4j", "unused"), connection_timeout=1.0
+    )
+    try:
+        client = refresh_client(settings, deps, metrics, down)
+        body = envelope(b'{"all_active": true}', SCHEDULER_ATTRIBUTES)
+        assert push(client, "kpi-refresh", body).status_code == 503
+    finally:
+        down.close()
+    assert outcomes(metrics) == {"retry": 1}
+    assert cached(deps, projects[0].id) is None
+
+
+def test_a_sweep_where_every_project_fails_on_its_own_is_acknowledged_as_failed(
+    settings: Settings, deps: Deps, metrics: Metrics, projects: list[SightProject]
+) -> None:
+    client = refresh_client(settings, deps, metrics, GraphFailingFor(deps.neo4j, None))
+    body = envelope(b'{"all_active": true}', SCHEDULER_ATTRIBUTES)
+    assert push(client, "kpi-refresh", body).status_code == 200
+    assert metrics.counter("events", consumer="kpi_refresh", outcome="failed") == 1
+    assert outcomes(metrics) == {}
