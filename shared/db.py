@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from pg8000.dbapi import DatabaseError as PgDatabaseError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -24,6 +25,10 @@ from shared.settings import Settings, database_tls, strip_tls
 # intervention (admin shutdown, cannot connect now), statement and lock timeouts,
 # deadlocks, serialization failures.
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "57014", "55P03", "40001", "40P01")
+# SQLSTATE class 22, "data exception": the values themselves are refused (22021 NUL or bad
+# UTF-8, 22P05 untranslatable character, 22001 too long, 22003 out of range, ...). The
+# same message sends the same values, so a retry fails the same way.
+_DATA_EXCEPTION_CLASS = "22"
 
 
 _TRUE = frozenset({"true", "1", "on", "yes"})
@@ -130,12 +135,23 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         cursor.close()
         dbapi_conn.commit()
 
+    event.listen(engine, "handle_error", _discard_after_encoding_error)
     return engine
 
 
+def _discard_after_encoding_error(context: Any) -> None:
+    """pg8000 encodes the parameters only after it has sent Parse and Describe, so a value
+    it cannot encode (a lone surrogate) leaves their replies unread on the socket; the
+    next user of the connection would read them as its own. Discard that connection (only
+    that one: the pool's other connections are fine)."""
+    if isinstance(context.original_exception, UnicodeError):
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a pg8000 error wrapped by SQLAlchemy, if there is one."""
-    orig = getattr(exc, "orig", None)
+    """The SQLSTATE of a pg8000 error, wrapped by SQLAlchemy or not, if there is one."""
+    orig = exc if isinstance(exc, PgDatabaseError) else getattr(exc, "orig", None)
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], dict):
         code = args[0].get("C")
@@ -154,6 +170,18 @@ def is_transient(exc: BaseException) -> bool:
         state = sqlstate(exc)
         return bool(state and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES))
     return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A deterministic refusal of the data itself, which no retry can cure: SQLSTATE class
+    22, or text that cannot be encoded or decoded (a lone surrogate, bytes that are not
+    UTF-8). Anything :func:`is_transient` says stays transient."""
+    if is_transient(exc):
+        return False
+    if isinstance(exc, UnicodeError):
+        return True
+    state = sqlstate(exc)
+    return bool(state and state.startswith(_DATA_EXCEPTION_CLASS))
 
 
 @contextmanager

@@ -54,3 +54,19 @@ def post_cloudevent(client: Any, topic: str, body: Mapping[str, Any]) -> Any:
         "Content-Type": "application/json",
     }
     return client.post("/", data=json.dumps(body), headers=headers)
+
+
+def rejected_events(engine: Any, consumer: str, event_id: str) -> list[Any]:
+    """What ``ops.rejected_events`` kept for one delivery (reason, payload, attributes)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT event_id, reason, payload, attributes FROM ops.rejected_events"
+                    " WHERE consumer = :c AND event_id = :id ORDER BY id"
+                ),
+                {"c": consumer, "id": event_id},
+            ).all()
+        )

@@ -8,6 +8,7 @@ and never carries more than a short, truncated piece of the payload into logs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -43,13 +44,72 @@ def _to_utc(value: datetime) -> datetime:
     """Naive times are taken as UTC (Google only ever sends UTC); aware ones converted."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError("time is out of range once converted to UTC") from None
 
 
 #: Google's times: always aware UTC after validation (a naive input is taken as UTC).
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
 #: Our own times: a naive input is rejected (it is a producer bug), then converted to UTC.
 AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+#: NUL (PostgreSQL refuses it in ``text`` and ``jsonb``: SQLSTATE 22021/22P05) and lone
+#: surrogates (JSON can carry ``"\\ud800"``; no UTF-8 encoder accepts it). A surrogate *pair*
+#: in JSON decodes to one character, so any surrogate left in a ``str`` is a lone one.
+_POISON = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` can never be stored or sent as text (NUL, a lone surrogate); None if
+    it can."""
+    found = _POISON.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "contains NUL (U+0000)"
+    return f"contains a lone surrogate (U+{ord(char):04X})"
+
+
+def _identifier(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{problem}; not allowed in a name or label")
+    return value
+
+
+def clean_text(value: str) -> str:
+    """Free text made storable and sendable: NUL and lone surrogates become U+FFFD."""
+    return _POISON.sub("\ufffd", value)
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+#: A name or label sight-ops decides on or stores as a key (a service, a revision, a label
+#: key or value): NUL or a lone surrogate makes the message invalid, since nothing can be
+#: decided on a name that cannot be stored or sent (docs/architecture.md).
+Identifier = Annotated[str, AfterValidator(_identifier)]
+#: Labels decided on: every key and value an :data:`Identifier`.
+IdentifierLabels = dict[Identifier, Identifier]
+#: Text only shown to humans (summaries, documentation): cleaned with :func:`clean_text`
+#: rather than refused, so an odd character never costs the alert.
+FreeText = Annotated[str, AfterValidator(clean_text)]
+#: Labels only shown to humans: keys and values cleaned with :func:`clean_text`.
+FreeLabels = dict[FreeText, FreeText]
+#: Free-form JSON objects only shown or stored (an alert's condition, metadata): every
+#: string in them cleaned with :func:`clean_text`.
+FreeJson = Annotated[dict[str, Any], AfterValidator(_clean_json)]
 
 
 def format_time(value: datetime) -> str:
@@ -93,7 +153,31 @@ def load_json_object(data: bytes, what: str) -> dict[str, Any]:
         ) from None
     if not isinstance(decoded, dict):
         raise invalid(what, f"data must be a JSON object, got {json_type(decoded)}")
+    if _deeper_than(decoded, MAX_DEPTH):
+        raise invalid(what, f"data is nested deeper than {MAX_DEPTH} levels")
     return decoded
+
+
+#: No payload we read nests this deep; deeper ones would only exhaust the recursion of the
+#: validators that walk them (a RecursionError is no reason a reader can act on).
+MAX_DEPTH = 64
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if ``value`` nests containers more than ``limit`` deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def json_type(value: object) -> str:

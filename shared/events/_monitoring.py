@@ -21,6 +21,11 @@ from pydantic import Field, field_validator, model_validator
 
 from shared.events._common import (
     EventModel,
+    FreeJson,
+    FreeLabels,
+    FreeText,
+    Identifier,
+    IdentifierLabels,
     UtcDatetime,
     drop_empty,
     load_json_object,
@@ -42,26 +47,26 @@ class _Lenient(EventModel):
 
 
 class IncidentResource(_Lenient):
-    """The monitored resource: ``{type, labels}``."""
+    """The monitored resource: ``{type, labels}``; rollback decides on both."""
 
-    type: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    type: Identifier | None = None
+    labels: IdentifierLabels = Field(default_factory=dict)
 
 
 class IncidentMetric(_Lenient):
     """The metric the condition watched (note the camelCase ``displayName``)."""
 
-    type: str | None = None
-    display_name: str | None = Field(default=None, alias="displayName")
-    labels: dict[str, str] = Field(default_factory=dict)
+    type: FreeText | None = None
+    display_name: FreeText | None = Field(default=None, alias="displayName")
+    labels: FreeLabels = Field(default_factory=dict)
 
 
 class IncidentDocumentation(_Lenient):
     """The policy's documentation block; links and unknown keys are ignored."""
 
-    content: str | None = None
-    mime_type: str | None = None
-    subject: str | None = None
+    content: FreeText | None = None
+    mime_type: FreeText | None = None
+    subject: FreeText | None = None
 
 
 def _epoch_to_utc(value: Any) -> Any:
@@ -89,31 +94,36 @@ class Incident(_Lenient):
 
     ``incident_id`` is the same for the open and the close notification, so it is the
     key for grouping and for pairing "resolved" messages.
+
+    What is decided on or keyed by (the id, state, severity, project, the resource and the
+    policy's user labels) is an ``Identifier``: NUL or a lone surrogate there makes the
+    body invalid. What is only shown (summary, names, documentation) is ``FreeText``:
+    such characters are replaced by U+FFFD and the alert still goes out.
     """
 
-    incident_id: str = Field(min_length=1)
-    scoping_project_id: str | None = None
+    incident_id: Identifier = Field(min_length=1)
+    scoping_project_id: Identifier | None = None
     scoping_project_number: int | None = None
-    url: str | None = None
-    state: str | None = None
+    url: FreeText | None = None
+    state: Identifier | None = None
     started_at: UtcDatetime | None = None
     ended_at: UtcDatetime | None = None
-    summary: str | None = None
-    policy_name: str | None = None
-    policy_user_labels: dict[str, str] = Field(default_factory=dict)
-    condition_name: str | None = None
-    condition: dict[str, Any] | None = None
+    summary: FreeText | None = None
+    policy_name: FreeText | None = None
+    policy_user_labels: IdentifierLabels = Field(default_factory=dict)
+    condition_name: FreeText | None = None
+    condition: FreeJson | None = None
     resource: IncidentResource | None = None
-    resource_type_display_name: str | None = None
-    resource_id: str | None = None
-    resource_display_name: str | None = None
-    resource_name: str | None = None
+    resource_type_display_name: FreeText | None = None
+    resource_id: FreeText | None = None
+    resource_display_name: FreeText | None = None
+    resource_name: FreeText | None = None
     metric: IncidentMetric | None = None
-    metadata: dict[str, Any] | None = None
-    observed_value: str | None = None
-    threshold_value: str | None = None
+    metadata: FreeJson | None = None
+    observed_value: FreeText | None = None
+    threshold_value: FreeText | None = None
     documentation: IncidentDocumentation | None = None
-    severity: str | None = None
+    severity: Identifier | None = None
 
     @field_validator("state", mode="before")
     @classmethod

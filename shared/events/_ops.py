@@ -27,9 +27,11 @@ from pydantic import (
     model_validator,
 )
 
+from shared.events._cloudbuild import BuildId, CommitSha, ServiceName
 from shared.events._common import (
     AwareUtcDatetime,
     EventModel,
+    Identifier,
     describe_validation_error,
     format_time,
     invalid,
@@ -85,14 +87,18 @@ class SmokeCheck(EventModel):
 
 
 class SmokeResult(OpsPayload):
-    """``sight.ops.smoke.passed|failed``: the verdict on one revision at one URL."""
+    """``sight.ops.smoke.passed|failed``: the verdict on one revision at one URL.
 
-    service: str
-    region: str
-    revision: str
+    ``service``, ``build_id`` and ``commit_sha`` must have the shape of what they name
+    (shared/events/_cloudbuild.py): a message carrying anything else is rejected.
+    """
+
+    service: ServiceName
+    region: Identifier
+    revision: Identifier
     url: str
-    build_id: str | None = None
-    commit_sha: str | None = None
+    build_id: BuildId | None = None
+    commit_sha: CommitSha | None = None
     checks: list[SmokeCheck] = Field(default_factory=list)
     started_at: AwareUtcDatetime
     finished_at: AwareUtcDatetime
@@ -159,12 +165,14 @@ class MigrationResult(OpsPayload):
     """``sight.ops.migration.succeeded|failed|skipped`` for one build.
 
     ``breaking`` is what rollback reads: a destructive migration was applied, so older
-    revisions may not run against the schema any more.
+    revisions may not run against the schema any more. ``succeeded`` starts the deploy
+    (``build_id``, ``commit_sha`` and ``service`` become its substitutions), so each must
+    have the shape of what it names, or the message is rejected.
     """
 
-    build_id: str
-    commit_sha: str | None = None
-    service: str | None = None
+    build_id: BuildId
+    commit_sha: CommitSha | None = None
+    service: ServiceName | None = None
     postgres: PostgresRevisions = Field(default_factory=PostgresRevisions)
     graph: GraphVersions = Field(default_factory=GraphVersions)
     breaking: bool = False

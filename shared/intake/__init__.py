@@ -3,7 +3,10 @@
 Order matters, each step cheaper than the next and each refusal publishing nothing:
 method (405) -> Basic auth (401, constant time) -> size (413: Content-Length first, then
 at most limit+1 bytes read, never the whole body) -> schema (400 with the reason) ->
-publish (503 on failure, so Cloud Monitoring retries) -> 202.
+publish (503 only when Pub/Sub is out of reach or misconfigured, so Cloud Monitoring
+retries; 400 when Pub/Sub refuses the message itself, which no retry changes) -> 202.
+Attributes are made to fit Pub/Sub's limits first (:func:`attribute_value`), so no body
+that passed the schema check can make the publish fail.
 
 Credentials are resolved through ``deps.secrets`` (Secret Manager references or plain
 values from env), which registers them with the log redactor; neither the header nor
@@ -24,14 +27,17 @@ from flask import Request, Response
 
 from shared.errors import InvalidEventError, SightOpsError
 from shared.events import IncidentNotification, parse_incident_body
+from shared.events._common import clean_text
 from shared.log import labels, redact
 from shared.runtime import Deps
 
 logger = logging.getLogger("sightops.alert_intake")
 
 REALM = 'Basic realm="sight-ops alert_intake", charset="UTF-8"'
-#: Pub/Sub attribute values are limited to 1024 bytes.
-_ATTRIBUTE_MAX = 1000
+#: Pub/Sub's limit on an attribute value, in bytes of UTF-8 (keys: 256 bytes, at most 100
+#: attributes, data 10 MB: https://cloud.google.com/pubsub/quotas#resource_limits). Our
+#: keys are short constants and our attributes few; the values come from the caller.
+ATTRIBUTE_VALUE_MAX_BYTES = 1024
 
 
 def _answer(status: int, body: dict[str, Any], **headers: str) -> Response:
@@ -85,6 +91,17 @@ def _read_limited(request: Request, limit: int) -> bytes | None:
     return None if len(body) > limit else body
 
 
+def attribute_value(value: str) -> str:
+    """``value`` as Pub/Sub takes it: NUL and lone surrogates (no UTF-8 encoder accepts
+    one) replaced by U+FFFD, then cut to :data:`ATTRIBUTE_VALUE_MAX_BYTES` bytes of UTF-8
+    on a character boundary (never half a character)."""
+    encoded = clean_text(value).encode("utf-8")
+    if len(encoded) <= ATTRIBUTE_VALUE_MAX_BYTES:
+        return encoded.decode("utf-8")
+    # The cut may end inside a character; "ignore" drops only that incomplete tail.
+    return encoded[:ATTRIBUTE_VALUE_MAX_BYTES].decode("utf-8", "ignore")
+
+
 def attributes_for(notification: IncidentNotification) -> dict[str, str]:
     """Attributes that let subscribers filter without decoding (never ``type`` or
     ``buildId``: notify dispatches on those)."""
@@ -93,14 +110,16 @@ def attributes_for(notification: IncidentNotification) -> dict[str, str]:
         "incident_id": incident.incident_id,
         "version": notification.version,
         "source": "alert_intake",
+        # Set by us, never by the caller: rollback's subscription filters it out and its
+        # handler skips it; only the Pub/Sub notification channel moves traffic
+        # (docs/rollback.md).
+        "origin": "webhook",
     }
     if incident.state:
         attributes["state"] = incident.state
     if incident.policy_name:
-        attributes["policy"] = incident.policy_name.encode()[:_ATTRIBUTE_MAX].decode(
-            "utf-8", "ignore"
-        )
-    return {k: v[:_ATTRIBUTE_MAX] for k, v in attributes.items()}
+        attributes["policy"] = incident.policy_name
+    return {key: attribute_value(value) for key, value in attributes.items()}
 
 
 def handle_intake(request: Request, deps: Deps) -> Response:
@@ -161,10 +180,24 @@ def _handle(request: Request, deps: Deps) -> tuple[int, str, str, Response]:
         notification = parse_incident_body(body)
     except InvalidEventError as exc:
         return 400, "invalid", str(exc), _answer(400, {"error": str(exc)})
+    except Exception as exc:  # a parser bug: the same body crashes it on every retry
+        reason = f"parser crashed: {type(exc).__name__}"
+        logger.exception("alert_intake: %s", reason)
+        return 400, "invalid", reason, _answer(400, {"error": reason})
     topic = deps.settings.topics.monitoring_alerts
+    from google.api_core import exceptions as gexc
+
     try:
         message_id = deps.publisher.publish(topic, body, attributes_for(notification))
-    except Exception as exc:  # any publish failure: tell the sender to retry
+    except (gexc.InvalidArgument, ValueError, TypeError) as exc:
+        # Pub/Sub (or its client) refuses this message itself: a retry sends the same.
+        return (
+            400,
+            "unpublishable",
+            f"{type(exc).__name__}: {exc}",
+            _answer(400, {"error": f"Pub/Sub refused the message: {type(exc).__name__}"}),
+        )
+    except Exception as exc:  # an outage or a misconfiguration: tell the sender to retry
         return (
             503,
             "publish_failed",

@@ -8,7 +8,8 @@ A function's ``main.py`` is decorator -> parse -> handle; everything else is her
 - the receipt ``(consumer, key)`` is inserted in the same transaction as the handler's
   own records, so a duplicate waits for the first delivery and then sees it as done;
 - transient failures roll everything back and answer 503 so Pub/Sub redelivers;
-  permanent ones are recorded and acknowledged;
+  permanent ones are recorded and acknowledged; a data error from the handler (SQLSTATE
+  class 22, text no encoder accepts) rolls back and is kept like an unparseable message;
 - exactly one structured log line per delivery.
 """
 
@@ -25,14 +26,22 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
+from shared.db import is_data_error, pool_usage, sqlstate, transaction
 from shared.db import is_transient as db_is_transient
-from shared.db import pool_usage, transaction
+from shared.dlq import with_origin
 from shared.errors import InvalidEventError, SightOpsError, TransientError
 from shared.log import LABELS_KEY, TRACE_KEY, redact
 from shared.runtime._deps import Deps, process_deps
-from shared.runtime._message import PubsubMessage, message_from_cloudevent, salvage_cloudevent
+from shared.runtime._message import (
+    PubsubMessage,
+    message_from_cloudevent,
+    message_from_envelope,
+    request_traceparent,
+    salvage_cloudevent,
+)
+from shared.runtime._rejected import cap_payload
 
 logger = logging.getLogger("sightops.runtime")
 
@@ -177,6 +186,8 @@ class EventHandler(Generic[E]):
         except RetryDelivery:
             raise
         except Exception as exc:  # classify everything else: retry unless known permanent
+            if is_data_error(exc):
+                return self._data_error(deps, message, exc, started)
             return self._retry(deps, message, exc, started)
 
     def _run(
@@ -281,6 +292,23 @@ class EventHandler(Generic[E]):
         )
         raise RetryDelivery() from None
 
+    def _data_error(
+        self, deps: Deps, message: PubsubMessage, exc: Exception, started: float
+    ) -> OutcomeStatus:
+        """The handler's values were refused as data (SQLSTATE class 22, text that cannot
+        be encoded): every redelivery sends the same values and fails the same way. The
+        handler's effects were rolled back; keep the message, with no receipt, so it can
+        be replayed once the cause is fixed, and say loudly why (the parser let it in)."""
+        return self._reject(
+            deps,
+            message,
+            f"data error: {_describe_data_error(exc)}",
+            started,
+            level=logging.ERROR,
+            error=type(exc).__name__,
+            traceback=traceback.format_exc(limit=8),
+        )
+
     def _crashed(
         self, deps: Deps, message: PubsubMessage, what: str, exc: Exception, started: float
     ) -> OutcomeStatus:
@@ -309,7 +337,13 @@ class EventHandler(Generic[E]):
         level: int = logging.WARNING,
         **fields: Any,
     ) -> OutcomeStatus:
-        """Keep the unhandleable message with its reason, then acknowledge it."""
+        """Keep the unhandleable message with its reason, then acknowledge it.
+
+        The payload is capped (``HOUSEKEEPING__REJECTED_PAYLOAD_MAX_BYTES``): its head is
+        kept, and the reason ends with the original size and the sha256 of the whole."""
+        payload = cap_payload(message.data, deps.settings.housekeeping.rejected_payload_max_bytes)
+        if payload.capped:
+            fields = {"payload_bytes": payload.size, "payload_sha256": payload.sha256, **fields}
         try:
             with transaction(deps.engine) as conn:
                 conn.execute(
@@ -322,9 +356,12 @@ class EventHandler(Generic[E]):
                         "c": self.consumer,
                         "id": storable_text(message.event_id),
                         "t": storable_text(message.event_type),
-                        "r": _storable(reason[:2000]),
-                        "p": message.data,
-                        "a": storable_json(dict(message.attributes)),
+                        "r": _storable(reason[:1800] + payload.note()),
+                        "p": payload.data,
+                        # where it came from, so `sightops dlq replay` can send it back
+                        "a": storable_json(
+                            with_origin(message.attributes, message.topic, message.subscription)
+                        ),
                     },
                 )
         except Exception as exc:
@@ -380,6 +417,17 @@ def _storable(value: str) -> str:
     if "\x00" in value:
         value = value.replace("\x00", "\\x00")
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _describe_data_error(exc: BaseException) -> str:
+    """``SQLSTATE 22021: invalid byte sequence …`` without the statement and its
+    parameters (SQLAlchemy's text carries both), or the encoder's own message."""
+    state = sqlstate(exc)
+    if state is None:
+        return f"{type(exc).__name__}: {exc}"
+    orig = getattr(exc, "orig", None) or exc
+    fields = orig.args[0] if orig.args and isinstance(orig.args[0], dict) else {}
+    return f"SQLSTATE {state}: {fields.get('M', type(exc).__name__)}"
 
 
 def storable_text(value: str | None) -> str | None:
@@ -443,7 +491,71 @@ def pubsub_handler(
         entry.__doc__ = fn.__doc__
         entry.handler = handler  # type: ignore[attr-defined]
         registered: Any = functions_framework.cloud_event(entry)
+        _guard_conversion(handler, fn.__name__)
         registered.handler = handler
         return cast("DeployedHandler[E]", registered)
 
     return wrap
+
+
+def _guard_conversion(handler: EventHandler[Any], target: str) -> None:
+    """Keep what functions-framework cannot turn into a CloudEvent.
+
+    functions-framework converts the request before our code runs and answers 500 (or
+    400) to a body it cannot convert: not UTF-8, nested past the recursion limit, a push
+    body that is JSON but no envelope, a structured CloudEvent that is not one. Pub/Sub
+    would redeliver such a message until it is dead-lettered, with no reason logged by us.
+    While functions-framework loads a function's source it is inside the new app's
+    context; for the app serving ``target`` (a module can declare several functions) we
+    register an error handler that reads the envelope itself when it can (a push message
+    without ``data`` is still a message) and otherwise keeps the raw body as rejected.
+    """
+    import flask
+
+    if not flask.has_app_context() or flask.current_app.name != target:
+        return
+
+    def convert_failed(exc: Exception) -> Any:
+        if isinstance(exc, HTTPException) and exc.code != 400:
+            return exc  # our own answers (503: redeliver), and Flask's routing errors
+        deps = handler.deps_factory()
+        started = time.perf_counter()
+        raw = flask.request.get_data()
+        try:
+            message = _message_from_raw(raw, flask.request.path)
+            if message is None:
+                what = "the request" if isinstance(exc, HTTPException) else type(exc).__name__
+                handler._reject(
+                    deps,
+                    salvage_cloudevent(_RawDelivery(raw)),
+                    f"delivery could not be converted into a CloudEvent ({what}); kept as received",
+                    started,
+                )
+            else:
+                handler.handle_message(message, deps)
+        except RetryDelivery as retry:
+            return retry
+        return "OK", 200
+
+    flask.current_app.register_error_handler(Exception, convert_failed)
+
+
+@dataclass(frozen=True)
+class _RawDelivery:
+    """The request body, in the shape :func:`salvage_cloudevent` reads."""
+
+    data: bytes
+
+
+def _message_from_raw(raw: bytes, path: str) -> PubsubMessage | None:
+    """A push envelope functions-framework refused but we can read, else None."""
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(envelope, Mapping):
+        return None
+    try:
+        return message_from_envelope(envelope, source=path, trace=request_traceparent())
+    except (InvalidEventError, ValueError, TypeError):
+        return None

@@ -55,9 +55,9 @@ class PubsubMessage:
 def parse_rfc3339(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def message_from_envelope(
@@ -92,11 +92,18 @@ def message_from_envelope(
         topic=topic,
         subscription=envelope.get("subscription"),
         trace=trace,
-        delivery_attempt=int(attempt)
-        if isinstance(attempt, int | str) and str(attempt).isdigit()
-        else None,
+        delivery_attempt=_delivery_attempt(attempt),
         raw=envelope,
     )
+
+
+def _delivery_attempt(value: Any) -> int | None:
+    """Pub/Sub's ``deliveryAttempt``, or None for anything that is not a plain count
+    (``"²"`` passes ``str.isdigit`` but not ``int``)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
 
 
 def message_from_cloudevent(event: Any) -> PubsubMessage:
@@ -110,7 +117,7 @@ def message_from_cloudevent(event: Any) -> PubsubMessage:
     if not isinstance(data, Mapping):
         raise InvalidEventError("CloudEvent data is not a Pub/Sub envelope")
     attributes = event.get_attributes() if hasattr(event, "get_attributes") else {}
-    trace = attributes.get("traceparent") or _request_traceparent()
+    trace = attributes.get("traceparent") or request_traceparent()
     return message_from_envelope(data, source=attributes.get("source"), trace=trace)
 
 
@@ -153,7 +160,7 @@ def salvage_cloudevent(event: Any) -> PubsubMessage:
     )
 
 
-def _request_traceparent() -> str | None:
+def request_traceparent() -> str | None:
     """W3C ``traceparent`` (or Cloud's ``X-Cloud-Trace-Context``) of the HTTP request, if any.
 
     Eventarc puts trace context in the HTTP headers, not only in a CloudEvent extension.

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
+
 from shared.errors import InvalidEventError, PermanentError, SecretError, TransientError
 from shared.runtime import Context, Outcome, PubsubMessage, pubsub_handler
 
@@ -43,6 +45,9 @@ def sample(event: dict[str, Any], ctx: Context) -> Outcome:
         raise SecretError("cannot access secret projects/p/secrets/s/versions/1: NotFound")
     elif mode == "bug":
         raise KeyError("unexpected")
+    elif mode == "sql":  # a statement of the handler's own, after an effect to roll back
+        ctx.record_action("sample", "before sql", detail={"key": event.get("key")})
+        ctx.conn.execute(text(event["sql"]), event.get("params", {}))
     time.sleep(float(event.get("sleep", 0)))
     ctx.record_action("sample", "done", detail={"key": event.get("key")})
     return Outcome.handled(key=event.get("key"))
