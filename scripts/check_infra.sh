@@ -178,7 +178,8 @@ check detect-secrets "$(inputs_key .secrets.baseline "${secret_inputs[@]}")" det
 # Everything tests/infra reads or imports: a change to a Settings field or an event parser
 # can break the wiring as surely as a .tf edit.
 wiring_inputs=("${tf_files[@]}" pyproject.toml sightops/topology.py sightops/package.py
-    shared/settings.py shared/kpi/refresh.py cloudbuild.yaml cloudbuild-deploy.yaml docs/deploy.md)
+    shared/settings.py shared/kpi/refresh.py shared/housekeeping.py cloudbuild.yaml cloudbuild-deploy.yaml
+    docs/deploy.md)
 while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions shared/events -type f \( -name '*.py' -o -name '*.md' \) | sort)
 check terraform-wiring "$(inputs_key "${wiring_inputs[@]}")" wiring_tests
 

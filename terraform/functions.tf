@@ -6,8 +6,8 @@ locals {
   # `topics` are consumed through the push subscriptions of pubsub.tf (HTTP functions have
   # none); `publishes` get roles/pubsub.publisher on exactly those topics; `secrets` are
   # keys of local.secrets, injected as environment variables and readable by this
-  # function's service account only; `manages_cloud_run` grants run.developer on the managed
-  # services (rollback). No roles/cloudsql.client: the functions reach the instance's private
+  # function's service account only; `manages_cloud_run` grants the custom role
+  # sightopsRollbackTraffic on the managed services (rollback; iam.tf). No roles/cloudsql.client: the functions reach the instance's private
   # IP through the VPC connector with pg8000, not through the Cloud SQL connector/proxy.
   #
   # Database connections (DB_POOL_SIZE / DB_MAX_OVERFLOW): every in-flight Pub/Sub delivery
@@ -42,8 +42,9 @@ locals {
       db_max_overflow   = 0
       db_extra_sessions = 1 # the migration session (shared/migrate/_run.py), one per delivery
       env = {
-        # An empty selector selects nothing: migrate the builds of the managed services.
-        MIGRATE__SELECTOR = jsonencode({ services = var.managed_services })
+        # Builds of the CI triggers only (a manual build has no trigger id, whatever its
+        # _SERVICE says), narrowed to the managed services; no trigger: selects nothing.
+        MIGRATE__SELECTOR = local.migrate_selector
         # On the last attempt a retryable failure becomes `failed`, so the deploy stage
         # always gets an answer instead of a dead-lettered message.
         MIGRATE__MAX_DELIVERY_ATTEMPTS = tostring(var.max_delivery_attempts)

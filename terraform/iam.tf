@@ -1,8 +1,8 @@
 # Least privilege, per function service account (docs/deploy.md has the matrix):
 #   roles/secretmanager.secretAccessor  on exactly the secrets in local.functions[*].secrets
 #   roles/pubsub.publisher              on exactly the topics in local.functions[*].publishes
-#   roles/run.developer                 on the managed Cloud Run services  } rollback only
-#   roles/iam.serviceAccountUser        on their runtime service account   }
+#   custom sightopsRollbackTraffic      on the managed Cloud Run services  } rollback only
+#   custom sightopsActAsRuntime         on their runtime service account   }
 # No primitive roles and no project-wide grant to a function. Not roles/cloudsql.client:
 # that role only gates the Cloud SQL connector/Auth Proxy; the functions connect to the
 # instance's private IP through the VPC connector, authenticated by PostgreSQL itself.
@@ -42,12 +42,59 @@ resource "google_pubsub_topic_iam_member" "function_publisher" {
   member = google_service_account.fn[each.value.function].member
 }
 
-resource "google_cloud_run_v2_service_iam_member" "rollback_run_developer" {
+# --- Cloud Run: custom roles with exactly the permissions used ---------------------------------
+#
+# roles/run.developer would let rollback and the deploy build create and delete services
+# (and jobs). These roles hold only what the code calls (docs/deploy.md, "Cloud Run
+# permissions"); none holds run.services.create or run.services.delete. A deleted custom
+# role stays reserved for 7 to 37 days: rename role_id rather than recreate it.
+
+# shared/rollback/_cloudrun.py: GetService, ListRevisions, UpdateService (traffic), and
+# GetOperation while it waits for the update.
+resource "google_project_iam_custom_role" "rollback_traffic" {
+  project     = var.project_id
+  role_id     = "sightopsRollbackTraffic"
+  title       = "sight-ops rollback: move traffic"
+  description = "Read a Cloud Run service and its revisions, update its traffic, wait for the operation. No create, no delete."
+  permissions = [
+    "run.operations.get",
+    "run.revisions.list",
+    "run.services.get",
+    "run.services.update",
+  ]
+}
+
+# cloudbuild-deploy.yaml: `gcloud run deploy` of an existing service with an image (GET
+# then replace the service, then GET until ready), `gcloud run services describe`, and
+# `gcloud run services update-traffic` (GET, replace, GET).
+resource "google_project_iam_custom_role" "deploy_release" {
+  project     = var.project_id
+  role_id     = "sightopsDeployRelease"
+  title       = "sight-ops deploy: release a revision"
+  description = "Read and update an existing Cloud Run service (new revision, traffic). No create, no delete."
+  permissions = [
+    "run.services.get",
+    "run.services.update",
+  ]
+}
+
+# Updating a service re-submits its template, which names the runtime service account:
+# the caller must be allowed to act as it, and needs nothing else on it (not the get/list
+# of roles/iam.serviceAccountUser).
+resource "google_project_iam_custom_role" "act_as_runtime" {
+  project     = var.project_id
+  role_id     = "sightopsActAsRuntime"
+  title       = "sight-ops: act as the managed services' runtime account"
+  description = "iam.serviceAccounts.actAs only; bound on the managed services' runtime service account alone."
+  permissions = ["iam.serviceAccounts.actAs"]
+}
+
+resource "google_cloud_run_v2_service_iam_member" "rollback_traffic" {
   for_each = local.cloud_run_managers
 
   location = var.region
   name     = each.value.service
-  role     = "roles/run.developer"
+  role     = google_project_iam_custom_role.rollback_traffic.name
   member   = google_service_account.fn[each.value.function].member
 }
 
@@ -55,7 +102,7 @@ resource "google_service_account_iam_member" "rollback_acts_as_runtime" {
   for_each = toset([for fn, f in local.functions : fn if f.manages_cloud_run])
 
   service_account_id = "projects/${var.project_id}/serviceAccounts/${var.managed_services_runtime_service_account}"
-  role               = "roles/iam.serviceAccountUser"
+  role               = google_project_iam_custom_role.act_as_runtime.name
   member             = google_service_account.fn[each.key].member
 }
 

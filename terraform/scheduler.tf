@@ -1,4 +1,5 @@
-# Scheduled work: the KPI refresh sweep (Pub/Sub) and notify's group flush (HTTP).
+# Scheduled work: the KPI refresh sweep and the pruning of old receipts and rejected events
+# (Pub/Sub, both to kpi_refresh), and notify's group flush (HTTP).
 
 resource "google_service_account" "scheduler" {
   account_id   = "sightops-scheduler"
@@ -25,6 +26,33 @@ resource "google_cloud_scheduler_job" "kpi_refresh" {
     data       = base64encode(jsonencode({ all_active = true }))
     attributes = {
       type   = "sight.ops.kpi.refresh_requested"
+      source = "cloud-scheduler"
+    }
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# Pruning rides on kpi-refresh: kpi_refresh is the scheduled Pub/Sub consumer that already
+# holds a database pool, so pruning needs no function, subscription, dead-letter topic, push
+# identity or connection budget of its own. Same lenient shape as the refresh job (no `id`,
+# deduplicated on the Pub/Sub message id); docs/schema.md, "Pruning".
+resource "google_cloud_scheduler_job" "prune" {
+  name        = "sightops-prune"
+  region      = var.region
+  description = "Delete receipts and rejected events past their retention (kpi_refresh, shared/housekeeping.py)."
+  schedule    = var.prune_schedule
+  time_zone   = var.scheduler_time_zone
+
+  retry_config {
+    retry_count = 1
+  }
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.topic["kpi-refresh"].id
+    data       = base64encode(jsonencode({}))
+    attributes = {
+      type   = "sight.ops.housekeeping.prune_requested"
       source = "cloud-scheduler"
     }
   }

@@ -23,9 +23,12 @@ SECRETS: dict[str, dict] = TF.locals["secrets"]
 # The issue's least-privilege list: what a function's runtime account may ever hold. Not
 # roles/cloudsql.client: it gates only the Cloud SQL connector/proxy, and the functions
 # connect to the private IP through the VPC connector.
+ROLLBACK_TRAFFIC = "${google_project_iam_custom_role.rollback_traffic.name}"
+DEPLOY_RELEASE = "${google_project_iam_custom_role.deploy_release.name}"
+ACT_AS_RUNTIME = "${google_project_iam_custom_role.act_as_runtime.name}"
 ALLOWED_FUNCTION_ROLES = {
-    "roles/run.developer",  # rollback only, on the managed services
-    "roles/iam.serviceAccountUser",  # rollback only, on their runtime account
+    ROLLBACK_TRAFFIC,  # rollback only, on the managed services
+    ACT_AS_RUNTIME,  # rollback only, on their runtime account
     "roles/pubsub.publisher",  # only on topics the function publishes to
     "roles/secretmanager.secretAccessor",  # only on its own secrets
 }
@@ -117,6 +120,22 @@ def test_every_subscription_is_a_push_with_a_dead_letter_topic_and_bounded_retri
         assert body["labels"]["role"] == "dead-letter-hold", name
 
 
+def test_rollback_never_receives_the_incidents_alert_intake_publishes() -> None:
+    """Only the Pub/Sub notification channel may move traffic (docs/rollback.md): rollback's
+    monitoring-alerts subscription filters out what alert_intake marks (origin=webhook),
+    notify's does not, and the local topology applies the same filters."""
+    from sightops.topology import SUBSCRIPTION_FILTERS
+
+    push = TF.resource("google_pubsub_subscription", "push")
+    assert push["filter"] == "${lookup(local.subscription_filters, each.key, null)}"
+    filters = TF.locals["subscription_filters"]
+    assert filters == {f"{fn}--{topic}": f for (fn, topic), f in SUBSCRIPTION_FILTERS.items()}
+    assert filters["rollback--monitoring-alerts"] == "NOT attributes:origin"
+    assert set(filters) <= {f"{fn}--{t}" for fn, f in FUNCS.items() for t in f["topics"]}
+    assert "notify--monitoring-alerts" not in filters
+    # alert_intake's side (it sets origin=webhook): tests/functions/rollback/test_webhook_origin.py
+
+
 def test_dead_lettering_is_possible_for_the_pubsub_service_agent() -> None:
     publish = TF.resource("google_pubsub_topic_iam_member", "pubsub_agent_publishes_dead_letters")
     ack = TF.resource("google_pubsub_subscription_iam_member", "pubsub_agent_acks_dead_letters")
@@ -183,10 +202,18 @@ def test_every_plain_env_name_is_a_settings_field() -> None:
                 assert nested.lower() in model.model_fields, f"{name}: {env}"  # type: ignore[union-attr]
 
 
-def test_migrate_selects_the_managed_services_and_matches_the_retry_policy() -> None:
-    """An empty selector selects nothing: without this, production would skip every build."""
+def test_migrate_selects_the_ci_triggers_builds_and_matches_the_retry_policy() -> None:
+    """An empty selector selects nothing: without this, production would skip every build.
+    Selection is by trigger id (a manual build can name any _SERVICE); services narrow."""
     env = FUNCS["migrate"]["env"]
-    assert "var.managed_services" in env["MIGRATE__SELECTOR"]
+    assert env["MIGRATE__SELECTOR"] == "${local.migrate_selector}"
+    selector = TF.locals["migrate_selector"]
+    assert "trigger_ids = local.migrate_trigger_ids" in selector
+    assert "services = var.managed_services" in selector
+    assert "length(local.migrate_trigger_ids) == 0 ? jsonencode({})" in selector
+    triggers = TF.locals["migrate_trigger_ids"]
+    assert "google_cloudbuild_trigger.ci.trigger_id" in triggers
+    assert "var.migrate_trigger_ids" in triggers
     assert "var.max_delivery_attempts" in env["MIGRATE__MAX_DELIVERY_ATTEMPTS"]
 
 
@@ -196,7 +223,10 @@ def test_no_account_holds_a_primitive_or_authoritative_role() -> None:
             f"{kind}.{name}: authoritative IAM would remove grants made elsewhere"
         )
         assert body["role"] not in PRIMITIVE, f"{kind}.{name} grants {body['role']}"
-        assert "roles/" in body["role"]
+        custom = re.fullmatch(r"\$\{google_project_iam_custom_role\.(\w+)\.name\}", body["role"])
+        assert body["role"].startswith("roles/") or (
+            custom and custom.group(1) in TF.of_type("google_project_iam_custom_role")
+        ), f"{kind}.{name} grants {body['role']}"
 
 
 def test_function_accounts_hold_only_the_issues_roles_each_where_it_says() -> None:
@@ -207,10 +237,10 @@ def test_function_accounts_hold_only_the_issues_roles_each_where_it_says() -> No
         role = body["role"]
         seen_roles.add(role)
         assert role in ALLOWED_FUNCTION_ROLES, f"{kind}.{name} gives a function {role}"
-        if role == "roles/run.developer":
+        if role == ROLLBACK_TRAFFIC:
             assert kind == "google_cloud_run_v2_service_iam_member"
             assert body["for_each"] == "${local.cloud_run_managers}"
-        if role == "roles/iam.serviceAccountUser":
+        if role == ACT_AS_RUNTIME:
             assert kind == "google_service_account_iam_member"
             assert "var.managed_services_runtime_service_account" in body["service_account_id"]
             assert "f.manages_cloud_run" in body["for_each"]
@@ -220,6 +250,83 @@ def test_function_accounts_hold_only_the_issues_roles_each_where_it_says() -> No
         if role == "roles/secretmanager.secretAccessor":
             assert kind == "google_secret_manager_secret_iam_member"
     assert seen_roles == ALLOWED_FUNCTION_ROLES
+
+
+# --- Cloud Run: custom roles with exactly the permissions used (docs/deploy.md) ----------
+
+# Each call mapped to its permission: rollback (shared/rollback/_cloudrun.py) GetService,
+# ListRevisions, UpdateService, GetOperation; the deploy build (cloudbuild-deploy.yaml)
+# `gcloud run deploy` / `services describe` / `services update-traffic`, which get and
+# replace an existing service. Updating a service names its runtime account: actAs on it.
+EXPECTED_CUSTOM_ROLES = {
+    "rollback_traffic": {
+        "run.services.get",
+        "run.revisions.list",
+        "run.services.update",
+        "run.operations.get",
+    },
+    "deploy_release": {"run.services.get", "run.services.update"},
+    "act_as_runtime": {"iam.serviceAccounts.actAs"},
+}
+RUNTIME_SA = (
+    "projects/${var.project_id}/serviceAccounts/${var.managed_services_runtime_service_account}"
+)
+
+
+def test_no_predefined_cloud_run_role_but_invoker_is_bound_anywhere() -> None:
+    """run.developer/admin let an account create and delete services and jobs."""
+    for kind, name, body in TF.iam_members():
+        role = body["role"]
+        if role.startswith("roles/run."):
+            assert role == "roles/run.invoker", f"{kind}.{name} grants {role}"
+        assert role != "roles/iam.serviceAccountUser", f"{kind}.{name}: use act_as_runtime"
+
+
+def test_cloud_run_custom_roles_hold_exactly_the_permissions_used() -> None:
+    roles = TF.of_type("google_project_iam_custom_role")
+    assert {name: set(body["permissions"]) for name, body in roles.items()} == (
+        EXPECTED_CUSTOM_ROLES
+    )
+    for name, body in roles.items():
+        assert body["project"] == "${var.project_id}"
+        assert re.fullmatch(r"sightops[A-Z][A-Za-z]+", body["role_id"]), name
+        assert len(body["permissions"]) == len(set(body["permissions"])), name
+    granted = set().union(*EXPECTED_CUSTOM_ROLES.values())
+    assert "run.services.create" not in granted and "run.services.delete" not in granted
+
+
+def test_each_custom_role_is_bound_to_its_account_on_its_resource_only() -> None:
+    bindings: dict[str, list[tuple[str, str, dict]]] = {}
+    for kind, name, body in TF.iam_members():
+        custom = re.fullmatch(r"\$\{google_project_iam_custom_role\.(\w+)\.name\}", body["role"])
+        if custom:
+            bindings.setdefault(custom.group(1), []).append((kind, name, body))
+    assert set(bindings) == set(EXPECTED_CUSTOM_ROLES), "a custom role nobody holds"
+
+    # rollback: on each managed service, through local.cloud_run_managers (rollback only).
+    [(kind, _, body)] = bindings["rollback_traffic"]
+    assert kind == "google_cloud_run_v2_service_iam_member"
+    assert body["for_each"] == "${local.cloud_run_managers}"
+    assert body["name"] == "${each.value.service}"
+    assert body["member"] == "${google_service_account.fn[each.value.function].member}"
+    assert "f.manages_cloud_run" in TF.locals["cloud_run_managers"]
+
+    # deploy build: on each managed service, its own account.
+    [(kind, _, body)] = bindings["deploy_release"]
+    assert kind == "google_cloud_run_v2_service_iam_member"
+    assert body["for_each"] == "${toset(var.managed_services)}"
+    assert body["member"] == "${google_service_account.deploy.member}"
+
+    # actAs: on the runtime account alone, for rollback and the deploy build.
+    members = set()
+    for kind, _, body in bindings["act_as_runtime"]:
+        assert kind == "google_service_account_iam_member"
+        assert body["service_account_id"] == RUNTIME_SA
+        members.add(body["member"])
+    assert members == {
+        "${google_service_account.fn[each.key].member}",
+        "${google_service_account.deploy.member}",
+    }
 
 
 def test_nobody_holds_cloudsql_client_and_no_function_has_a_project_grant() -> None:
@@ -367,6 +474,23 @@ def test_scheduler_publishes_a_refresh_request_kpi_refresh_accepts() -> None:
     assert request.all_active
 
 
+def test_scheduler_asks_kpi_refresh_to_prune_hourly_in_the_shape_it_accepts() -> None:
+    """Pruning rides on kpi-refresh (docs/schema.md, "Pruning"): its consumer must parse it."""
+    from shared.housekeeping import PRUNE_REQUESTED, parse_prune_request
+
+    job = TF.resource("google_cloud_scheduler_job", "prune")
+    target = first(job["pubsub_target"])
+    assert 'google_pubsub_topic.topic["kpi-refresh"]' in target["topic_name"]
+    assert "kpi-refresh" in FUNCS["kpi_refresh"]["topics"]
+    attributes = target["attributes"]
+    assert attributes["type"] == PRUNE_REQUESTED
+    assert "id" not in attributes, "a fixed id would make every run after the first a duplicate"
+    assert "jsonencode({})" in target["data"]
+    assert parse_prune_request(b"{}", attributes).dry_run is False
+    assert job["schedule"] == "${var.prune_schedule}"
+    assert len(TF.variables["prune_schedule"]["default"].split()) == 5
+
+
 def _yaml_substitutions(name: str) -> dict[str, str]:
     import yaml
 
@@ -397,7 +521,13 @@ def test_build_triggers_ci_on_push_and_deploy_on_migration_succeeded() -> None:
     assert 'google_pubsub_topic.topic["ops-events"]' in first(deploy["pubsub_config"])["topic"]
     assert first(deploy["git_file_source"])["path"] == "cloudbuild-deploy.yaml"
     assert deploy["substitutions"]["_EVENT_TYPE"] == "$(body.message.attributes.type)"
-    assert re.fullmatch(r"_EVENT_TYPE\.matches\('.*migration.*succeeded.*'\)", deploy["filter"])
+    # migration.succeeded with well-formed values only (tests/infra/test_deploy_pipeline.py).
+    assert deploy["filter"] == "${local.deploy_filter}"
+    deploy_filter = TF.locals["deploy_filter"]
+    conditions = re.findall(r'"(_[A-Z_]+)\.matches\(', deploy_filter)
+    assert conditions == ["_EVENT_TYPE", "_COMMIT_SHA", "_SERVICE", "_BUILD_ID"]
+    assert "_EVENT_TYPE.matches('^sight[.]ops[.]migration[.]succeeded$')" in deploy_filter
+    assert 'join(" && "' in deploy_filter
     assert (ROOT / "cloudbuild.yaml").is_file() and (ROOT / "cloudbuild-deploy.yaml").is_file()
 
 
@@ -501,3 +631,36 @@ def test_the_check_infra_cache_key_covers_what_these_tests_import() -> None:
         assert as_file in key or f" {as_package} " in key or f" {as_package}/" in key, module
     for name in ("cloudbuild.yaml", "cloudbuild-deploy.yaml", "docs/deploy.md"):
         assert name in key
+
+
+def test_kpi_is_invoked_only_by_the_dashboards_service_accounts() -> None:
+    """docs/kpi.md, "Calling it": Cloud Run IAM with an ID token, no public access; the
+    only invokers are the service accounts in kpi_invoker_members (the dashboard's)."""
+    invoker = TF.resource("google_cloud_run_v2_service_iam_member", "kpi_invoker")
+    assert invoker["for_each"] == "${toset(var.kpi_invoker_members)}"
+    assert invoker["member"] == "${each.value}"
+    assert invoker["role"] == "roles/run.invoker"
+    assert 'fn["kpi"]' in invoker["name"]
+    for kind, name, body in TF.iam_members():
+        if 'fn["kpi"]' in str(body.get("name", "")):
+            assert (kind, name) == ("google_cloud_run_v2_service_iam_member", "kpi_invoker")
+
+    variable = TF.variables["kpi_invoker_members"]
+    assert variable["default"] == [], "no invoker unless one is named"
+    (validation,) = variable["validation"]
+    literal = re.search(r'regex\("((?:[^"\\]|\\.)*)"', validation["condition"])
+    assert literal, validation["condition"]
+    admitted = re.compile(literal[1].encode().decode("unicode_escape"))  # HCL string escapes
+    assert admitted.search("serviceAccount:sight-api@sight-prod.iam.gserviceaccount.com")
+    for member in (
+        "allUsers",
+        "allAuthenticatedUsers",
+        "user:ana@example.com",
+        "group:ops@example.com",
+        "domain:example.com",
+        "serviceAccount:someone@example.com",
+        "serviceAccount:allUsers",
+    ):
+        assert not admitted.search(member), member
+    example = (ROOT / "terraform" / "terraform.tfvars.example").read_text()
+    assert re.search(r'kpi_invoker_members\s*=\s*\["serviceAccount:[^"]+"\]', example)
