@@ -31,9 +31,9 @@ def _main() -> None:
 
 
 def _register_areas() -> None:
-    from sightops.commands import kpi, migrations, notify, rollback
+    from sightops.commands import dlq, housekeeping, kpi, migrations, notify, rollback
 
-    for area in (migrations, rollback, notify, kpi):
+    for area in (migrations, rollback, notify, kpi, housekeeping, dlq):
         area.register(app)
 
 
