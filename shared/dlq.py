@@ -519,9 +519,8 @@ def _publish(deps: Deps, topic: str, letter: DeadLetter) -> str:
 def _record(
     conn: Connection, deps: Deps, letter: DeadLetter, topic: str, message_id: str, actor: str
 ) -> int:
-    from shared.runtime import storable_json, storable_text
+    from shared.runtime import write_action
 
-    now = deps.clock()
     detail = {
         "id": letter.id,
         "source": letter.source,
@@ -531,23 +530,17 @@ def _record(
         "reason": letter.reason,
         "replay_number": len(letter.replays) + 1,
     }
-    return int(
-        conn.execute(
-            text(
-                "INSERT INTO ops.actions (kind, status, trigger_event_id, actor, detail,"
-                " started_at, finished_at)"
-                " VALUES (:kind, 'succeeded', :trigger, :actor, CAST(:detail AS jsonb), :now, :now)"
-                " RETURNING id"
-            ),
-            {
-                "kind": ACTION_KIND,
-                "trigger": storable_text(letter.event_id),
-                "actor": actor,
-                "detail": storable_json(detail),
-                "now": now,
-            },
-        ).scalar_one()
+    row = write_action(
+        conn,
+        kind=ACTION_KIND,
+        status="succeeded",
+        now=deps.clock(),
+        trigger_event_id=letter.event_id,
+        actor=actor,
+        detail=detail,
     )
+    assert row is not None  # no dedupe key: always inserted
+    return row
 
 
 def _first_line(exc: BaseException) -> str:

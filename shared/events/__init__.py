@@ -37,7 +37,6 @@ from shared.events._monitoring import (
 from shared.events._ops import (
     MAX_STATEMENT_CHARS,
     PAYLOAD_TYPES,
-    Clock,
     EventType,
     GraphVersions,
     KpiRefreshRequested,
@@ -65,7 +64,6 @@ __all__ = [
     "BuildSelector",
     "BuildStatus",
     "BuiltImage",
-    "Clock",
     "CommitSha",
     "EventType",
     "FailureInfo",

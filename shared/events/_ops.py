@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
@@ -27,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.clock import Clock, utcnow
 from shared.events._cloudbuild import BuildId, CommitSha, ServiceName
 from shared.events._common import (
     AwareUtcDatetime,
@@ -239,13 +239,6 @@ PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
 PayloadT = TypeVar("PayloadT", bound=OpsPayload)
 AnyPayloadT = TypeVar("AnyPayloadT", bound=OpsPayload)
 
-#: Returns "now"; injected in tests so event times are deterministic.
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 class OpsEvent(BaseModel, Generic[PayloadT]):
     """An event with its envelope; ``data`` is the typed payload.
@@ -298,7 +291,7 @@ class OpsEvent(BaseModel, Generic[PayloadT]):
         if service is None:
             payload_service = getattr(data, "service", None)
             service = payload_service if isinstance(payload_service, str) else None
-        now = (clock or _utc_now)()
+        now = (clock or utcnow)()
         return cls(
             type=type,
             id=str(uuid.uuid4()),

@@ -21,13 +21,14 @@ transaction (``ctx.record_action``: nothing ran, so nothing must outlive a rollb
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+from shared.runtime import write_action
 
 FINAL = frozenset({"succeeded", "failed"})
 
@@ -96,27 +97,19 @@ class RunRecorder:
         migration the row reports."""
         if not self._exists(conn, remember=not in_block):
             return
-        conn.execute(
-            text(
-                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
-                " dedupe_key, detail, started_at, finished_at)"
-                " VALUES ('migration', :service, :status, :trigger, :actor, :key,"
-                " CAST(:detail AS jsonb), :now,"
-                " CASE WHEN :final THEN CAST(:now AS timestamptz) END)"
-                " ON CONFLICT (dedupe_key) DO UPDATE SET status = EXCLUDED.status,"
-                " detail = EXCLUDED.detail, finished_at = EXCLUDED.finished_at,"
-                " trigger_event_id = EXCLUDED.trigger_event_id"
-            ),
-            {
-                "service": self.service,
-                "status": status,
-                "trigger": self.trigger_event_id,
-                "actor": self.actor,
-                "key": self.key,
-                "detail": json.dumps(detail, default=str),
-                "now": now,
-                "final": status in FINAL,
-            },
+        write_action(
+            conn,
+            kind="migration",
+            status=status,
+            now=now,
+            service=self.service,
+            trigger_event_id=self.trigger_event_id,
+            actor=self.actor,
+            dedupe_key=self.key,
+            detail=detail,
+            finished=status in FINAL,
+            on_conflict="update",
+            returning=False,  # inside a migration's transaction: no open portal
         )
 
 

@@ -31,12 +31,10 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
 import redis
-from sqlalchemy import text
 
 from shared.db import transaction
 from shared.errors import PermanentError, SightOpsError, TransientError
@@ -55,7 +53,7 @@ from shared.notify._render import (
     render_ops,
 )
 from shared.notify._send import Integration, integration_for
-from shared.runtime import Context, Deps, Outcome, storable_json, storable_text
+from shared.runtime import Context, Deps, Outcome, write_action
 
 logger = logging.getLogger("sightops.notify")
 
@@ -577,23 +575,18 @@ def record_action(
 ) -> None:
     """An ``ops.actions`` row in its own transaction: for what happened regardless of the
     delivery's outcome (a group message, a permanent failure)."""
-    now: datetime = deps.clock()
     with transaction(deps.engine) as conn:
-        conn.execute(
-            text(
-                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
-                " dedupe_key, detail, started_at, finished_at)"
-                " VALUES ('notification', :service, :status, :trigger, 'automation', :key,"
-                " CAST(:detail AS jsonb), :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
-            ),
-            {
-                "service": storable_text(service),
-                "status": status,
-                "trigger": storable_text(trigger),
-                "key": storable_text(dedupe_key),
-                "detail": storable_json(detail),
-                "now": now,
-            },
+        write_action(
+            conn,
+            kind="notification",
+            status=status,
+            now=deps.clock(),
+            service=service,
+            trigger_event_id=trigger,
+            dedupe_key=dedupe_key,
+            detail=detail,
+            on_conflict="ignore",
+            returning=False,
         )
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from shared.clock import Clock
 from shared.db import create_db_engine, transaction
 from shared.rollback._model import (
     BreakingMigration,
@@ -31,10 +32,8 @@ from shared.rollback._model import (
     RevisionInfo,
     TriggerKind,
 )
-from shared.runtime import storable_json, storable_text
+from shared.runtime import write_action
 from shared.settings import Settings
-
-Clock = Callable[[], datetime]
 
 #: First key of the two-key advisory lock: the "rollback" class. Two-key locks never
 #: collide with the one-key (bigint) locks other functions take.
@@ -361,28 +360,20 @@ def journal_recorder(conn: Connection, trigger_event_id: str | None, clock: Cloc
         finished: bool = True,
         dedupe_key: str | None = None,
     ) -> int:
-        now = clock()
-        row = conn.execute(
-            text(
-                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
-                " dedupe_key, detail, started_at, finished_at)"
-                " VALUES (:kind, :service, :status, :trigger, :actor, :dedupe,"
-                " CAST(:detail AS jsonb), :now, :finished)"
-                " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
-            ),
-            {
-                "kind": kind,
-                "service": storable_text(service),
-                "status": status,
-                "trigger": storable_text(trigger_event_id),
-                "actor": actor,
-                "dedupe": dedupe_key,
-                "detail": storable_json(dict(detail or {})),
-                "now": now,
-                "finished": now if finished else None,
-            },
-        ).scalar_one_or_none()
-        return int(row) if row is not None else 0
+        row = write_action(
+            conn,
+            kind=kind,
+            status=status,
+            now=clock(),
+            service=service,
+            trigger_event_id=trigger_event_id,
+            actor=actor,
+            detail=detail,
+            finished=finished,
+            dedupe_key=dedupe_key,
+            on_conflict="ignore",
+        )
+        return row or 0
 
     return record
 

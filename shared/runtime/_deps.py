@@ -4,8 +4,9 @@ the function touches. Tests build a Deps pointed at real local services."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.clock import Clock, utcnow
 from shared.settings import Settings, get_settings
@@ -20,8 +21,16 @@ if TYPE_CHECKING:
     from shared.secrets import Secrets
 
 
+T = TypeVar("T")
+
+
 class Deps:
-    """Clients, clock and settings for one process (or one test)."""
+    """Clients, clock and settings for one process (or one test).
+
+    Besides the clients, a Deps owns the per-process services built on them (the Cloud
+    Run adapter, the notifier, the KPI service): :meth:`service` creates each once, on
+    first use, so a test's Deps never shares one with another test's.
+    """
 
     def __init__(
         self,
@@ -38,6 +47,8 @@ class Deps:
         self.settings = settings
         self.clock = clock
         self._lock = threading.Lock()
+        self._services: dict[Callable[[Deps], Any], Any] = {}
+        self._services_lock = threading.RLock()  # a factory may ask for another service
         for name, value in (
             ("engine", engine),
             ("redis", redis_client),
@@ -87,8 +98,18 @@ class Deps:
 
         return create_metrics(self.settings)
 
+    def service(self, factory: Callable[[Deps], T]) -> T:
+        """The one ``factory(self)`` of these deps, built on first use."""
+        with self._services_lock:
+            if factory not in self._services:
+                self._services[factory] = factory(self)
+            found: T = self._services[factory]
+            return found
+
     def close(self) -> None:
         """Release whatever was created; safe to call twice."""
+        with self._services_lock:
+            self._services.clear()
         created = self.__dict__
         if "engine" in created:
             created.pop("engine").dispose()

@@ -33,6 +33,7 @@ from shared.db import is_transient as db_is_transient
 from shared.dlq import with_origin
 from shared.errors import InvalidEventError, SightOpsError, TransientError
 from shared.log import LABELS_KEY, TRACE_KEY, redact
+from shared.runtime._actions import write_action
 from shared.runtime._deps import Deps, process_deps
 from shared.runtime._message import (
     PubsubMessage,
@@ -42,6 +43,7 @@ from shared.runtime._message import (
     salvage_cloudevent,
 )
 from shared.runtime._rejected import cap_payload
+from shared.runtime._storable import storable, storable_json, storable_text
 
 logger = logging.getLogger("sightops.runtime")
 
@@ -94,26 +96,19 @@ class Context:
         finished: bool = True,
     ) -> int:
         """Append to the ``ops.actions`` audit trail in this delivery's transaction."""
-        row = self.conn.execute(
-            text(
-                "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
-                " detail, started_at, finished_at)"
-                " VALUES (:kind, :service, :status, :trigger, :actor, CAST(:detail AS jsonb),"
-                " :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END)"
-                " RETURNING id"
-            ),
-            {
-                "kind": _storable(kind),
-                "service": storable_text(service),
-                "status": _storable(status),
-                "trigger": storable_text(self.message.event_id),
-                "actor": _storable(actor),
-                "detail": storable_json(dict(detail or {})),
-                "now": self.deps.clock(),
-                "finished": finished,
-            },
-        ).scalar_one()
-        return int(row)
+        row = write_action(
+            self.conn,
+            kind=kind,
+            status=status,
+            now=self.deps.clock(),
+            service=service,
+            trigger_event_id=self.message.event_id,
+            actor=actor,
+            detail=detail,
+            finished=finished,
+        )
+        assert row is not None  # a row without dedupe key is always inserted
+        return row
 
 
 HandlerFn = Callable[[E, Context], Outcome | None]
@@ -182,7 +177,7 @@ class EventHandler(Generic[E]):
         except Exception as exc:
             return self._crashed(deps, message, "dedupe key", exc, started)
         try:
-            return self._run(deps, message, event, _storable(key), started)
+            return self._run(deps, message, event, storable(key), started)
         except RetryDelivery:
             raise
         except Exception as exc:  # classify everything else: retry unless known permanent
@@ -356,7 +351,7 @@ class EventHandler(Generic[E]):
                         "c": self.consumer,
                         "id": storable_text(message.event_id),
                         "t": storable_text(message.event_type),
-                        "r": _storable(reason[:1800] + payload.note()),
+                        "r": storable(reason[:1800] + payload.note()),
                         "p": payload.data,
                         # where it came from, so `sightops dlq replay` can send it back
                         "a": storable_json(
@@ -410,15 +405,6 @@ class EventHandler(Generic[E]):
         return outcome
 
 
-def _storable(value: str) -> str:
-    """Text PostgreSQL accepts: NUL (refused by text and jsonb, SQLSTATE 22021/22P05, not
-    transient) and lone surrogates (not UTF-8) are escaped, so a poison message is still
-    kept rather than retried until it is dead-lettered."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\\x00")
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _describe_data_error(exc: BaseException) -> str:
     """``SQLSTATE 22021: invalid byte sequence …`` without the statement and its
     parameters (SQLAlchemy's text carries both), or the encoder's own message."""
@@ -428,26 +414,6 @@ def _describe_data_error(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     fields = orig.args[0] if orig.args and isinstance(orig.args[0], dict) else {}
     return f"SQLSTATE {state}: {fields.get('M', type(exc).__name__)}"
-
-
-def storable_text(value: str | None) -> str | None:
-    """A text column's value made :func:`_storable`; empty stays NULL."""
-    return _storable(value) if value else None
-
-
-def _storable_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _storable(value)
-    if isinstance(value, Mapping):
-        return {_storable(str(k)): _storable_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_storable_value(v) for v in value]
-    return value
-
-
-def storable_json(value: Any) -> str:
-    """JSON for a ``jsonb`` column, every string made :func:`_storable` first."""
-    return json.dumps(_storable_value(value), default=lambda v: _storable(str(v)))
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -1,0 +1,81 @@
+"""The one writer of ``ops.actions``, the audit trail every function appends to.
+
+Handlers write through ``Context.record_action`` (in the delivery's transaction);
+rollback's decision journal, notify's group messages and migrate's run record write on
+transactions of their own. All go through :func:`write_action`, so the columns, the
+storable-text rules and the dedupe semantics are stated once (docs/schema.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shared.runtime._storable import storable_json, storable_text
+
+#: What a second row with the same ``dedupe_key`` does: ``fail`` (the unique key refuses
+#: it), ``ignore`` (the first row stands), ``update`` (status, detail, trigger and
+#: finish time are replaced: a run record that moves from ``running`` to its outcome).
+OnConflict = Literal["fail", "ignore", "update"]
+
+_CONFLICT = {
+    "fail": "",
+    "ignore": " ON CONFLICT (dedupe_key) DO NOTHING",
+    "update": " ON CONFLICT (dedupe_key) DO UPDATE SET status = EXCLUDED.status,"
+    " detail = EXCLUDED.detail, finished_at = EXCLUDED.finished_at,"
+    " trigger_event_id = EXCLUDED.trigger_event_id",
+}
+
+
+def write_action(
+    conn: Connection,
+    *,
+    kind: str,
+    status: str,
+    now: datetime,
+    service: str | None = None,
+    trigger_event_id: str | None = None,
+    actor: str = "automation",
+    detail: Mapping[str, Any] | None = None,
+    finished: bool = True,
+    dedupe_key: str | None = None,
+    on_conflict: OnConflict = "fail",
+    returning: bool = True,
+) -> int | None:
+    """Append one row; its id, or None when ``on_conflict="ignore"`` kept an earlier row
+    or ``returning`` is False.
+
+    ``returning=False`` for statements inside a migration's transaction: a RETURNING
+    result keeps pg8000's portal (and its snapshot) open until the next statement, which
+    ``CREATE INDEX CONCURRENTLY`` would wait for (docs/migrate.md).
+    """
+    sql = (
+        "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
+        " dedupe_key, detail, started_at, finished_at)"
+        " VALUES (:kind, :service, :status, :trigger, :actor, :dedupe,"
+        " CAST(:detail AS jsonb), :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END)"
+        + _CONFLICT[on_conflict]
+        + (" RETURNING id" if returning else "")
+    )
+    result = conn.execute(
+        text(sql),
+        {
+            "kind": storable_text(kind),
+            "service": storable_text(service),
+            "status": storable_text(status),
+            "trigger": storable_text(trigger_event_id),
+            "actor": storable_text(actor),
+            "dedupe": storable_text(dedupe_key),
+            "detail": storable_json(dict(detail or {})),
+            "now": now,
+            "finished": finished,
+        },
+    )
+    if not returning:
+        return None
+    row = result.scalar_one_or_none()
+    return int(row) if row is not None else None
