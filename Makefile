@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 LINT_PATHS := shared functions standins sightops
 PYTEST_ARGS ?=
 
-.PHONY: help venv dev test lint fmt bench clean services-up services-down lint-migrations package check-infra
+.PHONY: help venv dev test proof lint fmt bench clean services-up services-down lint-migrations package check-infra
 
 help:
 	@echo "make dev    - the whole system locally, with a live timeline (Ctrl-C stops it)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   - ruff and strict mypy"
 	@echo "make fmt    - format and auto-fix"
 	@echo "make bench  - benchmarks (ratios against a baseline in the same run)"
+	@echo "make proof  - fuzz (FUZZ_EXAMPLES=2000), fault matrix (FAULT_MESSAGES=12), pool hygiene (POOL_DELIVERIES=10000)"
 	@echo "make package     - per-function deployable dirs and content-hashed zips in dist/"
 	@echo "make check-infra - offline checks of terraform/, Dockerfile, Cloud Build, compose, secrets"
 	@echo "make clean  - stop services, remove local state and caches"
@@ -32,6 +33,16 @@ dev: venv
 
 test: venv lint check-infra
 	scripts/test.sh $(PYTEST_ARGS)
+
+# The fuzz proof, the fault matrix and pool hygiene at full size (docs/reliability.md);
+# `make test` runs the same tests smaller. The reliability run rewrites the doc's tables.
+FUZZ_EXAMPLES ?= 2000
+POOL_DELIVERIES ?= 10000
+FAULT_MESSAGES ?= 12
+proof: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/test.sh -m proof --show-capture=no tests/proof $(PYTEST_ARGS)
+	POOL_DELIVERIES=$(POOL_DELIVERIES) FAULT_MESSAGES=$(FAULT_MESSAGES) RELIABILITY_WRITE_DOCS=1 \
+		scripts/test.sh --show-capture=no tests/reliability $(PYTEST_ARGS)
 
 package: venv
 	$(BIN)/python -m sightops.package

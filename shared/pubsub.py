@@ -25,6 +25,19 @@ class PubsubEvent(Protocol):
     def to_pubsub(self) -> tuple[bytes, dict[str, str]]: ...
 
 
+def _retryable(gexc: Any) -> tuple[type[Exception], ...]:
+    """What the client retries by default (its publish retry predicate)."""
+    return (
+        gexc.Aborted,
+        gexc.Cancelled,
+        gexc.DeadlineExceeded,
+        gexc.InternalServerError,
+        gexc.ResourceExhausted,
+        gexc.ServiceUnavailable,
+        gexc.Unknown,
+    )
+
+
 class Publisher:
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self._settings = settings
@@ -52,19 +65,37 @@ class Publisher:
         return f"projects/{self._settings.gcp_project}/topics/{topic}"
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
-        """Publish and wait for the server's message id; outages are transient."""
-        from google.api_core import exceptions as gexc
+        """Publish and wait for the server's message id; outages are transient.
 
+        The client's own retries end within our timeout: with its default (a 60 s retry
+        deadline) a publish we had reported failed went on being retried in the background
+        and landed after the outage, beside the copy our caller's retry published
+        (docs/reliability.md, "Fault matrix")."""
+        from google.api_core import exceptions as gexc
+        from google.api_core import retry as gretry
+
+        retry = gretry.Retry(
+            predicate=gretry.if_exception_type(*_retryable(gexc)),
+            initial=0.1,
+            maximum=1.0,
+            multiplier=1.3,
+            timeout=self._timeout_s,
+        )
         try:
             future: Any = self.client.publish(
-                self.topic_path(topic), data, **dict(attributes or {})
+                self.topic_path(topic),
+                data,
+                retry=retry,
+                timeout=self._timeout_s,
+                **dict(attributes or {}),
             )
-            return str(future.result(timeout=self._timeout_s))
+            return str(future.result(timeout=self._timeout_s + 1.0))
         except (
             gexc.ServiceUnavailable,
             gexc.DeadlineExceeded,
             gexc.TooManyRequests,
             gexc.InternalServerError,
+            gexc.RetryError,
             TimeoutError,
         ) as exc:
             raise TransientError(f"publish to {topic} failed: {type(exc).__name__}") from exc
