@@ -51,7 +51,6 @@ import redis  # noqa: E402
 
 from shared.cache import create_redis  # noqa: E402
 from shared.kpi.cache import BytesCodec, SingleFlightCache  # noqa: E402
-from shared.kpi.service import policy_from  # noqa: E402
 from shared.metrics import create_metrics  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
@@ -156,7 +155,7 @@ class Ours(ThreadedImpl):
         self.cache = SingleFlightCache(
             self.client,
             BytesCodec(),
-            policy_from(settings.kpi),
+            settings.kpi,
             name="bench",
             prefix=f"bench:ours:{uuid.uuid4().hex[:6]}",
             metrics=create_metrics(settings),

@@ -14,28 +14,24 @@ uncommitted receipt and never holds many locks. Cloud Scheduler asks for it on t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from shared.db import transaction
 from shared.errors import InvalidEventError
-from shared.settings import Settings
+from shared.events import load_json_object, validate
+from shared.settings import EVENT_CONSUMERS, Settings
 
 if TYPE_CHECKING:
     from shared.runtime import Context, Outcome
 
 PRUNE_REQUESTED = "sight.ops.housekeeping.prune_requested"
-
-# pubsub_handler's default ``max_age``, which notify uses (tests/shared/runtime/test_prune.py
-# checks it against the runtime and every deployed handler against the floor).
-HANDLER_DEFAULT_MAX_AGE_S = 3600.0
 
 Table = Literal["ops.event_receipts", "ops.rejected_events"]
 
@@ -60,13 +56,9 @@ _COUNT: dict[str, str] = {
 
 
 def max_event_age_s(settings: Settings) -> float:
-    """The oldest event any consumer still handles (older ones are dropped as stale)."""
-    return max(
-        settings.migrate.max_age_s,
-        settings.rollback.max_event_age_s,
-        settings.kpi.refresh_max_age_s,
-        HANDLER_DEFAULT_MAX_AGE_S,
-    )
+    """The oldest event any deployed consumer still handles (older ones are dropped as
+    stale): the largest ``Settings.max_event_age``, the table ``pubsub_handler`` reads."""
+    return max(settings.max_event_age(c).total_seconds() for c in EVENT_CONSUMERS)
 
 
 def receipts_floor(settings: Settings) -> timedelta:
@@ -190,19 +182,7 @@ def parse_prune_request(data: bytes, attributes: Mapping[str, str]) -> PruneRequ
         raise InvalidEventError(f"attribute 'type' is not {PRUNE_REQUESTED}")
     if not data.strip():
         return PruneRequested()
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError):
-        raise InvalidEventError(f"{PRUNE_REQUESTED}: data is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidEventError(f"{PRUNE_REQUESTED}: data must be a JSON object")
-    try:
-        return PruneRequested.model_validate(payload)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidEventError(f"{PRUNE_REQUESTED}: {problems}"[:400]) from None
+    return validate(PruneRequested, load_json_object(data, PRUNE_REQUESTED), PRUNE_REQUESTED)
 
 
 def handle_prune(event: PruneRequested, ctx: Context) -> Outcome:

@@ -59,13 +59,18 @@ class Secrets:
         self._cache: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, value: str | None) -> str | None:
-        """The secret for a reference, or the value itself when it is not a reference."""
+    def resolve(self, value: str | None, *, redact: bool = True) -> str | None:
+        """The secret for a reference, or the value itself when it is not a reference.
+
+        ``redact=False`` for the half of a credential that is a name, not a secret (a
+        Basic-auth user such as ``monitoring``): masking it everywhere would cut the same
+        word out of every URL and message that sight-ops renders (docs/notify.md)."""
         if value is None:
             return None
         value = value.strip()
         if not is_reference(value):
-            REDACTOR.add(value)
+            if redact:
+                REDACTOR.add(value)
             return value
         now = time.monotonic()
         with self._lock:
@@ -73,7 +78,8 @@ class Secrets:
             if cached and now - cached[0] < self._ttl_s:
                 return cached[1]
         secret = self._access(value)
-        REDACTOR.add(secret)
+        if redact:
+            REDACTOR.add(secret)
         with self._lock:
             self._cache[value] = (now, secret)
         return secret

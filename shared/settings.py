@@ -7,15 +7,33 @@ references.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
+from shared.errors import ConfigError
+from shared.event_ages import EVENT_CONSUMERS, MAX_EVENT_AGE_S
 from shared.events import MigrateSelector
+
+__all__ = [
+    "EVENT_CONSUMERS",
+    "HousekeepingConfig",
+    "IntakeConfig",
+    "KpiConfig",
+    "MigrateConfig",
+    "NotifyConfig",
+    "RollbackConfig",
+    "Settings",
+    "Topics",
+    "database_tls",
+    "get_settings",
+    "strip_tls",
+    "sync_database_url",
+]
 
 _ASYNC_TO_SYNC_DRIVERS = {
     "postgresql+asyncpg": "postgresql+pg8000",
@@ -35,6 +53,8 @@ TLS_PARAMS = ("sslmode", "ssl", "sslrootcert", "sslcert", "sslkey")
 
 def database_tls(url: str) -> dict[str, str]:
     """The TLS parameters of a database URL (any driver), as given."""
+    from sqlalchemy.engine import make_url
+
     query = make_url(url).query
     out: dict[str, str] = {}
     for key in TLS_PARAMS:
@@ -48,6 +68,8 @@ def database_tls(url: str) -> dict[str, str]:
 
 def strip_tls(url: str) -> str:
     """``url`` without its TLS parameters (pg8000 would reject them as unknown keywords)."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     query = {k: v for k, v in parsed.query.items() if k not in TLS_PARAMS}
     return parsed.set(query=query).render_as_string(hide_password=False)
@@ -56,6 +78,8 @@ def strip_tls(url: str) -> str:
 def sync_database_url(async_url: str) -> str:
     """Derive the pg8000 URL from the app's async URL, keeping credentials and the query
     except its TLS parameters (:func:`database_tls` carries those to the engine)."""
+    from sqlalchemy.engine import make_url
+
     url = make_url(async_url)
     driver = _ASYNC_TO_SYNC_DRIVERS.get(url.drivername)
     if driver is None:
@@ -76,7 +100,7 @@ class Topics(BaseModel):
 
 
 class MigrateConfig(BaseModel):
-    """The migrate function (DESIGN.md 4.1); docs/migrate.md explains every knob.
+    """The migrate function; docs/migrate.md explains every knob.
 
     Env: ``MIGRATE__LOCK_WAIT_S=120``,
     ``MIGRATE__SELECTOR='{"trigger_ids": ["<CI trigger id>"], "services": ["sight-api"]}'``.
@@ -118,7 +142,7 @@ class MigrateConfig(BaseModel):
 
 
 class RollbackConfig(BaseModel):
-    """The rollback function and smoke runner (DESIGN.md 4.2); docs/rollback.md."""
+    """The rollback function and smoke runner; docs/rollback.md."""
 
     # Where the Cloud Run services live (None: ``gcp_project`` / ``gcp_region``). A smoke
     # event's own ``region`` wins over ``region``.
@@ -143,7 +167,7 @@ class RollbackConfig(BaseModel):
 
 
 class NotifyConfig(BaseModel):
-    """The notify and alert_intake functions (DESIGN.md 4.3, 4.4); see docs/notify.md.
+    """The notify and notify_flush functions; see docs/notify.md.
 
     Routes, filters, templates and grouping live in a YAML file (``config_file``,
     ``NOTIFY__CONFIG_FILE``) validated at start-up; the grouping values here are the
@@ -165,10 +189,25 @@ class NotifyConfig(BaseModel):
     redis_prefix: str = "sightops:notify:v1:"
     # Grouping state and sent-markers expire by themselves (Redis holds nothing forever).
     state_ttl_s: int = Field(default=2 * 86400, gt=0)
-    # alert_intake: Basic auth credentials (values, or Secret Manager references).
-    intake_username: SecretStr | None = None
-    intake_password: SecretStr | None = None
-    intake_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # Older deliveries are dropped as stale (an alert an hour late is no longer news).
+    max_event_age_s: float = Field(default=3600.0, gt=0)
+    # After a Redis error, notify skips Redis this long (alerts sent ungrouped) instead of
+    # paying the client's connect retries on every delivery (shared.cache.RedisOutageGuard).
+    redis_retry_s: float = Field(default=10.0, ge=0)
+
+
+class IntakeConfig(BaseModel):
+    """The alert_intake function (docs/notify.md, "alert_intake").
+
+    Env: ``INTAKE__USERNAME``, ``INTAKE__PASSWORD`` (values, or Secret Manager
+    references), ``INTAKE__MAX_BODY_BYTES``. The former ``NOTIFY__INTAKE_USERNAME``,
+    ``NOTIFY__INTAKE_PASSWORD`` and ``NOTIFY__INTAKE_MAX_BODY_BYTES`` are still read when
+    the new name is not set (:meth:`Settings._intake_from_notify`).
+    """
+
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
 
 
 class KpiConfig(BaseModel):
@@ -181,15 +220,18 @@ class KpiConfig(BaseModel):
     # The single-flight lock: expires by itself if its holder dies; a watchdog extends it
     # while a computation runs, so it never expires under a live (slow) computation.
     lock_ttl_s: float = Field(default=5.0, gt=0)
+    # The watchdog stops extending the lock after this long (at least lock_ttl_s), so a
+    # hung computation lets its lock expire; the database's statement timeout is 30 s.
+    compute_timeout_s: float = Field(default=60.0, gt=0)
     # How long a caller waits for another's computation before computing itself.
     wait_s: float = Field(default=8.0, gt=0)
     poll_min_s: float = Field(default=0.005, gt=0)
     poll_max_s: float = Field(default=0.025, gt=0)
     # XFetch: larger beta refreshes earlier; 0 disables early refresh.
     xfetch_beta: float = Field(default=1.0, ge=0)
-    # After a Redis error, skip Redis for this long (compute directly) instead of paying
-    # a timeout on every request.
-    redis_retry_s: float = Field(default=5.0, ge=0)
+    # After a Redis error, compute directly this long before trying Redis again; unset:
+    # the top-level REDIS_RETRY_S (Settings.redis_retry_s).
+    redis_retry_s: float | None = Field(default=None, ge=0)
     # An unknown project id is remembered as "not found" this long (0 disables): repeated
     # requests for it cost no lock and no query; a project created meanwhile shows after it.
     not_found_ttl_s: float = Field(default=30.0, ge=0)
@@ -261,6 +303,9 @@ class Settings(BaseSettings):
     redis_timeout_s: float = 0.5
     # Past this many connections a caller waits (up to redis_timeout_s) for a free one.
     redis_max_connections: int = Field(default=64, ge=2)
+    # After a Redis error, services skip Redis this long (shared.cache.RedisOutageGuard)
+    # instead of paying a timeout on every call; KPI__REDIS_RETRY_S overrides it for kpi.
+    redis_retry_s: float = Field(default=5.0, ge=0)
 
     gcp_project: str = "sight-local"
     gcp_region: str = "europe-west1"
@@ -282,8 +327,39 @@ class Settings(BaseSettings):
     migrate: MigrateConfig = MigrateConfig()
     rollback: RollbackConfig = RollbackConfig()
     notify: NotifyConfig = NotifyConfig()
+    intake: IntakeConfig = IntakeConfig()
     kpi: KpiConfig = KpiConfig()
     housekeeping: HousekeepingConfig = HousekeepingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _intake_from_notify(cls, data: Any) -> Any:
+        """The intake settings moved out of ``notify``: the old env names
+        (``NOTIFY__INTAKE_USERNAME`` & co.) still count where the new ones are unset."""
+        if not isinstance(data, dict) or not isinstance(data.get("notify"), dict):
+            return data
+        notify = dict(data["notify"])
+        old = {k: notify.pop(f"intake_{k}") for k in _INTAKE_FIELDS if f"intake_{k}" in notify}
+        if not old:
+            return data
+        intake = data.get("intake")
+        if isinstance(intake, IntakeConfig):
+            intake = intake.model_dump(exclude_unset=True)
+        merged = {**old, **(intake if isinstance(intake, dict) else {})}
+        return {**data, "notify": notify, "intake": merged}
+
+    def max_event_age(self, consumer: str) -> timedelta:
+        """The oldest delivery ``consumer`` still handles; older ones are dropped as stale
+        (docs/architecture.md, "The handler runtime"). Receipts are kept at least this
+        long for every consumer in :data:`EVENT_CONSUMERS` (shared.housekeeping)."""
+        age = MAX_EVENT_AGE_S.get(consumer)
+        if age is None:
+            known = ", ".join(sorted(MAX_EVENT_AGE_S))
+            raise ConfigError(
+                f"no maximum event age for consumer {consumer!r} (known: {known});"
+                " add it to shared/settings.py or pass max_age= to pubsub_handler"
+            )
+        return timedelta(seconds=age(self))
 
     @property
     def database_url_sync(self) -> str:
@@ -300,6 +376,9 @@ class Settings(BaseSettings):
         if source is None:
             source = self.database_url
         return database_tls(source.get_secret_value())
+
+
+_INTAKE_FIELDS = ("username", "password", "max_body_bytes")
 
 
 @lru_cache(maxsize=1)

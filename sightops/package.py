@@ -130,7 +130,7 @@ def entry_points(main: Path) -> tuple[EntryPoint, ...]:
             name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
             if name in {"pubsub_handler", "cloud_event"}:
                 found.append(EntryPoint(node.name, "cloudevent"))
-            elif name == "http":
+            elif name in {"http_handler", "http"}:
                 found.append(EntryPoint(node.name, "http"))
     return tuple(found)
 
@@ -144,11 +144,26 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
+def _serves_lazily(branch: list[ast.stmt]) -> bool:
+    """``__getattr__ = ...`` (``shared._lazy.lazy_attributes``): the names imported under
+    ``if TYPE_CHECKING:`` are imported on first use, so they count."""
+    return any(
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "__getattr__" for t in node.targets)
+        for node in branch
+    )
+
+
 def _walk_runtime(nodes: Iterable[ast.AST]) -> Iterator[ast.AST]:
-    """Every node, skipping the bodies of ``if TYPE_CHECKING:`` (never run)."""
+    """Every node, skipping the bodies of ``if TYPE_CHECKING:`` (never run) unless its
+    ``else:`` serves those names lazily (a package's PEP 562 ``__getattr__``)."""
     for node in nodes:
         yield node
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if (
+            isinstance(node, ast.If)
+            and _is_type_checking(node.test)
+            and not _serves_lazily(node.orelse)
+        ):
             yield from _walk_runtime(node.orelse)
             continue
         yield from _walk_runtime(ast.iter_child_nodes(node))

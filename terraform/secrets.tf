@@ -11,8 +11,8 @@ locals {
     neo4j_password    = { secret_id = "sightops-neo4j-password", env = "NEO4J_PASSWORD" }
     redis_url         = { secret_id = "sightops-redis-url", env = "REDIS_URL" }
     slack_webhook_url = { secret_id = "sightops-slack-webhook-url", env = "SLACK_WEBHOOK_URL" }
-    intake_username   = { secret_id = "sightops-alert-intake-username", env = "NOTIFY__INTAKE_USERNAME" }
-    intake_password   = { secret_id = "sightops-alert-intake-password", env = "NOTIFY__INTAKE_PASSWORD" }
+    intake_username   = { secret_id = "sightops-alert-intake-username", env = "INTAKE__USERNAME" }
+    intake_password   = { secret_id = "sightops-alert-intake-password", env = "INTAKE__PASSWORD" }
     smoke_password    = { secret_id = "sightops-smoke-password", env = "ROLLBACK__SMOKE_PASSWORD" }
   }
 }

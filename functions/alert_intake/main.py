@@ -1,18 +1,14 @@
-"""alert_intake: authenticate a Cloud Monitoring webhook and publish the incident.
-
-HTTP (functions-framework ``http`` signature). The checks and their order are in
-``shared.intake``; this file only wires the request to them.
-"""
+"""alert_intake: authenticate a Cloud Monitoring webhook and publish the incident
+(docs/notify.md, "alert_intake")."""
 
 from __future__ import annotations
 
-import functions_framework
-from flask import Request, Response
+from flask import Request
 
-from shared.intake import handle_intake
-from shared.runtime import process_deps
+from shared.intake import basic_auth, body_limit, handle
+from shared.runtime import HttpContext, http_handler
 
 
-@functions_framework.http
-def alert_intake(request: Request) -> Response:
-    return handle_intake(request, process_deps())
+@http_handler("alert_intake", methods=("POST",), auth=basic_auth, max_body_bytes=body_limit)
+def alert_intake(request: Request, ctx: HttpContext) -> tuple[dict[str, str], int]:
+    return handle(request, ctx)

@@ -1,20 +1,17 @@
-"""migrate: on a selected SUCCESS build, bring PostgreSQL and Neo4j to the schema it needs."""
+"""migrate: on a selected SUCCESS build, bring PostgreSQL and Neo4j to the schema it needs
+(docs/migrate.md)."""
 
 from __future__ import annotations
 
-from shared.events import Build, parse_build_message
-from shared.migrate import dedupe_key, handle_build, max_age, migrate_deps
+from typing import TYPE_CHECKING
+
+from shared.migrate import dedupe_key, handle, migrate_deps, parse
 from shared.runtime import Context, Outcome, pubsub_handler
 
+if TYPE_CHECKING:  # the event models load with the first delivery (docs/architecture.md)
+    from shared.migrate import Build
 
-# migrate_deps: a concurrent duplicate is answered 503 at once instead of waiting inside
-# the receipt INSERT, where it would stall CREATE INDEX CONCURRENTLY (shared/migrate).
-@pubsub_handler(
-    "migrate",
-    parse=parse_build_message,
-    max_age=max_age(),
-    dedupe_key=dedupe_key,
-    deps=migrate_deps,
-)
+
+@pubsub_handler("migrate", parse=parse, dedupe_key=dedupe_key, deps=migrate_deps)
 def migrate(event: Build, ctx: Context) -> Outcome:
-    return handle_build(event, ctx)
+    return handle(event, ctx)

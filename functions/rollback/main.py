@@ -1,20 +1,17 @@
 """rollback: a failed smoke test or an auto-rollback alert puts traffic back on the last
-known-good revision (DESIGN.md 4.2; docs/rollback.md)."""
+known-good revision (docs/rollback.md)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from shared.rollback import RollbackInput, handle, parse_rollback_message, rollback_dedupe_key
+from shared.rollback import dedupe_key, handle, parse
 from shared.runtime import Context, Outcome, pubsub_handler
-from shared.settings import get_settings
+
+if TYPE_CHECKING:  # the event models load with the first delivery (docs/architecture.md)
+    from shared.rollback import RollbackInput
 
 
-@pubsub_handler(
-    "rollback",
-    parse=parse_rollback_message,
-    max_age=timedelta(seconds=get_settings().rollback.max_event_age_s),
-    dedupe_key=rollback_dedupe_key,
-)
+@pubsub_handler("rollback", parse=parse, dedupe_key=dedupe_key)
 def rollback(event: RollbackInput, ctx: Context) -> Outcome:
     return handle(event, ctx)

@@ -24,6 +24,7 @@ from shared.events._cloudbuild import (
     is_service_name,
     parse_build_message,
 )
+from shared.events._common import load_json_object, validate
 from shared.events._monitoring import (
     Incident,
     IncidentDocumentation,
@@ -88,8 +89,10 @@ __all__ = [
     "SmokeResult",
     "is_commit_sha",
     "is_service_name",
+    "load_json_object",
     "parse_build_message",
     "parse_incident_body",
     "parse_incident_message",
     "parse_ops_message",
+    "validate",
 ]

@@ -1,16 +1,19 @@
-"""alert_intake: Cloud Monitoring webhook -> ``monitoring-alerts`` (DESIGN.md 4.4).
+"""alert_intake: Cloud Monitoring webhook -> ``monitoring-alerts`` (docs/notify.md,
+"alert_intake").
 
 Order matters, each step cheaper than the next and each refusal publishing nothing:
-method (405) -> Basic auth (401, constant time) -> size (413: Content-Length first, then
-at most limit+1 bytes read, never the whole body) -> schema (400 with the reason) ->
-publish (503 only when Pub/Sub is out of reach or misconfigured, so Cloud Monitoring
-retries; 400 when Pub/Sub refuses the message itself, which no retry changes) -> 202.
-Attributes are made to fit Pub/Sub's limits first (:func:`attribute_value`), so no body
-that passed the schema check can make the publish fail.
+method (405) -> Basic auth (401, constant time: :func:`basic_auth`, the
+``http_handler`` auth hook) -> size (413: Content-Length first, then at most limit+1
+bytes read, never the whole body; both by ``http_handler``) -> schema (400 with the
+reason) -> publish (503 only when Pub/Sub is out of reach or misconfigured, so Cloud
+Monitoring retries; 400 when Pub/Sub refuses the message itself, which no retry
+changes) -> 202. Attributes are made to fit Pub/Sub's limits first
+(:func:`attribute_value`), so no body that passed the schema check can make the
+publish fail. Errors carry the runtime's one JSON body (docs/architecture.md).
 
-Credentials are resolved through ``deps.secrets`` (Secret Manager references or plain
-values from env), which registers them with the log redactor; neither the header nor
-the credentials are ever logged.
+Credentials (``Settings.intake``) are resolved through ``deps.secrets`` (Secret Manager
+references or plain values from env), which registers them with the log redactor;
+neither the header nor the credentials are ever logged.
 """
 
 from __future__ import annotations
@@ -18,20 +21,29 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
-import time
-from typing import Any
-
-from flask import Request, Response
+import traceback
+from typing import TYPE_CHECKING
 
 from shared.errors import InvalidEventError, SightOpsError
-from shared.events import IncidentNotification, parse_incident_body
-from shared.events._common import clean_text
-from shared.log import labels, redact
-from shared.runtime import Deps
+from shared.runtime import Deps, HttpContext, HttpError
 
-logger = logging.getLogger("sightops.alert_intake")
+if TYPE_CHECKING:  # the event models load with the first body parsed (docs/architecture.md)
+    from flask import Request
+
+    from shared.events import IncidentNotification
+    from shared.settings import Settings
+
+__all__ = [
+    "ATTRIBUTE_VALUE_MAX_BYTES",
+    "REALM",
+    "attribute_value",
+    "attributes_for",
+    "authorised",
+    "basic_auth",
+    "body_limit",
+    "handle",
+]
 
 REALM = 'Basic realm="sight-ops alert_intake", charset="UTF-8"'
 #: Pub/Sub's limit on an attribute value, in bytes of UTF-8 (keys: 256 bytes, at most 100
@@ -40,19 +52,12 @@ REALM = 'Basic realm="sight-ops alert_intake", charset="UTF-8"'
 ATTRIBUTE_VALUE_MAX_BYTES = 1024
 
 
-def _answer(status: int, body: dict[str, Any], **headers: str) -> Response:
-    response = Response(json.dumps(body), status=status, content_type="application/json")
-    for key, value in headers.items():
-        response.headers[key.replace("_", "-")] = value
-    return response
-
-
 def _credentials(deps: Deps) -> tuple[bytes, bytes] | None:
-    config = deps.settings.notify
-    if config.intake_username is None or config.intake_password is None:
+    config = deps.settings.intake
+    if config.username is None or config.password is None:
         return None
-    user = deps.secrets.resolve(config.intake_username.get_secret_value())
-    password = deps.secrets.resolve(config.intake_password.get_secret_value())
+    user = deps.secrets.resolve(config.username.get_secret_value(), redact=False)
+    password = deps.secrets.resolve(config.password.get_secret_value())
     if not user or not password:
         return None
     return user.encode("utf-8"), password.encode("utf-8")
@@ -82,19 +87,12 @@ def authorised(header: str | None, expected: tuple[bytes, bytes]) -> bool:
     return bool(user_ok & password_ok) and bool(user)
 
 
-def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (reads at most limit+1 bytes)."""
-    length = request.content_length
-    if length is not None and length > limit:
-        return None
-    body = request.stream.read(limit + 1)
-    return None if len(body) > limit else body
-
-
 def attribute_value(value: str) -> str:
     """``value`` as Pub/Sub takes it: NUL and lone surrogates (no UTF-8 encoder accepts
     one) replaced by U+FFFD, then cut to :data:`ATTRIBUTE_VALUE_MAX_BYTES` bytes of UTF-8
     on a character boundary (never half a character)."""
+    from shared.events._common import clean_text
+
     encoded = clean_text(value).encode("utf-8")
     if len(encoded) <= ATTRIBUTE_VALUE_MAX_BYTES:
         return encoded.decode("utf-8")
@@ -122,91 +120,67 @@ def attributes_for(notification: IncidentNotification) -> dict[str, str]:
     return {key: attribute_value(value) for key, value in attributes.items()}
 
 
-def handle_intake(request: Request, deps: Deps) -> Response:
-    """One webhook POST; see the module docstring for the order of checks."""
-    started = time.perf_counter()
-    status, outcome, detail = 500, "error", ""
-    try:
-        status, outcome, detail, response = _handle(request, deps)
-        return response
-    finally:
-        level = logging.INFO if status < 400 else logging.WARNING
-        logger.log(
-            level,
-            "alert_intake: %s %d%s",
-            outcome,
-            status,
-            f": {redact(detail)}" if detail else "",
-            extra={
-                **labels(function="alert_intake", outcome=outcome),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
-
-
-def _handle(request: Request, deps: Deps) -> tuple[int, str, str, Response]:
-    if request.method != "POST":
-        return 405, "method", request.method, _answer(405, {"error": "POST only"}, Allow="POST")
+def basic_auth(request: Request, deps: Deps) -> None:
+    """The ``http_handler`` auth hook: Basic auth against ``Settings.intake``, in
+    constant time; 503 while no credentials are configured (Cloud Monitoring retries
+    once they are), 401 with a challenge otherwise."""
     try:
         expected = _credentials(deps)
     except SightOpsError as exc:
-        return 503, "unconfigured", type(exc).__name__, _answer(503, {"error": "try later"})
+        raise HttpError(503, "unconfigured", "try later", reason=type(exc).__name__) from None
     if expected is None:
-        # Misconfiguration: 503 so Cloud Monitoring retries once it is fixed.
-        return (
+        raise HttpError(
             503,
             "unconfigured",
-            "intake credentials are not configured",
-            _answer(503, {"error": "not configured"}),
+            "not configured",
+            reason="intake credentials are not configured",
         )
     if not authorised(request.headers.get("Authorization"), expected):
-        return (
-            401,
-            "unauthorised",
-            "",
-            _answer(401, {"error": "unauthorised"}, WWW_Authenticate=REALM),
-        )
-    limit = deps.settings.notify.intake_max_body_bytes
-    body = _read_limited(request, limit)
-    if body is None:
-        return (
-            413,
-            "too_large",
-            f"body over {limit} bytes",
-            _answer(413, {"error": f"body is larger than {limit} bytes"}),
-        )
+        raise HttpError(401, "unauthorised", "unauthorised", headers={"WWW-Authenticate": REALM})
+
+
+def body_limit(settings: Settings) -> int:
+    """``INTAKE__MAX_BODY_BYTES``: the largest webhook body accepted (413 past it)."""
+    return settings.intake.max_body_bytes
+
+
+def handle(request: Request, ctx: HttpContext) -> tuple[dict[str, str], int]:
+    """One authenticated webhook POST within the size limit: parse, then publish."""
+    from shared.events import parse_incident_body
+
+    del request  # method, auth and size were checked by http_handler
     try:
-        notification = parse_incident_body(body)
+        notification = parse_incident_body(ctx.body)
     except InvalidEventError as exc:
-        return 400, "invalid", str(exc), _answer(400, {"error": str(exc)})
+        raise HttpError(400, "invalid", str(exc), reason=str(exc)) from None
     except Exception as exc:  # a parser bug: the same body crashes it on every retry
         reason = f"parser crashed: {type(exc).__name__}"
-        logger.exception("alert_intake: %s", reason)
-        return 400, "invalid", reason, _answer(400, {"error": reason})
-    topic = deps.settings.topics.monitoring_alerts
+        raise HttpError(
+            400,
+            "invalid",
+            reason,
+            reason=reason,
+            level=logging.ERROR,
+            fields={"traceback": traceback.format_exc(limit=8)},
+        ) from None
+    topic = ctx.deps.settings.topics.monitoring_alerts
     from google.api_core import exceptions as gexc
 
     try:
-        message_id = deps.publisher.publish(topic, body, attributes_for(notification))
+        message_id = ctx.deps.publisher.publish(topic, ctx.body, attributes_for(notification))
     except (gexc.InvalidArgument, ValueError, TypeError) as exc:
         # Pub/Sub (or its client) refuses this message itself: a retry sends the same.
-        return (
+        raise HttpError(
             400,
             "unpublishable",
-            f"{type(exc).__name__}: {exc}",
-            _answer(400, {"error": f"Pub/Sub refused the message: {type(exc).__name__}"}),
-        )
+            f"Pub/Sub refused the message: {type(exc).__name__}",
+            reason=f"{type(exc).__name__}: {exc}",
+        ) from None
     except Exception as exc:  # an outage or a misconfiguration: tell the sender to retry
-        return (
-            503,
-            "publish_failed",
-            type(exc).__name__,
-            _answer(503, {"error": "could not publish; retry later"}),
-        )
-    return (
-        202,
-        "published",
-        f"incident {notification.incident.incident_id} ({notification.version}) as {message_id}",
-        _answer(202, {"published": message_id}),
-    )
+        raise HttpError(
+            503, "publish_failed", "could not publish; retry later", reason=type(exc).__name__
+        ) from None
+    incident = notification.incident
+    ctx.outcome = "published"
+    ctx.reason = f"incident {incident.incident_id} ({notification.version}) as {message_id}"
+    return {"published": message_id}, 202

@@ -1,25 +1,66 @@
-"""Dashboard KPIs: the model, the index-driven aggregates, and the
-stampede-proof cache they are served through. Semantics: docs/kpi.md."""
+"""Dashboard KPIs: the model, the index-driven aggregates, the stampede-proof cache they
+are served through, and the ``kpi_refresh`` consumer's face (:func:`parse`,
+:func:`dedupe_key`, :func:`handle`). Semantics: docs/kpi.md."""
 
-from shared.kpi.cache import (
-    BytesCodec,
-    CachePolicy,
-    CacheResult,
-    CacheStatus,
-    CacheUnavailableError,
-    Codec,
-    Entry,
-    KnownAbsentError,
-    SingleFlightCache,
-)
-from shared.kpi.model import SCHEMA_VERSION, GraphKpis, ProjectKpis
-from shared.kpi.queries import ProjectNotFoundError, compute_project_kpis
-from shared.kpi.service import KpiService, OverloadedError, RefreshReport, kpi_service
+from typing import TYPE_CHECKING
+
+from shared._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from shared.kpi.cache import (
+        BytesCodec,
+        CacheResult,
+        CacheStatus,
+        CacheUnavailableError,
+        Codec,
+        Entry,
+        KnownAbsentError,
+        SingleFlightCache,
+    )
+    from shared.kpi.model import SCHEMA_VERSION, GraphKpis, ProjectKpis
+    from shared.kpi.queries import ProjectNotFoundError, compute_project_kpis
+    from shared.kpi.refresh import RefreshInput, dedupe_key, handle, parse
+    from shared.kpi.service import KpiService, OverloadedError, RefreshReport, kpi_service
+else:  # each name is imported on first use (docs/architecture.md, "Cold start")
+    __getattr__ = lazy_attributes(
+        __name__,
+        {
+            "cache": (
+                "BytesCodec",
+                "CacheResult",
+                "CacheStatus",
+                "CacheUnavailableError",
+                "Codec",
+                "Entry",
+                "KnownAbsentError",
+                "SingleFlightCache",
+            ),
+            "model": (
+                "SCHEMA_VERSION",
+                "GraphKpis",
+                "ProjectKpis",
+            ),
+            "queries": (
+                "ProjectNotFoundError",
+                "compute_project_kpis",
+            ),
+            "refresh": (
+                "dedupe_key",
+                "handle",
+                "parse",
+            ),
+            "service": (
+                "KpiService",
+                "OverloadedError",
+                "RefreshReport",
+                "kpi_service",
+            ),
+        },
+    )
 
 __all__ = [
     "SCHEMA_VERSION",
     "BytesCodec",
-    "CachePolicy",
     "CacheResult",
     "CacheStatus",
     "CacheUnavailableError",
@@ -31,8 +72,12 @@ __all__ = [
     "OverloadedError",
     "ProjectKpis",
     "ProjectNotFoundError",
+    "RefreshInput",
     "RefreshReport",
     "SingleFlightCache",
     "compute_project_kpis",
+    "dedupe_key",
+    "handle",
     "kpi_service",
+    "parse",
 ]

@@ -18,10 +18,14 @@ scripts, so a caller never deletes a lock it no longer owns, and a dead holder's
 expires by itself. Only the lock's current holder stores its value, and never over one
 stored after its computation started: a caller whose lock expired (a hung computation that
 was taken over) returns its result to its own caller but cannot overwrite the newer
-value. Any Redis error opens a short circuit breaker during which values are
-computed directly (still coalesced per process): slower, never broken.
+value. Any Redis error opens the outage guard (:class:`shared.cache.RedisOutageGuard`)
+for ``redis_retry_s``, during which values are computed directly (still coalesced per
+process): slower, never broken.
 
-**Negative caching** (``absent_on``, ``absent_ttl_s``): when the computation says the
+The timings are ``KpiConfig``'s (``KPI__*``), whose fields say what each one means; the
+semantics are in docs/kpi.md, "Cache semantics".
+
+**Negative caching** (``absent_on``, ``not_found_ttl_s``): when the computation says the
 thing does not exist, a short-lived marker is stored under the key instead of a value, so
 repeated requests for it are answered from one ``GET`` (:class:`KnownAbsentError`) with no
 lock and no computation. Any later stored value replaces the marker.
@@ -43,7 +47,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
+from shared.cache import RedisOutageGuard
 from shared.errors import TransientError
+from shared.settings import KpiConfig, Settings
 
 if TYPE_CHECKING:
     import redis
@@ -58,7 +64,7 @@ CacheStatus = Literal["hit", "miss", "stale"]
 #: Entry layout: ``sf1 <fresh_until> <delta_s> <stored_at>\n<payload>`` (unix seconds).
 #: A text header keeps entries readable with redis-cli and costs one split to parse.
 _MAGIC = b"sf1"
-#: An absence marker: ``nf1 <stored_at>\n<message>``, stored for ``absent_ttl_s``. It does
+#: An absence marker: ``nf1 <stored_at>\n<message>``, stored for ``not_found_ttl_s``. It does
 #: not match ``_STORE_AND_RELEASE``'s ``sf1`` pattern, so any computed value overwrites it.
 _ABSENT = b"nf1 "
 
@@ -125,25 +131,6 @@ class CacheUnavailableError(TransientError):
 
 class KnownAbsentError(LookupError):
     """The key is cached as absent (negative caching); the message is the original one."""
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """Timings of one cache; see ``KpiConfig`` for the meaning of each."""
-
-    ttl_s: float = 300.0
-    stale_ttl_s: float = 3600.0
-    lock_ttl_s: float = 5.0
-    wait_s: float = 8.0
-    poll_min_s: float = 0.005
-    poll_max_s: float = 0.025
-    xfetch_beta: float = 1.0
-    redis_retry_s: float = 5.0
-    #: The watchdog stops extending the lock after this long, so a computation that hangs
-    #: (not merely slow) lets its lock expire and another caller take over.
-    compute_timeout_s: float = 60.0
-    #: How long "does not exist" (an ``absent_on`` exception) is remembered; 0 disables.
-    absent_ttl_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -256,12 +243,12 @@ class _Watchdog:
 
     def _run(self) -> None:
         interval = max(self._ttl_ms / 3000, 0.01)
-        deadline = time.monotonic() + self._cache.policy.compute_timeout_s
+        deadline = time.monotonic() + self._cache.compute_timeout_s
         while not self._stop.wait(interval):
             if time.monotonic() >= deadline:
                 logger.warning(
                     "cache computation still running after %.0fs; letting its lock expire",
-                    self._cache.policy.compute_timeout_s,
+                    self._cache.compute_timeout_s,
                     extra={"cache": self._cache.name, "lock": self._lock_key},
                 )
                 return
@@ -286,7 +273,7 @@ class SingleFlightCache(Generic[T]):
         self,
         client: redis.Redis,
         codec: Codec[T],
-        policy: CachePolicy,
+        config: KpiConfig,
         *,
         name: str = "cache",
         prefix: str = "sightops:cache",
@@ -294,10 +281,13 @@ class SingleFlightCache(Generic[T]):
         local_coalesce: bool = True,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        redis_retry_s: float | None = None,
     ) -> None:
+        """``redis_retry_s``: the outage window when ``config.redis_retry_s`` is unset
+        (``Settings.redis_retry_s``; default, that setting's default)."""
         self.client = client
         self.codec = codec
-        self.policy = policy
+        self.config = config
         self.name = name
         self.prefix = prefix
         self.metrics = metrics
@@ -305,9 +295,17 @@ class SingleFlightCache(Generic[T]):
         self.clock = clock
         self.rand = rand
         self._flight = _LocalFlight()
-        self._down_until = 0.0
-        self._down_lock = threading.Lock()
-        self._entry_ms = int((policy.ttl_s + policy.stale_ttl_s) * 1000)
+        #: The watchdog stops extending the lock after this long, so a computation that
+        #: hangs (not merely slow) lets its lock expire and another caller take over.
+        self.compute_timeout_s = max(config.compute_timeout_s, config.lock_ttl_s)
+        if config.redis_retry_s is not None:
+            redis_retry_s = config.redis_retry_s
+        elif redis_retry_s is None:
+            redis_retry_s = float(Settings.model_fields["redis_retry_s"].default)
+        self.redis_guard = RedisOutageGuard(
+            redis_retry_s, "computing values directly", logger=logger, extra={"cache": name}
+        )
+        self._entry_ms = int((config.ttl_s + config.stale_ttl_s) * 1000)
         self._get_or_lock = client.register_script(_GET_OR_LOCK)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
@@ -336,10 +334,10 @@ class SingleFlightCache(Generic[T]):
         refresh fails but an older value exists, that value is served instead (logged),
         unless the exception is one of ``invalidate_on`` (e.g. "the thing is gone"): then
         the entry is deleted and the exception raised. An exception of ``absent_on``
-        (with ``absent_ttl_s`` > 0) also leaves an absence marker: until it expires, ``get``
+        (with ``not_found_ttl_s`` > 0) also leaves an absence marker: until it expires, ``get``
         raises :class:`KnownAbsentError` for the key without computing anything.
         """
-        if absent_on and self.policy.absent_ttl_s > 0:
+        if absent_on and self.config.not_found_ttl_s > 0:
             compute = self._remembering_absence(key, compute, absent_on)
         else:
             absent_on = ()
@@ -370,7 +368,7 @@ class SingleFlightCache(Generic[T]):
         token = uuid.uuid4().hex
         try:
             acquired = self.client.set(
-                self.lock_key(key), token, nx=True, px=int(self.policy.lock_ttl_s * 1000)
+                self.lock_key(key), token, nx=True, px=int(self.config.lock_ttl_s * 1000)
             )
         except RedisError as exc:
             self._redis_failed(exc)
@@ -378,7 +376,7 @@ class SingleFlightCache(Generic[T]):
         if not acquired:
             return None
         return self._compute_locked(
-            key, token, compute, "refresh", int(self.policy.lock_ttl_s * 1000)
+            key, token, compute, "refresh", int(self.config.lock_ttl_s * 1000)
         )
 
     def peek(self, key: str) -> tuple[Entry | None, int]:
@@ -404,7 +402,7 @@ class SingleFlightCache(Generic[T]):
     ) -> CacheResult[T]:
         now = self.clock()
         if now < entry.fresh_until:
-            beta = self.policy.xfetch_beta
+            beta = self.config.xfetch_beta
             # XFetch: -ln(rand) is Exp(1); 1 - random() is in (0, 1] so log() is defined.
             if beta > 0 and now - entry.delta_s * beta * math.log(1.0 - self.rand()) >= (
                 entry.fresh_until
@@ -426,7 +424,7 @@ class SingleFlightCache(Generic[T]):
         reason = "early_refresh" if status == "hit" else "stale_refresh"
         token = uuid.uuid4().hex
         # The lock outlives the computation: at least twice the last compute time.
-        lock_ms = int(max(self.policy.lock_ttl_s, 2 * entry.delta_s) * 1000)
+        lock_ms = int(max(self.config.lock_ttl_s, 2 * entry.delta_s) * 1000)
         try:
             acquired = self.client.set(self.lock_key(key), token, nx=True, px=lock_ms)
         except RedisError as exc:
@@ -452,9 +450,9 @@ class SingleFlightCache(Generic[T]):
     def _load(self, key: str, compute: Callable[[], T]) -> CacheResult[T]:
         """No value: take the lock and compute, or wait (bounded) for whoever holds it."""
         token = uuid.uuid4().hex
-        lock_ms = int(self.policy.lock_ttl_s * 1000)
-        deadline = time.monotonic() + self.policy.wait_s
-        delay = self.policy.poll_min_s
+        lock_ms = int(self.config.lock_ttl_s * 1000)
+        deadline = time.monotonic() + self.config.wait_s
+        delay = self.config.poll_min_s
         waited = False
         value_key, lock_key = self.value_key(key), self.lock_key(key)
         while True:
@@ -483,13 +481,13 @@ class SingleFlightCache(Generic[T]):
                 self._count("cache_wait_timeouts")
                 logger.warning(
                     "waited %.1fs for another caller's computation; computing directly",
-                    self.policy.wait_s,
+                    self.config.wait_s,
                     extra={"cache": self.name, "key": key},
                 )
                 return self._compute_direct(key, compute, "wait_timeout", store=True)
             waited = True
             time.sleep(min(delay * (0.8 + 0.4 * random.random()), remaining))
-            delay = min(delay * 2, self.policy.poll_max_s)
+            delay = min(delay * 2, self.config.poll_max_s)
 
     def _compute_locked(
         self, key: str, token: str, compute: Callable[[], T], reason: str, lock_ms: int
@@ -550,7 +548,7 @@ class SingleFlightCache(Generic[T]):
         """
         if not self.local_coalesce:
             return fn()
-        budget = self.policy.wait_s + self.policy.compute_timeout_s
+        budget = self.config.wait_s + self.compute_timeout_s
 
         def direct() -> CacheResult[T]:
             return self._compute_direct(key, compute, "wait_timeout", store=True)
@@ -591,7 +589,7 @@ class SingleFlightCache(Generic[T]):
             except absent_on as exc:
                 if self._redis_usable():
                     marker = b"%s%.6f\n%s" % (_ABSENT, self.clock(), str(exc)[:200].encode())
-                    ttl_ms = max(1, int(self.policy.absent_ttl_s * 1000))
+                    ttl_ms = max(1, int(self.config.not_found_ttl_s * 1000))
                     self._safe(
                         lambda: self._store_and_release(
                             keys=[self.value_key(key), self.lock_key(key)],
@@ -617,7 +615,7 @@ class SingleFlightCache(Generic[T]):
 
     def _entry(self, payload: bytes, delta: float) -> Entry:
         now = self.clock()
-        return Entry(payload, now + self.policy.ttl_s, delta, now)
+        return Entry(payload, now + self.config.ttl_s, delta, now)
 
     def _computed(self, key: str, value: T, entry: Entry, reason: str) -> CacheResult[T]:
         # One line per computation: rare by design, and the first place to look when
@@ -660,21 +658,12 @@ class SingleFlightCache(Generic[T]):
             self.metrics.incr(name, 1.0, cache=self.name, **tags)
 
     def _redis_usable(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return self.redis_guard.usable()
 
     def _redis_failed(self, exc: BaseException) -> None:
-        """Open the breaker; warn once per outage window, not once per request."""
+        """Count every error; the guard skips Redis for a while and warns once."""
         self._count("cache_redis_errors")
-        with self._down_lock:
-            already_down = time.monotonic() < self._down_until
-            self._down_until = time.monotonic() + self.policy.redis_retry_s
-        if not already_down:
-            logger.warning(
-                "redis unavailable (%s); computing values directly for the next %.0fs",
-                type(exc).__name__,
-                self.policy.redis_retry_s,
-                extra={"cache": self.name},
-            )
+        self.redis_guard.failed(exc)
 
     def _safe(self, op: Callable[[], object]) -> None:
         """A best-effort Redis call: never raises (a lock we no longer own, Redis gone)."""

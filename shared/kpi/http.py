@@ -1,37 +1,31 @@
-"""``GET /v1/projects/{id}/kpis``: routing, status codes and cache headers (docs/kpi.md)."""
+"""``GET /v1/projects/{id}/kpis``: routing, status codes and cache headers (docs/kpi.md).
+
+Method, body size, the JSON error body and the request's log line are ``http_handler``'s
+(docs/architecture.md, "An HTTP request's path"); this module answers the route.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 from typing import TYPE_CHECKING
 
-from flask import Request, Response
-
-from shared.kpi.queries import ProjectNotFoundError
-from shared.kpi.service import OverloadedError, kpi_service
+from shared.runtime import HttpError
 
 if TYPE_CHECKING:
-    from shared.runtime import Deps
+    from flask import Request, Response
 
-logger = logging.getLogger("sightops.kpi")
+    from shared.runtime import HttpContext
 
+__all__ = ["METHODS", "OVERLOADED_RETRY_AFTER_S", "RETRY_AFTER_S", "handle", "parse_project_id"]
+
+METHODS = ("GET", "HEAD")
 _ROUTE = re.compile(r"^/v1/projects/(?P<project_id>[^/]+)/kpis/?$")
 RETRY_AFTER_S = 5
 #: Overload clears as soon as one computation (~15 ms) ends: retry soon.
 OVERLOADED_RETRY_AFTER_S = 1
-
-
-def error(status: int, code: str, message: str, **headers: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}})
-    response = Response(body, status=status, mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    for name, value in headers.items():
-        response.headers[name.replace("_", "-")] = value
-    return response
 
 
 def parse_project_id(raw: str) -> uuid.UUID | None:
@@ -44,41 +38,43 @@ def parse_project_id(raw: str) -> uuid.UUID | None:
         return None
 
 
-def handle(request: Request, deps: Deps) -> Response:
-    """Answer one request; never raises (errors become JSON with a status code)."""
+def handle(request: Request, ctx: HttpContext) -> Response:
+    """Answer one request; every refusal is an :class:`HttpError` (JSON, ``no-store``)."""
+    from flask import Response
+
+    from shared.kpi.queries import ProjectNotFoundError
+    from shared.kpi.service import OverloadedError, kpi_service
+
     match = _ROUTE.match(request.path)
     if match is None:
-        return error(404, "not_found", "no such route; use GET /v1/projects/{id}/kpis")
-    if request.method not in {"GET", "HEAD"}:
-        return error(405, "method_not_allowed", "use GET", Allow="GET, HEAD")
+        raise HttpError(404, "not_found", "no such route; use GET /v1/projects/{id}/kpis")
     project_id = parse_project_id(match["project_id"])
     if project_id is None:
-        return error(400, "invalid_project_id", "project id must be a UUID")
+        raise HttpError(400, "invalid_project_id", "project id must be a UUID")
+    ctx.fields["project_id"] = str(project_id)
     try:
-        result = kpi_service(deps).get(project_id)
+        result = kpi_service(ctx.deps).get(project_id)
     except ProjectNotFoundError:
-        return error(404, "project_not_found", f"no project {project_id}")
+        raise HttpError(404, "project_not_found", f"no project {project_id}") from None
     except OverloadedError:
-        # Counted (kpi_overloaded), not logged: a flood would otherwise flood the log too.
-        return error(
+        # Counted (kpi_overloaded); its line is at INFO: a flood must not flood WARNINGs.
+        raise HttpError(
             503,
             "overloaded",
             "too many KPI computations on this instance; retry shortly",
-            Retry_After=str(OVERLOADED_RETRY_AFTER_S),
-        )
+            headers={"Retry-After": str(OVERLOADED_RETRY_AFTER_S)},
+            level=logging.INFO,
+        ) from None
     except Exception as exc:
-        logger.warning(
-            "kpi unavailable for project %s: %s",
-            project_id,
-            type(exc).__name__,
-            extra={"project_id": str(project_id), "error": str(exc)[:300]},
-        )
-        return error(
+        raise HttpError(
             503,
             "unavailable",
             "KPIs cannot be computed right now; retry shortly",
-            Retry_After=str(RETRY_AFTER_S),
-        )
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+            reason=f"kpi unavailable for project {project_id}: {type(exc).__name__}",
+            fields={"error": str(exc)[:300]},
+        ) from None
+    ctx.outcome = result.status
     response = Response(result.value, status=200, mimetype="application/json")
     response.headers["X-Cache"] = result.status
     response.headers["X-Compute-Ms"] = f"{result.compute_ms:.1f}"
@@ -86,7 +82,7 @@ def handle(request: Request, deps: Deps) -> Response:
     if result.status == "stale" or fresh_for <= 0:
         response.headers["Cache-Control"] = "private, max-age=0, must-revalidate"
     else:
-        stale = int(deps.settings.kpi.stale_ttl_s)
+        stale = int(ctx.deps.settings.kpi.stale_ttl_s)
         response.headers["Cache-Control"] = (
             f"private, max-age={fresh_for}, stale-while-revalidate={stale}"
         )

@@ -1,6 +1,12 @@
-"""``kpi_refresh``: precompute one project or every active one (topic ``kpi-refresh``).
+"""``kpi_refresh``: precompute one project or every active one (topic ``kpi-refresh``),
+or prune the runtime's tables when Cloud Scheduler asks for it on the same topic.
 
-Two producers send different shapes (docs/kpi.md, "Refresh messages"):
+:func:`parse`, :func:`dedupe_key` and :func:`handle` are the consumer's face (the same
+for every function, docs/architecture.md). Pruning rides on this topic because
+kpi_refresh is the one scheduled Pub/Sub consumer with a database pool, so it needs no
+function, subscription or account of its own (docs/schema.md, "Pruning").
+
+Refresh requests come from two producers in different shapes (docs/kpi.md, "Refresh messages"):
 
 - our own tools publish a full ops event (attributes ``type``, ``id``, ``time``,
   ``source``), parsed strictly by ``parse_ops_message``;
@@ -20,53 +26,86 @@ refreshed because a store is down.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from shared.errors import InvalidEventError, PermanentError, TransientError
-from shared.events import EventType, KpiRefreshRequested, parse_ops_message
-from shared.kpi.cache import CacheUnavailableError
-from shared.kpi.queries import ProjectNotFoundError
-from shared.kpi.service import KpiService, kpi_service
 from shared.runtime import Context, Outcome, PubsubMessage
 
-_WHAT = f"ops event {EventType.KPI_REFRESH_REQUESTED.value}"
+if TYPE_CHECKING:
+    # Imported where first used, so ``import main`` stays cheap (docs/architecture.md,
+    # "Cold start").
+    from shared.events import KpiRefreshRequested
+    from shared.housekeeping import PruneRequested
+    from shared.kpi.service import KpiService
+
+    #: What a ``kpi-refresh`` message asks for.
+    RefreshInput = KpiRefreshRequested | PruneRequested
+
+__all__ = [
+    "RefreshInput",
+    "dedupe_key",
+    "handle",
+    "parse",
+    "parse_refresh_request",
+]
+
+
+def parse(data: bytes, attributes: Mapping[str, str]) -> RefreshInput:
+    """A prune request (by its ``type`` attribute) or a refresh request."""
+    from shared.housekeeping import is_prune_request, parse_prune_request
+
+    if is_prune_request(attributes):
+        return parse_prune_request(data, attributes)
+    return parse_refresh_request(data, attributes)
+
+
+def dedupe_key(event: RefreshInput, message: PubsubMessage) -> str:
+    """The Pub/Sub message id: unique per publish, stable across redeliveries (scheduled
+    messages carry no id of their own)."""
+    from shared.housekeeping import PruneRequested
+
+    if isinstance(event, PruneRequested):
+        return f"prune:{message.message_id}"
+    return f"message:{message.message_id}"
+
+
+def handle(event: RefreshInput, ctx: Context) -> Outcome:
+    """One project, every active one, or a prune."""
+    from shared.housekeeping import PruneRequested, handle_prune
+
+    if isinstance(event, PruneRequested):
+        return handle_prune(event, ctx)
+    return handle_refresh(event, ctx)
 
 
 def parse_refresh_request(data: bytes, attributes: Mapping[str, str]) -> KpiRefreshRequested:
     """A refresh request from our own event or from a Cloud Scheduler job."""
+    from shared.events import (
+        EventType,
+        KpiRefreshRequested,
+        load_json_object,
+        parse_ops_message,
+        validate,
+    )
+
+    what = f"ops event {EventType.KPI_REFRESH_REQUESTED.value}"
     if attributes.get("time") and attributes.get("id"):
         return parse_ops_message(data, attributes).data_as(KpiRefreshRequested)
     event_type = attributes.get("type")
     if event_type and event_type != EventType.KPI_REFRESH_REQUESTED.value:
-        raise InvalidEventError(f"{_WHAT}: attribute 'type' is {event_type[:80]!r}, not a refresh")
+        raise InvalidEventError(f"{what}: attribute 'type' is {event_type[:80]!r}, not a refresh")
     if not data.strip():
         return KpiRefreshRequested(all_active=True)
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError):
-        raise InvalidEventError(f"{_WHAT}: data is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidEventError(f"{_WHAT}: data must be a JSON object")
-    try:
-        return KpiRefreshRequested.model_validate(payload)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidEventError(f"{_WHAT}: {problems}"[:400]) from None
-
-
-def dedupe_key(_event: KpiRefreshRequested, message: PubsubMessage) -> str:
-    """The Pub/Sub message id: unique per publish, stable across redeliveries."""
-    return f"message:{message.message_id}"
+    return validate(KpiRefreshRequested, load_json_object(data, what), what)
 
 
 def handle_refresh(event: KpiRefreshRequested, ctx: Context) -> Outcome:
     """Refresh what the event asks for; Redis down is a skip (the next run will do it)."""
+    from shared.kpi.cache import CacheUnavailableError
+    from shared.kpi.service import kpi_service
+
     service = kpi_service(ctx.deps)
     try:
         if event.project_id is not None:
@@ -101,6 +140,8 @@ def handle_refresh(event: KpiRefreshRequested, ctx: Context) -> Outcome:
 
 
 def _refresh_one(service: KpiService, project_id: uuid.UUID) -> Outcome:
+    from shared.kpi.queries import ProjectNotFoundError
+
     try:
         result = service.refresh(project_id)
     except ProjectNotFoundError:

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from shared.errors import SightOpsError, TransientError
 from shared.graph import is_transient as graph_is_transient
 from shared.kpi.cache import (
     BytesCodec,
-    CachePolicy,
     CacheResult,
     CacheUnavailableError,
     KnownAbsentError,
@@ -35,7 +33,6 @@ from shared.kpi.queries import ProjectNotFoundError, active_project_ids, compute
 
 if TYPE_CHECKING:
     from shared.runtime import Deps
-    from shared.settings import KpiConfig
 
 logger = logging.getLogger("sightops.kpi")
 
@@ -54,21 +51,6 @@ def is_outage(exc: BaseException) -> bool:
         (isinstance(exc, SightOpsError) and exc.retryable)
         or db_is_transient(exc)
         or graph_is_transient(exc)
-    )
-
-
-def policy_from(config: KpiConfig) -> CachePolicy:
-    return CachePolicy(
-        ttl_s=config.ttl_s,
-        stale_ttl_s=config.stale_ttl_s,
-        lock_ttl_s=config.lock_ttl_s,
-        wait_s=config.wait_s,
-        poll_min_s=config.poll_min_s,
-        poll_max_s=config.poll_max_s,
-        xfetch_beta=config.xfetch_beta,
-        redis_retry_s=config.redis_retry_s,
-        compute_timeout_s=max(60.0, config.lock_ttl_s),
-        absent_ttl_s=config.not_found_ttl_s,
     )
 
 
@@ -107,11 +89,12 @@ class KpiService:
         self.cache: SingleFlightCache[bytes] = SingleFlightCache(
             self.client,
             BytesCodec(),
-            policy_from(self.config),
+            self.config,
             name="kpi",
             prefix=f"{self.config.key_prefix}:s{SCHEMA_VERSION}",
             metrics=deps.metrics,
             local_coalesce=local_coalesce,
+            redis_retry_s=deps.settings.redis_retry_s,
         )
 
     def _compute_from_stores(self, project_id: uuid.UUID) -> bytes:
@@ -211,14 +194,6 @@ class KpiService:
         return report
 
 
-_services: weakref.WeakKeyDictionary[Deps, KpiService] = weakref.WeakKeyDictionary()
-_services_lock = threading.Lock()
-
-
 def kpi_service(deps: Deps) -> KpiService:
-    """The process's service for these deps (its cache holds the in-process flights)."""
-    with _services_lock:
-        service = _services.get(deps)
-        if service is None:
-            service = _services[deps] = KpiService(deps)
-        return service
+    """The one service of these deps (its cache holds the in-process flights)."""
+    return deps.service(KpiService)

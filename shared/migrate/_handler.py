@@ -1,33 +1,23 @@
-"""What ``functions/migrate`` does with one ``cloud-builds`` message (DESIGN.md 4.1)."""
+"""What ``functions/migrate`` does with one ``cloud-builds`` message: :func:`parse`,
+:func:`dedupe_key`, :func:`handle`, and the deps it runs with (docs/migrate.md)."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from datetime import timedelta
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
-
-from shared.events import (
-    Build,
-    BuildStatus,
-    EventType,
-    MigrationResult,
-    OpsEvent,
-    is_commit_sha,
-    is_service_name,
-)
-from shared.migrate._record import RunRecorder
-from shared.migrate._run import (
-    MigrationFailed,
-    RunRequest,
-    migration_engine,
-    run_migrations,
-    start_session,
-)
 from shared.runtime import Context, Deps, Outcome, PubsubMessage, process_deps
-from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    # Imported where first used: the event models with the first delivery, SQLAlchemy's
+    # event API with the deps, Alembic and pglast (``_run``) only when a build is migrated
+    # (docs/architecture.md, "Cold start").
+    from sqlalchemy.engine import Connection
+
+    from shared.events import Build, EventType, MigrationResult, OpsEvent
+    from shared.migrate._run import MigrationFailed
 
 SOURCE = "migrate"
 
@@ -53,6 +43,8 @@ def migrate_deps() -> Deps:
     The delivery engine becomes an ``OptionEngine`` over the same pool with a local
     ``begin`` listener, so nothing else sharing the pool is affected.
     """
+    from sqlalchemy import event
+
     deps = process_deps()
     with _deps_lock:
         engine = deps.engine
@@ -68,9 +60,11 @@ def migrate_deps() -> Deps:
 _EVENT_NAMESPACE = uuid.UUID("6b2d3f0e-5a41-4c7e-9d8a-3c1f0e7b9a52")
 
 
-def max_age() -> timedelta:
-    """Oldest delivery migrate still acts on (``MIGRATE__MAX_AGE_S``)."""
-    return timedelta(seconds=get_settings().migrate.max_age_s)
+def parse(data: bytes, attributes: Mapping[str, str]) -> Build:
+    """A Cloud Build notification from the ``cloud-builds`` topic."""
+    from shared.events import parse_build_message
+
+    return parse_build_message(data, attributes)
 
 
 def dedupe_key(build: Build, message: PubsubMessage) -> str:
@@ -86,6 +80,8 @@ def dedupe_key(build: Build, message: PubsubMessage) -> str:
 def migration_event(
     event_type: EventType, result: MigrationResult, ctx: Context
 ) -> OpsEvent[MigrationResult]:
+    from shared.events import MigrationResult, OpsEvent
+
     key = f"{event_type.value}:{result.build_id}"
     return OpsEvent[MigrationResult](
         type=event_type,
@@ -126,10 +122,14 @@ def _shown(value: str | None) -> str | None:
 
 
 def _safe_commit(build: Build) -> str | None:
+    from shared.events import is_commit_sha
+
     return build.commit_sha if is_commit_sha(build.commit_sha) else None
 
 
 def _safe_service(build: Build) -> str | None:
+    from shared.events import is_service_name
+
     return build.service if is_service_name(build.service) else None
 
 
@@ -141,6 +141,8 @@ def unsafe_values(build: Build) -> dict[str, str]:
     anything else means the trigger was run by hand with chosen values (or misconfigured).
     Absent values are not unsafe: they deploy nothing (the deploy's first step stops).
     """
+    from shared.events import is_commit_sha, is_service_name
+
     problems: dict[str, str] = {}
     if build.commit_sha is not None and not is_commit_sha(build.commit_sha):
         problems["COMMIT_SHA"] = "is not a full commit (40 lowercase hex digits)"
@@ -152,6 +154,8 @@ def unsafe_values(build: Build) -> dict[str, str]:
 def _skip(build: Build, reason: str, ctx: Context) -> Outcome:
     """Record an unselected SUCCESS build (an operator can see what migrate ignored and
     why); publish ``skipped`` only when configured to: a manual build is not news."""
+    from shared.events import EventType, MigrationResult
+
     ctx.record_action(
         "migration",
         "skipped",
@@ -183,6 +187,10 @@ def _refuse(build: Build, problems: dict[str, str], ctx: Context) -> MigrationFa
     short, in ``detail.rejected``; published ``failed`` without them, so Slack and logs
     never carry them. Nothing is migrated: the build's commit cannot be trusted.
     """
+    from shared.events import EventType, MigrationResult
+    from shared.migrate._record import RunRecorder
+    from shared.migrate._run import MigrationFailed, migration_engine, start_session
+
     error = f"build {build.id} is not migrated or deployed: " + "; ".join(
         f"{name} {why}" for name, why in problems.items()
     )
@@ -204,9 +212,12 @@ def _refuse(build: Build, problems: dict[str, str], ctx: Context) -> MigrationFa
     return MigrationFailed(error)
 
 
-def handle_build(build: Build, ctx: Context) -> Outcome:
+def handle(build: Build, ctx: Context) -> Outcome:
     """Skip what is not ours (recording unselected SUCCESS builds); refuse a selected build
     whose values could not travel safely into the deploy; migrate the rest and report."""
+    from shared.events import BuildStatus, EventType
+    from shared.migrate._run import MigrationFailed, RunRequest, run_migrations
+
     cfg = ctx.deps.settings.migrate
     if build.status is not BuildStatus.SUCCESS:
         return Outcome.skipped(f"build {build.id} is {build.status.value}, not SUCCESS")

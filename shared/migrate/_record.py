@@ -55,6 +55,7 @@ class RunRecorder:
         self.trigger_event_id = trigger_event_id
         self.actor = actor
         self._table_exists = False
+        self._has_breaking_column = False
 
     def table_known(self) -> bool:
         """Whether ``ops.actions`` is known to exist (no round trip)."""
@@ -111,6 +112,32 @@ class RunRecorder:
             on_conflict="update",
             returning=False,  # inside a migration's transaction: no open portal
         )
+        if detail.get("breaking") and self._breaking_column(conn, remember=not in_block):
+            # The declared column rollback's freeze rule reads (docs/rollback.md; 0003).
+            # Once true, a run stays breaking: only its own transaction rolling back undoes it.
+            conn.execute(
+                text(
+                    "UPDATE ops.actions SET breaking = true WHERE dedupe_key = :k AND NOT breaking"
+                ),
+                {"k": self.key},
+            )
+
+    def _breaking_column(self, conn: Connection, *, remember: bool) -> bool:
+        """Whether ``ops.actions.breaking`` exists (migration 0003); the detail keeps
+        ``breaking`` either way, and 0003 carries it over."""
+        if self._has_breaking_column:
+            return True
+        found = bool(
+            conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_attribute"
+                    " WHERE attrelid = CAST('ops.actions' AS regclass)"
+                    " AND attname = 'breaking' AND NOT attisdropped)"
+                )
+            ).scalar()
+        )
+        self._has_breaking_column = found and remember
+        return found
 
 
 def unresolved_partial(conn: Connection, revision: str) -> dict[str, Any] | None:

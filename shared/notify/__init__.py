@@ -1,63 +1,106 @@
-"""notify: filter, route, group, render and deliver messages worth a human's attention."""
+"""notify: one Slack message per thing worth a human's attention (docs/notify.md).
 
-from shared.notify._config import (
-    NotifyFileConfig,
-    check_environment,
-    load_config,
-    parse_config,
-    parse_duration,
-)
-from shared.notify._group import GroupStore, needs_update
-from shared.notify._model import (
-    Notice,
-    NotifyEvent,
-    dedupe_key,
-    parse_notify_message,
-    to_notice,
-)
-from shared.notify._pipeline import Notifier, notifier_for
-from shared.notify._render import (
-    AlertEntry,
-    AlertGroupView,
-    SlackMessage,
-    alert_entry,
-    render_alert_group,
-    render_build,
-    render_incident,
-    render_migration,
-    render_ops,
-    render_rollback,
-    render_smoke,
-)
-from shared.notify._send import LogIntegration, SlackIntegration, integration_for
+The face every area shares: ``parse`` (one parser for four topics), ``dedupe_key`` (the
+runtime's receipt key) and ``handle(event, ctx) -> Outcome``; ``prepare`` validates the
+config at cold start. The stages (route/filter, dedup, group, render,
+deliver) are private modules wired by ``_pipeline``.
+"""
+
+from typing import TYPE_CHECKING
+
+from shared._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from shared.notify._config import (
+        NotifyFileConfig,
+        check_environment,
+        load_config,
+        parse_config,
+        parse_duration,
+        prepare,
+    )
+    from shared.notify._group import needs_update
+    from shared.notify._model import (
+        AlertGroupView,
+        Notice,
+        NotifyEvent,
+        alert_entry,
+        dedupe_key,
+        parse,
+        parse_notify_message,
+        to_notice,
+    )
+    from shared.notify._pipeline import Notifier, handle, notifier_for
+    from shared.notify._render import (
+        SlackMessage,
+        render,
+        render_alert_group,
+        render_build,
+        render_incident,
+        render_ops,
+    )
+else:  # each name is imported on first use (docs/architecture.md, "Cold start")
+    __getattr__ = lazy_attributes(
+        __name__,
+        {
+            "_config": (
+                "NotifyFileConfig",
+                "check_environment",
+                "load_config",
+                "parse_config",
+                "parse_duration",
+                "prepare",
+            ),
+            "_group": ("needs_update",),
+            "_model": (
+                "AlertGroupView",
+                "Notice",
+                "NotifyEvent",
+                "alert_entry",
+                "dedupe_key",
+                "parse",
+                "parse_notify_message",
+                "to_notice",
+            ),
+            "_pipeline": (
+                "Notifier",
+                "handle",
+                "notifier_for",
+            ),
+            "_render": (
+                "SlackMessage",
+                "render",
+                "render_alert_group",
+                "render_build",
+                "render_incident",
+                "render_ops",
+            ),
+        },
+    )
 
 __all__ = [
-    "AlertEntry",
     "AlertGroupView",
-    "GroupStore",
-    "LogIntegration",
     "Notice",
     "Notifier",
     "NotifyEvent",
     "NotifyFileConfig",
-    "SlackIntegration",
     "SlackMessage",
     "alert_entry",
     "check_environment",
     "dedupe_key",
-    "integration_for",
+    "handle",
     "load_config",
     "needs_update",
     "notifier_for",
+    "parse",
     "parse_config",
     "parse_duration",
     "parse_notify_message",
+    "prepare",
+    "render",
     "render_alert_group",
     "render_build",
     "render_incident",
-    "render_migration",
     "render_ops",
-    "render_rollback",
-    "render_smoke",
     "to_notice",
 ]

@@ -8,6 +8,7 @@ Webhook URLs are credentials: the file only ever holds *references* to them (``d
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.errors import ConfigError
 from shared.events import BuildSelector, BuildStatus
 from shared.events._common import format_loc
+from shared.runtime import Deps, process_deps
 from shared.secrets import is_reference
 
 Kind = Literal["build", "smoke", "migration", "rollback", "alert"]
@@ -346,3 +348,23 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems[:5]) + (
         f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     )
+
+
+def _read_config(deps: Deps) -> NotifyFileConfig:
+    return check_environment(load_config(deps.settings.notify.config_file), os.environ)
+
+
+def config_for(deps: Deps) -> NotifyFileConfig:
+    """The config file of ``deps``, read and validated (``env:`` webhook variables
+    included) once, on first use (``Deps.service``): the only place notify loads it."""
+    return deps.service(_read_config)
+
+
+def prepare(deps: Deps | None = None) -> NotifyFileConfig:
+    """Read and validate the config now, at import of ``functions/notify/main.py``.
+
+    A broken config file (or an ``env:`` webhook variable that is unset) then fails the
+    cold start, not the first alert. Only the file is read here: the notifier (Redis,
+    Slack clients) is built by the first delivery, from this same validated config
+    (docs/architecture.md, "Cold start")."""
+    return config_for(deps or process_deps())

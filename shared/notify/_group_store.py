@@ -1,4 +1,5 @@
-"""Alert groups in Redis, the way Alertmanager's dispatcher keeps them in memory.
+"""The group stage's state: alert groups in Redis, the way Alertmanager's dispatcher
+keeps them in memory (docs/notify.md, "Grouping in a stateless, push-triggered function").
 
 A stateless, push-triggered function has no timers, so the group's clock lives in Redis:
 
@@ -10,8 +11,8 @@ A stateless, push-triggered function has no timers, so the group's clock lives i
   *timer lease*: the one delivery currently responsible for flushing the group.
 
 Appending is one Lua script (atomic), so concurrent deliveries never lose an alert or a
-due time. Every key is prefixed and expires (``state_ttl_s``). The decision of what a
-flush says follows Alertmanager's DedupStage (``needs_update``).
+due time. Every key is prefixed and expires (``state_ttl_s``). What a flush says and
+when is decided by the stage itself (``_group.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any, cast
 
 import redis
 
-from shared.notify._render import AlertEntry
+from shared.notify._model import AlertEntry
+from shared.notify._route import GroupSettings
 
 # KEYS: alerts, meta, due, closed, timer
 # ARGV: gid, incident_id, entry_json, state, now, group_wait, group_interval, ttl,
@@ -127,14 +129,6 @@ return 1
 
 
 @dataclass(frozen=True)
-class GroupSettings:
-    group_by: tuple[str, ...]
-    group_wait: float
-    group_interval: float
-    repeat_interval: float
-
-
-@dataclass(frozen=True)
 class AppendResult:
     gid: str
     status: str  # changed | unchanged | stale
@@ -168,32 +162,6 @@ class Snapshot:
 
 def _order(entry: AlertEntry) -> tuple[float, str]:
     return (entry.started_at or 0.0, entry.incident_id)
-
-
-def needs_update(
-    firing: set[str],
-    resolved: set[str],
-    notified: frozenset[str],
-    last_notify: float,
-    repeat_interval: float,
-    now: float,
-) -> str | None:
-    """Why a flush sends a message, or None (Alertmanager's DedupStage.needsUpdate).
-
-    Resolved alerts leave the group once a message has shown them, so any resolved
-    alert still in the group is one the channel has not been told about.
-    """
-    if last_notify == 0 or not notified:
-        return "first notification" if firing else None
-    if not firing <= notified:
-        return "new alerts in group"
-    if not firing:
-        return "all alerts resolved"
-    if resolved:
-        return "alerts resolved"
-    if last_notify + repeat_interval <= now:
-        return "repeat interval elapsed"
-    return None
 
 
 def group_id(route: str, labels: Mapping[str, str]) -> str:

@@ -1,11 +1,16 @@
-"""What notify consumes, normalised: one parse for four topics, one ``Notice`` per event.
+"""What notify consumes, normalised, and what its stages hand each other.
 
-A ``Notice`` carries what routing and filtering need (kind, type, severity, service)
-without each stage re-inspecting the wire model.
+One parse for four topics, one ``Notice`` per event: a ``Notice`` carries what routing
+and filtering need (kind, type, severity, service) without each stage re-inspecting the
+wire model. ``AlertEntry`` is an alert as grouping keeps it and a message shows it;
+``AlertGroupView`` is what one group message is about. Every stage may import this
+module; it imports none of them (docs/notify.md, "The pipeline").
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +27,8 @@ from shared.events import (
     parse_incident_message,
     parse_ops_message,
 )
+from shared.log import REDACTOR
+from shared.notify._config import NotifyFileConfig
 from shared.runtime import PubsubMessage
 
 NotifyEvent = Build | OpsEvent[OpsPayload] | IncidentNotification
@@ -49,7 +56,7 @@ _OPS_SEVERITY = {
 ESCALATIONS = frozenset({EventType.ROLLBACK_FAILED, EventType.ROLLBACK_FROZEN})
 
 
-def parse_notify_message(data: bytes, attributes: Mapping[str, str]) -> NotifyEvent:
+def parse(data: bytes, attributes: Mapping[str, str]) -> NotifyEvent:
     """Dispatch on what the message is: ``buildId`` -> a build, ``type`` -> one of ours,
     anything else -> a Cloud Monitoring incident (that channel sets no attributes)."""
     if attributes.get("buildId"):
@@ -57,6 +64,10 @@ def parse_notify_message(data: bytes, attributes: Mapping[str, str]) -> NotifyEv
     if attributes.get("type"):
         return parse_ops_message(data, attributes)
     return parse_incident_message(data, attributes)
+
+
+#: The former name of :func:`parse` (tests/proof still imports it).
+parse_notify_message = parse
 
 
 def dedupe_key(event: NotifyEvent, message: PubsubMessage) -> str:
@@ -148,3 +159,96 @@ def to_notice(event: NotifyEvent, key: str) -> Notice | None:
         key,
         event,
     )
+
+
+def truncate(value: str, limit: int) -> str:
+    """At most ``limit`` characters, an ellipsis marking a cut. Secrets are masked first,
+    so a cut never leaves part of one behind."""
+    value = REDACTOR.redact(value)
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# ---- alerts, as grouping keeps them and messages show them ---------------------------
+
+
+@dataclass(frozen=True)
+class AlertEntry:
+    """The part of an incident a message shows; small enough to keep per alert in Redis."""
+
+    incident_id: str
+    state: str  # firing | resolved
+    policy: str
+    service: str | None = None
+    severity: str = "warning"
+    condition: str | None = None
+    observed: str | None = None
+    threshold: str | None = None
+    resource: str | None = None
+    url: str | None = None
+    summary: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    doc_subject: str | None = None
+    doc_content: str | None = None
+    runbook: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in self.__dict__.items() if v is not None})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> AlertEntry:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def runbook_url(policy: str | None, labels: dict[str, str], config: NotifyFileConfig) -> str | None:
+    """The runbook for a policy: its ``runbook`` user label, else the first matching rule."""
+    name = labels.get("runbook")
+    if name and re.fullmatch(r"[a-z0-9\-]+", name.removesuffix(".md")):
+        return config.runbook_base_url + name.removesuffix(".md") + ".md"
+    for rule in config.runbooks:
+        if policy and re.search(rule.policy, policy, re.IGNORECASE):
+            return config.runbook_base_url + rule.runbook
+    return None
+
+
+def alert_entry(notification: IncidentNotification, config: NotifyFileConfig) -> AlertEntry:
+    """Reduce an incident to what its message shows."""
+    incident = notification.incident
+    doc = incident.documentation
+    resource = incident.resource_display_name or incident.resource_name
+    if not resource and incident.resource is not None:
+        resource = incident.resource.type
+    return AlertEntry(
+        incident_id=incident.incident_id,
+        state="resolved" if incident.is_closed else "firing",
+        policy=incident.policy_name or "(unnamed policy)",
+        service=incident_service(incident),
+        severity=incident_severity(incident),
+        condition=incident.condition_name,
+        observed=incident.observed_value,
+        threshold=incident.threshold_value,
+        resource=resource,
+        url=incident.url,
+        summary=incident.summary,
+        started_at=incident.started_at.timestamp() if incident.started_at else None,
+        ended_at=incident.ended_at.timestamp() if incident.ended_at else None,
+        doc_subject=doc.subject if doc else None,
+        doc_content=truncate(doc.content, 1500) if doc and doc.content else None,
+        runbook=runbook_url(incident.policy_name, incident.policy_user_labels, config),
+    )
+
+
+@dataclass(frozen=True)
+class AlertGroupView:
+    """What one group message is about: the group's labels and its alerts now."""
+
+    labels: dict[str, str]
+    firing: tuple[AlertEntry, ...]
+    resolved: tuple[AlertEntry, ...]
+    reason: str = "first notification"
+    test: bool = False
+
+    @property
+    def all_resolved(self) -> bool:
+        return not self.firing and bool(self.resolved)

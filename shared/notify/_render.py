@@ -12,6 +12,9 @@ https, no ``<``, ``>``, ``|``, whitespace). Every registered secret (``shared.lo
 redactor: resolved secrets, webhook URLs) is masked in every string of the payload, after
 escaping (the redactor knows the escaped forms) and before any cut. Rendering is pure: no
 clock, no I/O (golden-tested). docs/notify.md.
+
+The render stage: it may import the stages before it (route, dedup, group), never the
+one after (deliver).
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ from shared.events import (
 )
 from shared.log import REDACTOR, mrkdwn_escape
 from shared.notify._config import NotifyFileConfig, Templates, render_template
+from shared.notify._model import (
+    AlertEntry,
+    AlertGroupView,
+    Notice,
+    alert_entry,
+    truncate,
+)
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -73,13 +83,6 @@ _SEVERITY_ICON = {
     "warning": ":large_orange_circle:",
     "info": ":large_blue_circle:",
 }
-
-
-def truncate(value: str, limit: int) -> str:
-    """At most ``limit`` characters, an ellipsis marking a cut. Secrets are masked first,
-    so a cut never leaves part of one behind."""
-    value = REDACTOR.redact(value)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 #: mrkdwn control characters, as Slack asks (``&``, ``<``, ``>``); the redactor knows
@@ -490,91 +493,6 @@ def render_rollback(
 # ---- alerts ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AlertEntry:
-    """The part of an incident a message shows; small enough to keep per alert in Redis."""
-
-    incident_id: str
-    state: str  # firing | resolved
-    policy: str
-    service: str | None = None
-    severity: str = "warning"
-    condition: str | None = None
-    observed: str | None = None
-    threshold: str | None = None
-    resource: str | None = None
-    url: str | None = None
-    summary: str | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    doc_subject: str | None = None
-    doc_content: str | None = None
-    runbook: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps({k: v for k, v in self.__dict__.items() if v is not None})
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> AlertEntry:
-        data = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-def runbook_url(policy: str | None, labels: dict[str, str], config: NotifyFileConfig) -> str | None:
-    """The runbook for a policy: its ``runbook`` user label, else the first matching rule."""
-    name = labels.get("runbook")
-    if name and re.fullmatch(r"[a-z0-9\-]+", name.removesuffix(".md")):
-        return config.runbook_base_url + name.removesuffix(".md") + ".md"
-    for rule in config.runbooks:
-        if policy and re.search(rule.policy, policy, re.IGNORECASE):
-            return config.runbook_base_url + rule.runbook
-    return None
-
-
-def alert_entry(notification: IncidentNotification, config: NotifyFileConfig) -> AlertEntry:
-    """Reduce an incident to what its message shows."""
-    incident = notification.incident
-    from shared.notify._model import incident_service, incident_severity
-
-    doc = incident.documentation
-    resource = incident.resource_display_name or incident.resource_name
-    if not resource and incident.resource is not None:
-        resource = incident.resource.type
-    return AlertEntry(
-        incident_id=incident.incident_id,
-        state="resolved" if incident.is_closed else "firing",
-        policy=incident.policy_name or "(unnamed policy)",
-        service=incident_service(incident),
-        severity=incident_severity(incident),
-        condition=incident.condition_name,
-        observed=incident.observed_value,
-        threshold=incident.threshold_value,
-        resource=resource,
-        url=incident.url,
-        summary=incident.summary,
-        started_at=incident.started_at.timestamp() if incident.started_at else None,
-        ended_at=incident.ended_at.timestamp() if incident.ended_at else None,
-        doc_subject=doc.subject if doc else None,
-        doc_content=truncate(doc.content, 1500) if doc and doc.content else None,
-        runbook=runbook_url(incident.policy_name, incident.policy_user_labels, config),
-    )
-
-
-@dataclass(frozen=True)
-class AlertGroupView:
-    """What one group message is about: the group's labels and its alerts now."""
-
-    labels: dict[str, str]
-    firing: tuple[AlertEntry, ...]
-    resolved: tuple[AlertEntry, ...]
-    reason: str = "first notification"
-    test: bool = False
-
-    @property
-    def all_resolved(self) -> bool:
-        return not self.firing and bool(self.resolved)
-
-
 def _epoch(value: float | None) -> str | None:
     return _time(datetime.fromtimestamp(value, UTC)) if value else None
 
@@ -693,3 +611,13 @@ def render_ops(event: OpsEvent[OpsPayload], config: NotifyFileConfig) -> SlackMe
             event, config.templates, config.escalation.mention, config.runbook_base_url
         )
     raise ValueError(f"notify does not render {event.type.value}")
+
+
+def render(notice: Notice, config: NotifyFileConfig) -> SlackMessage:
+    """The message for one notice sent on its own (everything but grouped alerts)."""
+    event = notice.event
+    if isinstance(event, Build):
+        return render_build(event, config.templates)
+    if isinstance(event, IncidentNotification):
+        return render_incident(event, config)
+    return render_ops(event, config)

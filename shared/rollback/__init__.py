@@ -1,54 +1,98 @@
-"""Rollback (DESIGN.md 4.2): put traffic back on the last known-good revision, or
-freeze and escalate when moving back is unsafe. docs/rollback.md.
+"""Rollback: put traffic back on the last known-good revision, or freeze and escalate
+when moving back is unsafe (docs/rollback.md).
 
+- :func:`parse`, :func:`dedupe_key`, :func:`handle` -- the function's face (``_function``);
+- :class:`Rollbacks` (``_orchestrator``) -- lock, read, decide, mark, act, record, publish;
+- ``_store`` -- persistence only: the service lock, health, the decision journal;
+- :func:`manual_rollback`, :func:`manual_mark` -- the CLI adapter (``_cli``);
 - :func:`decide` -- the decision, a pure function over typed inputs (``_model``);
-- :class:`CloudRun` -- google-cloud-run: read a service, pin its traffic, verify;
-- :class:`Rollbacks` / :func:`handle` -- lock, read, decide, mark, act, record, publish;
-- :func:`manual_rollback`, :func:`manual_mark` -- the same from ``sightops``.
+- :class:`CloudRun` -- google-cloud-run: read a service, pin its traffic, verify.
 """
 
-from shared.rollback._cloudrun import (
-    CloudRun,
-    CloudRunError,
-    OperationFailed,
-    ServiceNotFound,
-    TrafficChanged,
-    TrafficConflict,
-    UpdateOutcomeUnknown,
-    cloud_run_for,
-    create_cloud_run,
-)
-from shared.rollback._decide import (
-    breaking_after,
-    decide,
-    incident_trigger,
-    newest_known_good,
-    rollback_traffic,
-)
-from shared.rollback._model import (
-    BreakingMigration,
-    Decision,
-    Health,
-    HealthRecord,
-    Policy,
-    RevisionInfo,
-    ServiceState,
-    TrafficItem,
-    Trigger,
-    Verdict,
-)
-from shared.rollback._run import (
-    Report,
-    RollbackInput,
-    Rollbacks,
-    from_webhook,
-    handle,
-    manual_mark,
-    manual_rollback,
-    parse_rollback_message,
-    rollback_dedupe_key,
-)
-from shared.rollback._store import load_health
+from typing import TYPE_CHECKING
+
+from shared._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from shared.rollback._cli import manual_mark, manual_rollback
+    from shared.rollback._cloudrun import (
+        CloudRun,
+        CloudRunError,
+        OperationFailed,
+        ServiceNotFound,
+        TrafficChanged,
+        TrafficConflict,
+        UpdateOutcomeUnknown,
+        cloud_run_for,
+        create_cloud_run,
+    )
+    from shared.rollback._decide import (
+        breaking_after,
+        decide,
+        incident_trigger,
+        newest_known_good,
+        rollback_traffic,
+    )
+    from shared.rollback._function import RollbackInput, dedupe_key, from_webhook, handle, parse
+    from shared.rollback._model import (
+        BreakingMigration,
+        Decision,
+        Health,
+        HealthRecord,
+        Policy,
+        RevisionInfo,
+        ServiceState,
+        TrafficItem,
+        Trigger,
+        Verdict,
+    )
+    from shared.rollback._orchestrator import Report, Rollbacks
+    from shared.rollback._store import load_health
+else:  # each name is imported on first use: docs/architecture.md, "Cold start"
+    __getattr__ = lazy_attributes(
+        __name__,
+        {
+            "_cli": ("manual_mark", "manual_rollback"),
+            "_cloudrun": (
+                "CloudRun",
+                "CloudRunError",
+                "OperationFailed",
+                "ServiceNotFound",
+                "TrafficChanged",
+                "TrafficConflict",
+                "UpdateOutcomeUnknown",
+                "cloud_run_for",
+                "create_cloud_run",
+            ),
+            "_decide": (
+                "breaking_after",
+                "decide",
+                "incident_trigger",
+                "newest_known_good",
+                "rollback_traffic",
+            ),
+            "_function": (
+                "dedupe_key",
+                "from_webhook",
+                "handle",
+                "parse",
+            ),
+            "_model": (
+                "BreakingMigration",
+                "Decision",
+                "Health",
+                "HealthRecord",
+                "Policy",
+                "RevisionInfo",
+                "ServiceState",
+                "TrafficItem",
+                "Trigger",
+                "Verdict",
+            ),
+            "_orchestrator": ("Report", "Rollbacks"),
+            "_store": ("load_health",),
+        },
+    )
 
 __all__ = [
     "BreakingMigration",
@@ -75,6 +119,7 @@ __all__ = [
     "cloud_run_for",
     "create_cloud_run",
     "decide",
+    "dedupe_key",
     "from_webhook",
     "handle",
     "incident_trigger",
@@ -82,7 +127,6 @@ __all__ = [
     "manual_mark",
     "manual_rollback",
     "newest_known_good",
-    "parse_rollback_message",
-    "rollback_dedupe_key",
+    "parse",
     "rollback_traffic",
 ]

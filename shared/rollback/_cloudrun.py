@@ -1,6 +1,6 @@
 """Cloud Run Admin API v2 through google-cloud-run: read a service, move its traffic.
 
-The update is the one DESIGN.md 4.2 asks for: read the service (and so its etag) just
+The update (docs/rollback.md, "The traffic update"): read the service (and so its etag) just
 before, pin 100 % to the target with every tag kept at 0 %, send UpdateService, wait for
 the long-running operation, then read the service again and verify ``traffic_statuses``.
 
@@ -13,8 +13,6 @@ retried once after a fresh read, then :class:`TrafficConflict`; everything else 
 from __future__ import annotations
 
 import concurrent.futures
-import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -367,15 +365,10 @@ def create_cloud_run(settings: Settings) -> CloudRun:
     )
 
 
-_BY_DEPS: weakref.WeakKeyDictionary[Deps, CloudRun] = weakref.WeakKeyDictionary()
-_BY_DEPS_LOCK = threading.Lock()
+def _cloud_run_of(deps: Deps) -> CloudRun:
+    return create_cloud_run(deps.settings)
 
 
 def cloud_run_for(deps: Deps) -> CloudRun:
-    """One CloudRun per Deps, built on first use (clients are costly to create)."""
-    with _BY_DEPS_LOCK:
-        found = _BY_DEPS.get(deps)
-        if found is None:
-            found = create_cloud_run(deps.settings)
-            _BY_DEPS[deps] = found
-        return found
+    """The one CloudRun of these deps, built on first use (clients are costly to create)."""
+    return deps.service(_cloud_run_of)

@@ -1,4 +1,4 @@
-"""The rollback decision as pure functions over typed inputs (DESIGN.md 4.2).
+"""The rollback decision as pure functions over typed inputs.
 
 The table, in the order it is applied (docs/rollback.md has it with examples):
 

@@ -1,13 +1,16 @@
-"""What rollback reads and writes in PostgreSQL, all on the delivery's own connection.
+"""Persistence of rollback: what it reads and writes in PostgreSQL, nothing else.
 
 - the per-service lock: a transaction-scoped advisory lock, so it is released exactly
   when the decision and its records commit (or roll back) -- see docs/rollback.md;
-- ``ops.revisions``: health per revision (``good`` / ``bad``), with a ``health``
-  action in ``ops.actions`` per change that carries the time of the evidence, so a
-  late, older event never overrides newer evidence;
-- ``ops.actions``: breaking migrations (the migrate function's contract);
+- ``ops.revisions``: health per revision (``good`` / ``bad``) and the time of the
+  evidence behind it (``health_evidence_at``), so a late, older event never overrides
+  newer evidence; each change is also a ``health`` action in ``ops.actions`` (the audit
+  trail, never read back to decide);
+- ``ops.actions.breaking``: breaking migrations (the migrate function's contract);
 - ``ops.rollback_decisions``: the journal of traffic moves, written in transactions of
   their own (:class:`Journal`): the anti-flap count and our own promotion times.
+
+docs/schema.md lists the columns.
 """
 
 from __future__ import annotations
@@ -74,27 +77,23 @@ def service_known(conn: Connection, service: str) -> bool:
 def load_health(conn: Connection, service: str) -> dict[str, HealthRecord]:
     rows = conn.execute(
         text(
-            "SELECT r.revision, r.health, r.health_reason,"
-            " (SELECT max(CAST(a.detail->>'evidence_time' AS timestamptz)) FROM ops.actions a"
-            "   WHERE a.kind = 'health' AND a.service = r.service"
-            "   AND a.detail->>'revision' = r.revision) AS evidence_time"
-            " FROM ops.revisions r WHERE r.service = :s"
+            "SELECT revision, health, health_reason, health_evidence_at FROM ops.revisions"
+            " WHERE service = :s"
         ),
         {"s": service},
     ).all()
     return {
-        row.revision: HealthRecord(row.health, row.health_reason, row.evidence_time) for row in rows
+        row.revision: HealthRecord(row.health, row.health_reason, row.health_evidence_at)
+        for row in rows
     }
 
 
 def latest_evidence(conn: Connection, service: str, revision: str) -> datetime | None:
+    """The time of the evidence behind the revision's current health (None: none yet)."""
     value = conn.execute(
-        text(
-            "SELECT max(CAST(detail->>'evidence_time' AS timestamptz)) FROM ops.actions"
-            " WHERE kind = 'health' AND service = :s AND detail->>'revision' = :r"
-        ),
+        text("SELECT health_evidence_at FROM ops.revisions WHERE service = :s AND revision = :r"),
         {"s": service, "r": revision},
-    ).scalar_one()
+    ).scalar_one_or_none()
     return value if isinstance(value, datetime) else None
 
 
@@ -116,7 +115,9 @@ def mark_health(
 
     Evidence is ordered by its own time (the event's ``time``), not by arrival: a
     smoke.passed published before a smoke.failed but delivered after it changes
-    nothing. On a tie, ``bad`` wins. Returns whether the mark was applied.
+    nothing. On a tie, ``bad`` wins. Returns whether the mark was applied. The evidence
+    time is kept in ``ops.revisions.health_evidence_at``; the ``health`` action repeats it
+    for the audit trail.
     """
     latest = latest_evidence(conn, service, revision)
     if latest is not None and (
@@ -126,10 +127,12 @@ def mark_health(
     conn.execute(
         text(
             "INSERT INTO ops.revisions AS r (service, revision, image, commit_sha, build_id,"
-            " created_at, health, health_reason, updated_at)"
-            " VALUES (:s, :r, :image, :sha, :build, :created, :health, :reason, now())"
+            " created_at, health, health_reason, health_evidence_at, updated_at)"
+            " VALUES (:s, :r, :image, :sha, :build, :created, :health, :reason, :evidence,"
+            " now())"
             " ON CONFLICT (service, revision) DO UPDATE SET"
             " health = EXCLUDED.health, health_reason = EXCLUDED.health_reason,"
+            " health_evidence_at = EXCLUDED.health_evidence_at,"
             " image = COALESCE(EXCLUDED.image, r.image),"
             " commit_sha = COALESCE(EXCLUDED.commit_sha, r.commit_sha),"
             " build_id = COALESCE(EXCLUDED.build_id, r.build_id),"
@@ -145,6 +148,7 @@ def mark_health(
             "created": info.create_time if info else None,
             "health": health,
             "reason": reason[:1000],
+            "evidence": evidence_time,
         },
     )
     record(
@@ -167,14 +171,14 @@ def breaking_migrations(conn: Connection, since: datetime) -> list[BreakingMigra
 
     Any run but a skipped one counts: migrate marks a run breaking as soon as a destructive
     migration commits, so a run that then failed, or is still ``started`` (its messages
-    dead-lettered), has changed the schema all the same.
+    dead-lettered), has changed the schema all the same. ``breaking`` is the declared
+    column migrate sets (``shared.migrate``); the detail only names the migration.
     """
     rows = conn.execute(
         text(
             "SELECT id, COALESCE(finished_at, started_at) AS finished_at, detail"
             " FROM ops.actions"
-            " WHERE kind = 'migration' AND status <> 'skipped'"
-            " AND detail->>'breaking' = 'true'"
+            " WHERE kind = 'migration' AND status <> 'skipped' AND breaking"
             " AND COALESCE(finished_at, started_at) > :since"
             " ORDER BY 2"
         ),
@@ -347,8 +351,10 @@ def mark_published(conn: Connection, decision_id: uuid.UUID) -> None:
     )
 
 
-def journal_recorder(conn: Connection, trigger_event_id: str | None, clock: Clock) -> Recorder:
-    """``record_action`` on a journal transaction; ``dedupe_key`` makes it write-once."""
+def action_recorder(conn: Connection, trigger_event_id: str | None, clock: Clock) -> Recorder:
+    """``Context.record_action`` where there is no delivery: on a journal transaction, or
+    on the CLI's own. A ``dedupe_key`` makes a row write-once (a redelivery resuming a
+    decision never records its outcome twice)."""
 
     def record(
         kind: str,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
-
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.runtime._storable import storable_json, storable_text
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 #: What a second row with the same ``dedupe_key`` does: ``fail`` (the unique key refuses
 #: it), ``ignore`` (the first row stands), ``update`` (status, detail, trigger and
@@ -53,6 +53,8 @@ def write_action(
     result keeps pg8000's portal (and its snapshot) open until the next statement, which
     ``CREATE INDEX CONCURRENTLY`` would wait for (docs/migrate.md).
     """
+    from sqlalchemy import text
+
     sql = (
         "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
         " dedupe_key, detail, started_at, finished_at)"

@@ -9,9 +9,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.clock import Clock, utcnow
-from shared.settings import Settings, get_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each is imported where first used: a cold start pays for what it touches
     import redis
     from neo4j import Driver
     from sqlalchemy.engine import Engine
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from shared.metrics import Metrics
     from shared.pubsub import Publisher
     from shared.secrets import Secrets
+    from shared.settings import Settings
 
 
 T = TypeVar("T")
@@ -133,6 +133,7 @@ def process_deps() -> Deps:
     with _process_lock:
         if _process_deps is None:
             from shared.log import configure_logging
+            from shared.settings import get_settings
 
             settings = get_settings()
             configure_logging(settings.log_level)

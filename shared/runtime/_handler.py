@@ -1,4 +1,5 @@
-"""The handler runtime (DESIGN.md 2.4): parse, maximum age, dedupe, run, classify, log.
+"""The Pub/Sub handler runtime (docs/architecture.md): parse, maximum age, dedupe, run,
+classify, log.
 
 A function's ``main.py`` is decorator -> parse -> handle; everything else is here:
 
@@ -22,21 +23,18 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from shared.db import is_data_error, pool_usage, sqlstate, transaction
-from shared.db import is_transient as db_is_transient
-from shared.dlq import with_origin
-from shared.errors import InvalidEventError, SightOpsError, TransientError
+from shared.errors import ConfigError, InvalidEventError, SightOpsError, TransientError
+from shared.event_ages import EVENT_CONSUMERS
 from shared.log import LABELS_KEY, TRACE_KEY, redact
 from shared.runtime._actions import write_action
 from shared.runtime._deps import Deps, process_deps
 from shared.runtime._message import (
     PubsubMessage,
+    cloud_trace,
     message_from_cloudevent,
     message_from_envelope,
     request_traceparent,
@@ -45,10 +43,28 @@ from shared.runtime._message import (
 from shared.runtime._rejected import cap_payload
 from shared.runtime._storable import storable, storable_json, storable_text
 
+if TYPE_CHECKING:
+    # Loaded on the first delivery, never by ``import main`` (docs/architecture.md,
+    # "Cold start"): the methods below import shared.db and SQLAlchemy where they use them.
+    from sqlalchemy.engine import Connection
+
+    from shared.settings import Settings
+
 logger = logging.getLogger("sightops.runtime")
 
 E = TypeVar("E")
 E_inv = TypeVar("E_inv")
+
+
+class _FromSettings:
+    """``max_age`` not given: the consumer's ``Settings.max_event_age``, read at delivery."""
+
+    def __repr__(self) -> str:
+        return "FROM_SETTINGS"
+
+
+FROM_SETTINGS: Final = _FromSettings()
+MaxAge = timedelta | None | _FromSettings
 OutcomeStatus = Literal["handled", "skipped", "duplicate", "stale", "rejected", "failed", "retry"]
 Parser = Callable[[bytes, Mapping[str, str]], E]
 
@@ -78,12 +94,14 @@ class Outcome:
 
 @dataclass
 class Context:
-    """Per-delivery context: the deps, the message, and the open transaction."""
+    """Per-delivery context: the deps, the message, the open transaction, and the receipt
+    key the runtime deduplicated on (a handler never recomputes it)."""
 
     consumer: str
     deps: Deps
     message: PubsubMessage
     conn: Connection
+    key: str = ""
 
     def record_action(
         self,
@@ -121,10 +139,16 @@ class EventHandler(Generic[E]):
     consumer: str
     parse: Parser[E]
     fn: HandlerFn[E]
-    max_age: timedelta | None
+    max_age: MaxAge
     dedupe_key: Callable[[E, PubsubMessage], str] | None
     deps_factory: Callable[[], Deps]
     __name__: str = "handler"
+
+    def max_age_for(self, settings: Settings) -> timedelta | None:
+        """The maximum event age in force: the one given, else ``settings``' for this consumer."""
+        if isinstance(self.max_age, _FromSettings):
+            return settings.max_event_age(self.consumer)
+        return self.max_age
 
     def __call__(self, cloud_event: Any) -> None:
         deps = self.deps_factory()
@@ -159,9 +183,13 @@ class EventHandler(Generic[E]):
             return self._crashed(deps, message, "parser", exc, started)
 
         event_time = message.event_time
-        if self.max_age is not None and event_time is not None:
+        try:
+            max_age = self.max_age_for(deps.settings)
+        except SightOpsError as exc:  # no age configured for this consumer: fix, then replay
+            return self._retry(deps, message, exc, started)
+        if max_age is not None and event_time is not None:
             age = deps.clock() - event_time
-            if age > self.max_age:
+            if age > max_age:
                 return self._log(
                     deps,
                     message,
@@ -169,7 +197,7 @@ class EventHandler(Generic[E]):
                     started,
                     logging.INFO,
                     reason=f"event is {age.total_seconds():.0f}s old; maximum is "
-                    f"{self.max_age.total_seconds():.0f}s",
+                    f"{max_age.total_seconds():.0f}s",
                 )
 
         try:
@@ -181,6 +209,8 @@ class EventHandler(Generic[E]):
         except RetryDelivery:
             raise
         except Exception as exc:  # classify everything else: retry unless known permanent
+            from shared.db import is_data_error
+
             if is_data_error(exc):
                 return self._data_error(deps, message, exc, started)
             return self._retry(deps, message, exc, started)
@@ -192,6 +222,10 @@ class EventHandler(Generic[E]):
         # receipt is written as 'handled' up front and corrected only when it was not.
         # A concurrent duplicate blocks on that uncommitted row (bounded by the engine's
         # lock_timeout) and then sees it: that is the exactly-once guarantee.
+        from sqlalchemy import text
+
+        from shared.db import pool_usage, transaction
+
         try:
             with transaction(deps.engine) as conn:
                 waited = time.perf_counter()
@@ -218,7 +252,7 @@ class EventHandler(Generic[E]):
                         logging.INFO,
                         reason=f"already handled as {key}",
                     )
-                outcome = self.fn(event, Context(self.consumer, deps, message, conn))
+                outcome = self.fn(event, Context(self.consumer, deps, message, conn, key))
                 outcome = outcome or Outcome.handled()
                 if outcome.status != "handled":
                     self._set_receipt(conn, key, outcome.status)
@@ -258,6 +292,8 @@ class EventHandler(Generic[E]):
         )
 
     def _set_receipt(self, conn: Connection, key: str, outcome: str) -> None:
+        from sqlalchemy import text
+
         conn.execute(
             text(
                 "UPDATE ops.event_receipts SET outcome = :o WHERE consumer = :c AND event_id = :k"
@@ -268,6 +304,8 @@ class EventHandler(Generic[E]):
     def _retry(
         self, deps: Deps, message: PubsubMessage, exc: Exception, started: float
     ) -> OutcomeStatus:
+        from shared.db import is_transient as db_is_transient
+
         known = (
             isinstance(exc, TransientError)
             or (isinstance(exc, SightOpsError) and exc.retryable)
@@ -336,6 +374,11 @@ class EventHandler(Generic[E]):
 
         The payload is capped (``HOUSEKEEPING__REJECTED_PAYLOAD_MAX_BYTES``): its head is
         kept, and the reason ends with the original size and the sha256 of the whole."""
+        from sqlalchemy import text
+
+        from shared.db import transaction
+        from shared.dlq import with_origin
+
         payload = cap_payload(message.data, deps.settings.housekeeping.rejected_payload_max_bytes)
         if payload.capped:
             fields = {"payload_bytes": payload.size, "payload_sha256": payload.sha256, **fields}
@@ -391,9 +434,9 @@ class EventHandler(Generic[E]):
             extra["delivery_attempt"] = message.delivery_attempt
         if reason:
             extra["reason"] = redact(reason)
-        trace_id = _trace_id(message.trace)
-        if trace_id:
-            extra[TRACE_KEY] = f"projects/{deps.settings.gcp_project}/traces/{trace_id}"
+        trace = cloud_trace(message.trace, deps.settings.gcp_project)
+        if trace:
+            extra[TRACE_KEY] = trace
         extra.update({k: v for k, v in fields.items() if k not in extra})
         summary = (
             f"{self.consumer}: {outcome} {message.event_type or 'message'} "
@@ -408,19 +451,14 @@ class EventHandler(Generic[E]):
 def _describe_data_error(exc: BaseException) -> str:
     """``SQLSTATE 22021: invalid byte sequence …`` without the statement and its
     parameters (SQLAlchemy's text carries both), or the encoder's own message."""
+    from shared.db import sqlstate
+
     state = sqlstate(exc)
     if state is None:
         return f"{type(exc).__name__}: {exc}"
     orig = getattr(exc, "orig", None) or exc
     fields = orig.args[0] if orig.args and isinstance(orig.args[0], dict) else {}
     return f"SQLSTATE {state}: {fields.get('M', type(exc).__name__)}"
-
-
-def _trace_id(traceparent: str | None) -> str | None:
-    if not traceparent:
-        return None
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) >= 3 and len(parts[1]) == 32 else None
 
 
 class DeployedHandler(Protocol[E_inv]):
@@ -437,19 +475,31 @@ def pubsub_handler(
     consumer: str,
     parse: Parser[E],
     *,
-    max_age: timedelta | None = timedelta(hours=1),
     dedupe_key: Callable[[E, PubsubMessage], str] | None = None,
+    max_age: MaxAge = FROM_SETTINGS,
     deps: Callable[[], Deps] = process_deps,
 ) -> Callable[[HandlerFn[E]], DeployedHandler[E]]:
-    """Turn ``fn(event, ctx)`` into a registered functions-framework CloudEvent function."""
+    """Turn ``fn(event, ctx)`` into a registered functions-framework CloudEvent function.
+
+    ``max_age`` defaults to ``Settings.max_event_age(consumer)``, read from the deps'
+    settings at each delivery (never at import); ``None`` disables the check."""
+
+    if isinstance(max_age, _FromSettings) and consumer not in EVENT_CONSUMERS:
+        raise ConfigError(
+            f"pubsub_handler({consumer!r}): no maximum event age in Settings for it;"
+            " add it to shared/settings.py or pass max_age="
+        )
 
     def wrap(fn: HandlerFn[E]) -> DeployedHandler[E]:
+        import flask
         import functions_framework
 
         handler = EventHandler(consumer, parse, fn, max_age, dedupe_key, deps)
         handler.__name__ = fn.__name__
 
         def entry(cloud_event: Any) -> None:
+            if flask.has_request_context():  # the guard's sign that our code was reached
+                setattr(flask.g, _DELIVERY, cloud_event)
             handler(cloud_event)
 
         entry.__name__ = fn.__name__
@@ -475,6 +525,9 @@ def _guard_conversion(handler: EventHandler[Any], target: str) -> None:
     context; for the app serving ``target`` (a module can declare several functions) we
     register an error handler that reads the envelope itself when it can (a push message
     without ``data`` is still a message) and otherwise keeps the raw body as rejected.
+
+    Only what failed *before* our entry ran is a conversion failure: an exception that
+    escapes the entry itself is our own bug, answered 503 (:func:`_escaped`), never kept.
     """
     import flask
 
@@ -484,8 +537,13 @@ def _guard_conversion(handler: EventHandler[Any], target: str) -> None:
     def convert_failed(exc: Exception) -> Any:
         if isinstance(exc, HTTPException) and exc.code != 400:
             return exc  # our own answers (503: redeliver), and Flask's routing errors
-        deps = handler.deps_factory()
         started = time.perf_counter()
+        delivery = flask.g.get(_DELIVERY)
+        if delivery is not None:
+            # Not a conversion failure: our entry ran and something escaped the runtime's
+            # own classification (a bug of ours). Never keep the message for our bug.
+            return _escaped(handler, delivery, exc, started)
+        deps = handler.deps_factory()
         raw = flask.request.get_data()
         try:
             message = _message_from_raw(raw, flask.request.path)
@@ -504,6 +562,23 @@ def _guard_conversion(handler: EventHandler[Any], target: str) -> None:
         return "OK", 200
 
     flask.current_app.register_error_handler(Exception, convert_failed)
+
+
+#: Name of the ``flask.g`` attribute holding the CloudEvent our entry was called with.
+_DELIVERY = "sightops_delivery"
+
+
+def _escaped(handler: EventHandler[Any], delivery: Any, exc: Exception, started: float) -> Any:
+    """An exception that escaped our entry: logged as the runtime's retry line (ERROR,
+    with the traceback) and answered 503, so Pub/Sub redelivers and, if it keeps
+    failing, dead-letters the message with its failures logged."""
+    try:
+        handler._retry(handler.deps_factory(), salvage_cloudevent(delivery), exc, started)
+    except RetryDelivery as retry:
+        return retry
+    except Exception:  # not even the deps or the log line: still redeliver
+        logger.exception("%s: retry after an error that escaped the runtime", handler.consumer)
+    return RetryDelivery()
 
 
 @dataclass(frozen=True)

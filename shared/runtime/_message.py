@@ -175,3 +175,14 @@ def request_traceparent() -> str | None:
     cloud = headers.get("X-Cloud-Trace-Context", "")
     trace_id = cloud.split("/", 1)[0]
     return f"00-{trace_id}-0000000000000000-01" if len(trace_id) == 32 else None
+
+
+def cloud_trace(traceparent: str | None, project: str) -> str | None:
+    """Cloud Logging's ``logging.googleapis.com/trace`` value for a W3C ``traceparent``
+    (``projects/P/traces/ID``), or None when there is no usable trace id."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) < 3 or len(parts[1]) != 32:
+        return None
+    return f"projects/{project}/traces/{parts[1]}"

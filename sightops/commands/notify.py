@@ -104,7 +104,7 @@ def preview(
     from shared.events import Build, IncidentNotification
     from shared.notify import (
         load_config,
-        parse_notify_message,
+        parse,
         render_build,
         render_incident,
         render_ops,
@@ -114,7 +114,7 @@ def preview(
     try:
         cfg = load_config(config)
         data, attributes = _load_event(event)
-        parsed = parse_notify_message(data, attributes)
+        parsed = parse(data, attributes)
     except (SightOpsError, ValueError) as exc:
         console.print(f"[red]cannot preview[/]: {exc}")
         raise typer.Exit(1) from None

@@ -66,6 +66,11 @@ def rollback(
     console.print(f"[{colour}]{report.event.type.value}[/]: {report.reason}")
     if report.serving_after is not None:
         console.print(f"traffic now: {report.serving_after}")
+    if not report.published:
+        console.print(
+            f"[yellow]{report.event.type.value} {report.event.id} was recorded but not "
+            "published (Pub/Sub unreachable); notify has not reported it[/]"
+        )
     if report.verdict not in (Verdict.ROLLBACK, Verdict.SKIP):
         raise typer.Exit(1)
 

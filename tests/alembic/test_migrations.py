@@ -395,6 +395,98 @@ def test_upgrade_to_0002_carries_the_succeeded_rollbacks_over_for_the_anti_flap_
     ]
 
 
+def test_upgrade_to_0003_carries_evidence_times_and_breaking_runs_over_to_their_columns(
+    scratch_url: URL, at_head: Engine
+) -> None:
+    """Rollback reads the declared columns of 0003; what was recorded before it, in the
+    detail of ops.actions, must count the same after the upgrade."""
+    cfg = alembic_config(scratch_url)
+    alembic.command.downgrade(cfg, "0002")
+    with at_head.connect() as conn:
+        assert "health_evidence_at" not in {
+            c["name"] for c in sa.inspect(conn).get_columns("revisions", schema="ops")
+        }
+    health = sa.text(
+        "INSERT INTO ops.actions (kind, service, status, detail)"
+        " VALUES ('health', 'sight-api', :h, CAST(:d AS jsonb))"
+    )
+    migration = sa.text(
+        "INSERT INTO ops.actions (kind, service, status, dedupe_key, detail)"
+        " VALUES ('migration', 'sight-api', :st, :k, CAST(:d AS jsonb))"
+    )
+    with at_head.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ops.revisions (service, revision, health) VALUES"
+                " ('sight-api', 'r-1', 'good'), ('sight-api', 'r-2', 'bad'),"
+                " ('sight-api', 'r-3', 'good')"
+            )
+        )
+        for h, revision, at in (
+            ("good", "r-1", "2026-12-01T10:00:00+00:00"),
+            ("bad", "r-1", "2026-12-01T11:00:00+00:00"),
+            ("good", "r-1", "2026-12-01T12:30:00+01:00"),  # 11:30 UTC: the latest
+            ("bad", "r-2", "2026-12-02T09:00:00+00:00"),
+        ):
+            conn.execute(
+                health, {"h": h, "d": f'{{"revision": "{revision}", "evidence_time": "{at}"}}'}
+            )
+        conn.execute(migration, {"st": "failed", "k": "migrate:b-1", "d": '{"breaking": true}'})
+        conn.execute(migration, {"st": "succeeded", "k": "migrate:b-2", "d": '{"breaking": false}'})
+        conn.execute(migration, {"st": "succeeded", "k": "migrate:b-3", "d": "{}"})
+    alembic.command.upgrade(cfg, "head")
+    with at_head.connect() as conn:
+        evidence = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT revision, to_char(health_evidence_at AT TIME ZONE 'UTC',"
+                    " 'YYYY-MM-DD HH24:MI') FROM ops.revisions ORDER BY 1"
+                )
+            ).all()
+        )
+        breaking = dict(
+            conn.execute(
+                sa.text("SELECT dedupe_key, breaking FROM ops.actions WHERE kind = 'migration'")
+            ).all()
+        )
+        health_rows = conn.scalar(sa.text("SELECT count(*) FROM ops.actions WHERE kind = 'health'"))
+        conn.execute(sa.text("DELETE FROM ops.actions"))
+        conn.execute(sa.text("DELETE FROM ops.revisions"))
+        conn.commit()
+    assert evidence == {"r-1": "2026-12-01 11:30", "r-2": "2026-12-02 09:00", "r-3": None}
+    assert breaking == {"migrate:b-1": True, "migrate:b-2": False, "migrate:b-3": False}
+    assert health_rows == 4, "the audit trail stays"
+
+
+def test_downgrade_of_0003_drops_its_columns_and_keeps_the_audit_detail(
+    scratch_url: URL, at_head: Engine
+) -> None:
+    cfg = alembic_config(scratch_url)
+    with at_head.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ops.actions (kind, status, breaking, detail)"
+                " VALUES ('migration', 'succeeded', true, CAST(:d AS jsonb))"
+            ),
+            {"d": '{"breaking": true}'},
+        )
+    alembic.command.downgrade(cfg, "0002")
+    with at_head.connect() as conn:
+        columns = {
+            c["name"]
+            for table in ("actions", "revisions")
+            for c in sa.inspect(conn).get_columns(table, schema="ops")
+        }
+        kept = conn.scalar(
+            sa.text("SELECT count(*) FROM ops.actions WHERE detail->>'breaking' = 'true'")
+        )
+        conn.execute(sa.text("DELETE FROM ops.actions"))
+        conn.commit()
+    alembic.command.upgrade(cfg, "head")
+    assert not {"breaking", "health_evidence_at"} & columns
+    assert kept == 1
+
+
 # --- downgrade and round trip -----------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from shared.log import LABELS_KEY
 from shared.runtime import Deps, set_process_deps
-from shared.settings import MigrateConfig, NotifyConfig, Settings, Topics
+from shared.settings import IntakeConfig, MigrateConfig, Settings, Topics
 from sightops.pubsub_admin import ensure_topic
 from tests.functions.notify.conftest import make_notify, sink
 from tests.functions.rollback.conftest import (
@@ -288,9 +288,8 @@ def intake_world(settings: Settings, deps: Deps, pubsub_clients: tuple[Any, Any]
     ensure_topic(publisher, PROJECT, topic)
     configured = settings.model_copy(
         update={
-            "notify": NotifyConfig(
-                intake_username=SecretStr(INTAKE_USER),
-                intake_password=SecretStr(INTAKE_PASSWORD),
+            "intake": IntakeConfig(
+                username=SecretStr(INTAKE_USER), password=SecretStr(INTAKE_PASSWORD)
             ),
             "topics": Topics(monitoring_alerts=topic),
         }

@@ -36,7 +36,7 @@ from pydantic import SecretStr
 
 from shared.db import pool_usage
 from shared.runtime import Deps, set_process_deps
-from shared.settings import KpiConfig, NotifyConfig, RollbackConfig, Settings, Topics
+from shared.settings import IntakeConfig, KpiConfig, NotifyConfig, RollbackConfig, Settings, Topics
 from tests.helpers import envelope, push
 from tests.reliability.faultproxy import FaultProxy
 from tests.reliability.report import POOL
@@ -166,8 +166,9 @@ def run_pool_hygiene(
                 redis_prefix=f"sightops:pool:{uuid.uuid4().hex[:8]}:",
                 group_wait_s=0.0,
                 inline_wait_max_s=0.0,
-                intake_username=SecretStr(INTAKE_USER),
-                intake_password=SecretStr(INTAKE_PASSWORD),
+            ),
+            "intake": IntakeConfig(
+                username=SecretStr(INTAKE_USER), password=SecretStr(INTAKE_PASSWORD)
             ),
             "kpi": KpiConfig(
                 key_prefix=f"sightops:pool:{uuid.uuid4().hex[:8]}", redis_retry_s=0.3, wait_s=1.0

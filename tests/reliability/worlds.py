@@ -30,7 +30,7 @@ from shared.kpi.model import SCHEMA_VERSION
 from shared.metrics import Metrics
 from shared.pubsub import Publisher
 from shared.runtime import Deps, set_process_deps
-from shared.settings import KpiConfig, NotifyConfig, RollbackConfig, Settings, Topics
+from shared.settings import IntakeConfig, KpiConfig, NotifyConfig, RollbackConfig, Settings, Topics
 from tests.helpers import GOLDEN, PROJECT, ROOT, envelope, push
 from tests.reliability.driver import Message
 from tests.reliability.faultproxy import FaultProxy
@@ -480,9 +480,8 @@ def intake_world(base: Settings, proxies: dict[str, FaultProxy], database_url: s
     topic = Pull(f"monitoring-alerts-rel-{uuid.uuid4().hex[:8]}")
     configured = short_timeouts(base, proxies, database_url).model_copy(
         update={
-            "notify": NotifyConfig(
-                intake_username=SecretStr(INTAKE_USER),
-                intake_password=SecretStr(INTAKE_PASSWORD),
+            "intake": IntakeConfig(
+                username=SecretStr(INTAKE_USER), password=SecretStr(INTAKE_PASSWORD)
             ),
             "topics": Topics(monitoring_alerts=topic.topic),
         }

@@ -66,3 +66,64 @@ def test_settings_repr_and_dump_never_show_credentials(monkeypatch: pytest.Monke
 def test_topics_are_configurable_by_nested_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOPICS__OPS_EVENTS", "ops-events-staging")
     assert Settings().topics.ops_events == "ops-events-staging"
+
+
+def test_intake_settings_take_the_new_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTAKE__USERNAME", "monitoring")
+    monkeypatch.setenv("INTAKE__PASSWORD", "projects/p/secrets/intake/versions/latest")
+    monkeypatch.setenv("INTAKE__MAX_BODY_BYTES", "1024")
+    intake = Settings().intake
+    assert intake.username is not None and intake.username.get_secret_value() == "monitoring"
+    assert intake.password is not None
+    assert intake.password.get_secret_value() == "projects/p/secrets/intake/versions/latest"
+    assert intake.max_body_bytes == 1024
+
+
+def test_the_former_notify_intake_env_names_are_still_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deployments configured before IntakeConfig keep working; a new name wins."""
+    monkeypatch.setenv("NOTIFY__INTAKE_USERNAME", "old-user")
+    monkeypatch.setenv("NOTIFY__INTAKE_PASSWORD", "old-password")
+    monkeypatch.setenv("NOTIFY__INTAKE_MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("NOTIFY__GROUP_WAIT_S", "3")
+    old = Settings()
+    assert old.intake.username is not None and old.intake.password is not None
+    assert (old.intake.username.get_secret_value(), old.intake.password.get_secret_value()) == (
+        "old-user",
+        "old-password",
+    )
+    assert old.intake.max_body_bytes == 2048
+    assert old.notify.group_wait_s == 3  # the rest of notify is untouched
+    assert not hasattr(old.notify, "intake_username")
+
+    monkeypatch.setenv("INTAKE__USERNAME", "new-user")
+    mixed = Settings().intake
+    assert mixed.username is not None and mixed.username.get_secret_value() == "new-user"
+    assert mixed.password is not None and mixed.password.get_secret_value() == "old-password"
+
+
+def test_each_consumers_maximum_event_age_comes_from_its_setting() -> None:
+    from datetime import timedelta
+
+    from shared.errors import ConfigError
+    from shared.settings import EVENT_CONSUMERS
+
+    s = Settings.model_validate(
+        {
+            "migrate": {"max_age_s": 10},
+            "rollback": {"max_event_age_s": 20},
+            "notify": {"max_event_age_s": 30},
+            "kpi": {"refresh_max_age_s": 40},
+        }
+    )
+    ages = {c: s.max_event_age(c) for c in EVENT_CONSUMERS}
+    assert ages == {
+        "migrate": timedelta(seconds=10),
+        "rollback": timedelta(seconds=20),
+        "notify": timedelta(seconds=30),
+        "kpi_refresh": timedelta(seconds=40),
+    }
+    assert Settings().max_event_age("notify") == timedelta(hours=1)  # notify's former default
+    with pytest.raises(ConfigError, match="no maximum event age for consumer 'nobody'"):
+        s.max_event_age("nobody")

@@ -21,9 +21,10 @@ from google.api_core.exceptions import DeadlineExceeded
 from pydantic import SecretStr
 
 from shared.intake import authorised
+from shared.log import redact
 from shared.runtime import Deps, set_process_deps
 from shared.secrets import Secrets
-from shared.settings import NotifyConfig, Settings, Topics
+from shared.settings import IntakeConfig, Settings, Topics
 from sightops.pubsub_admin import ensure_subscription, ensure_topic
 from standins import secretmanager, serve
 from tests.helpers import GOLDEN, PROJECT, ROOT
@@ -101,18 +102,16 @@ def sm() -> Iterator[str]:
         yield running.url
 
 
-def intake_client(settings: Settings, deps: Deps, sm_url: str, **notify: Any) -> Any:
+def intake_client(settings: Settings, deps: Deps, sm_url: str, **intake: Any) -> Any:
     """The password comes from the Secret Manager stand-in by reference."""
     values: dict[str, Any] = {
-        "intake_username": SecretStr(USER),
-        "intake_password": SecretStr(
-            f"projects/{PROJECT}/secrets/alert-intake-password/versions/latest"
-        ),
-        "intake_max_body_bytes": LIMIT,
+        "username": SecretStr(USER),
+        "password": SecretStr(f"projects/{PROJECT}/secrets/alert-intake-password/versions/latest"),
+        "max_body_bytes": LIMIT,
     }
-    values.update(notify)
+    values.update(intake)
     configured = settings.model_copy(
-        update={"notify": NotifyConfig(**values), "secret_manager_endpoint": sm_url}
+        update={"intake": IntakeConfig(**values), "secret_manager_endpoint": sm_url}
     )
     d = Deps(configured, metrics=deps.metrics, engine=deps.engine, publisher=deps.publisher)
     d.__dict__["secrets"] = Secrets(configured)
@@ -187,7 +186,7 @@ def test_malformed_bodies_get_400_with_the_reason_and_publish_nothing(
 ) -> None:
     response = client.post("/", data=body, headers=GOOD)
     assert response.status_code == 400
-    assert reason in response.get_json()["error"]
+    assert reason in response.get_json()["error"]["message"]
     assert client.post("/", data=golden_body("incident_1_1"), headers=GOOD).status_code == 202
     assert len(pull(pubsub[1], subscription, 1)) == 1
 
@@ -237,7 +236,7 @@ def test_a_failed_publish_is_503_so_cloud_monitoring_retries(
 def test_without_configured_credentials_nothing_is_accepted(
     settings: Settings, deps: Deps, sm: str
 ) -> None:
-    client = intake_client(settings, deps, sm, intake_username=None, intake_password=None)
+    client = intake_client(settings, deps, sm, username=None, password=None)
     response = client.post("/", data=golden_body("incident_1_2_open"), headers=GOOD)
     assert response.status_code == 503
 
@@ -250,3 +249,14 @@ def test_credentials_check_compares_user_and_password_in_full() -> None:
     assert not authorised(basic("use", "secret")["Authorization"], expected)
     assert not authorised(None, expected)
     assert not authorised(basic("", "")["Authorization"], (b"", b""))
+
+
+def test_the_user_name_is_not_masked_the_password_is(
+    client: Any, pubsub: Any, subscription: str
+) -> None:
+    """Only the password is a secret: masking the Basic-auth user ("monitoring") would cut
+    that word out of every incident URL notify renders (console.cloud.google.com/monitoring/...)."""
+    assert client.post("/", data=golden_body("incident_1_2_open"), headers=GOOD).status_code == 202
+    url = "https://console.cloud.google.com/monitoring/alerting/incidents/0.x?project=p"
+    assert redact(url) == url
+    assert PASSWORD not in redact(f"password={PASSWORD}")

@@ -34,7 +34,7 @@ __all__ = ["client", "pubsub", "sm", "subscription"]
 @pytest.fixture
 def roomy(settings: Settings, deps: Deps, sm: str) -> Any:
     """The production body limit (64 KiB): room for 2,000 four-byte characters."""
-    return intake_client(settings, deps, sm, intake_max_body_bytes=65536)
+    return intake_client(settings, deps, sm, max_body_bytes=65536)
 
 
 def body_with(*, utf8: bool = False, **changes: Any) -> bytes:
@@ -113,7 +113,7 @@ def test_poison_text_in_a_name_or_label_is_400_with_the_reason_and_publishes_not
 ) -> None:
     response = client.post("/", data=body_with(**{path: value + bad}), headers=GOOD)
     assert response.status_code == 400
-    assert field in response.get_json()["error"]
+    assert field in response.get_json()["error"]["message"]
     assert client.post("/", data=golden_body("incident_1_1"), headers=GOOD).status_code == 202
     [only] = pull(pubsub[1], subscription, 1)
     assert json.loads(only.data)["version"] == "1.1"

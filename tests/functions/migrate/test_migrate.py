@@ -1,5 +1,5 @@
 """migrate, through its production entry point: Pub/Sub pushes into the functions-framework
-app, against real PostgreSQL, Neo4j and the Pub/Sub emulator (DESIGN.md 4.1, issue 3).
+app, against real PostgreSQL, Neo4j and the Pub/Sub emulator (docs/migrate.md).
 
 Every test gets its own database (at the project's head, with fixture migrations pending),
 its own Neo4j namespace and its own ops-events topic, so it runs beside other suites.

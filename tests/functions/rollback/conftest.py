@@ -373,8 +373,9 @@ def env(
 
 @pytest.fixture
 def breaking_migration(deps: Deps) -> Iterator[Callable[..., None]]:
-    """Insert migrate's record of a breaking migration (the contract); removed afterwards,
-    since breaking migrations apply to every service."""
+    """Insert migrate's record of a breaking migration (the contract: the ``breaking``
+    column, the label in the detail); removed afterwards, since breaking migrations apply
+    to every service."""
     ids: list[int] = []
 
     def insert(
@@ -382,24 +383,32 @@ def breaking_migration(deps: Deps) -> Iterator[Callable[..., None]]:
         label: str = "a7f3e9b2c410",
         breaking: bool = True,
         status: str = "succeeded",
+        detail_breaking: bool | None = None,
     ) -> None:
-        """``status='started'`` leaves finished_at empty, as a run that never finished."""
+        """``status='started'`` leaves finished_at empty, as a run that never finished.
+        ``detail_breaking`` (default: ``breaking``) is what the audit detail says."""
         with deps.engine.begin() as conn:
             ids.append(
                 conn.execute(
                     text(
-                        "INSERT INTO ops.actions (kind, service, status, detail, started_at,"
-                        " finished_at) VALUES ('migration', 'sight-api', :status,"
-                        " CAST(:d AS jsonb), :t,"
+                        "INSERT INTO ops.actions (kind, service, status, breaking, detail,"
+                        " started_at, finished_at) VALUES ('migration', 'sight-api', :status,"
+                        " :breaking, CAST(:d AS jsonb), :t,"
                         " CASE WHEN :status = 'started' THEN NULL"
                         " ELSE CAST(:t AS timestamptz) END) RETURNING id"
                     ),
                     {
                         "d": json.dumps(
-                            {"breaking": breaking, "postgres": {"from": "0001", "to": label}}
+                            {
+                                "breaking": breaking
+                                if detail_breaking is None
+                                else detail_breaking,
+                                "postgres": {"from": "0001", "to": label},
+                            }
                         ),
                         "t": finished_at,
                         "status": status,
+                        "breaking": breaking,
                     },
                 ).scalar_one()
             )

@@ -1,5 +1,5 @@
 """rollback through functions-framework, against real PostgreSQL, the Pub/Sub emulator
-(what it publishes) and the Cloud Run stand-in served in-process (DESIGN.md 4.2)."""
+(what it publishes) and the Cloud Run stand-in served in-process (docs/rollback.md)."""
 
 from __future__ import annotations
 
@@ -641,18 +641,43 @@ class _DownPublisher:
 
 
 def test_a_failed_publish_after_an_unfinished_operation_keeps_the_record(env: Env) -> None:
+    """The outcome is committed before the event: a publish outage after traffic may have
+    moved keeps the record and has the trigger redelivered (503), and a redelivery never
+    decides or records again."""
     v1, _, v3 = env.deploy()
     env.seed_health(**{v1: "good"})
     env.configure(publisher=_DownPublisher(), operation_timeout_s=0.5)
     env.cloudrun.configure(operation_polls=10_000)
     body = envelope(*env.smoke(False, v3))
-    assert push(env.client, "smoke-tests", body).status_code == 200
+    assert push(env.client, "smoke-tests", body).status_code == 503
     [action] = env.actions("rollback")
     assert action["status"] == "failed"
     assert action["detail"]["event_published"] is False
     assert "did not finish within" in action["detail"]["reason"]
-    assert push(env.client, "smoke-tests", body).status_code == 200
+    assert push(env.client, "smoke-tests", body).status_code == 503
     assert len(env.actions("rollback")) == 1
+
+
+def test_an_event_not_published_after_a_rollback_goes_out_on_the_redelivery(env: Env) -> None:
+    """Pub/Sub down once traffic moved: the trigger comes back until the event is out,
+    exactly once, and traffic is moved once."""
+    v1, _, v3 = env.deploy()
+    env.seed_health(**{v1: "good"})
+    env.configure(publisher=_DownPublisher())
+    body = envelope(*env.smoke(False, v3))
+    assert push(env.client, "smoke-tests", body).status_code == 503
+    assert env.serving() == {v1: 100}
+    assert env.published.seen == []
+    env.configure()  # Pub/Sub is back
+    assert push(env.client, "smoke-tests", body).status_code == 200
+    event_type, result = env.published.one()
+    assert event_type is EventType.ROLLBACK_SUCCEEDED
+    assert result.to_revision == v1
+    assert env.patches() == 1
+    [action] = env.actions("rollback")
+    assert action["status"] == "succeeded"
+    assert push(env.client, "smoke-tests", body).status_code == 200
+    assert len(env.published.wait(1)) == 1
 
 
 def test_a_newer_candidate_that_passed_its_tag_smoke_is_never_the_automatic_target(

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from shared.events import EventType
 from shared.runtime import Deps, set_process_deps
-from shared.settings import NotifyConfig
+from shared.settings import IntakeConfig
 from sightops.pubsub_admin import ensure_subscription, ensure_topic
 from tests.functions.rollback.conftest import Env
 from tests.helpers import PROJECT, ROOT, envelope, push
@@ -70,9 +70,7 @@ def webhook(env: Env, pubsub_clients: tuple[Any, Any]) -> Iterator[Webhook]:
     # intake credentials and the private topic.
     settings = env.deps.settings.model_copy(
         update={
-            "notify": NotifyConfig(
-                intake_username=SecretStr(USER), intake_password=SecretStr(PASSWORD)
-            ),
+            "intake": IntakeConfig(username=SecretStr(USER), password=SecretStr(PASSWORD)),
             "topics": env.deps.settings.topics.model_copy(update={"monitoring_alerts": topic}),
         }
     )

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import redis
 
-from shared.kpi.cache import BytesCodec, CachePolicy, SingleFlightCache
+from shared.kpi.cache import BytesCodec, SingleFlightCache
+from shared.settings import KpiConfig
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     cache = SingleFlightCache(
         redis.Redis.from_url(url),
         BytesCodec(),
-        CachePolicy(lock_ttl_s=lock_ttl, wait_s=60),
+        KpiConfig(lock_ttl_s=lock_ttl, wait_s=60),
         prefix=prefix,
     )
 

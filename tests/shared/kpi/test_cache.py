@@ -21,14 +21,13 @@ from shared.cache import create_redis
 from shared.errors import TransientError
 from shared.kpi.cache import (
     BytesCodec,
-    CachePolicy,
     CacheResult,
     CacheUnavailableError,
     Entry,
     SingleFlightCache,
 )
 from shared.metrics import Metrics
-from shared.settings import Settings
+from shared.settings import KpiConfig, Settings
 from tests.shared.kpi.helpers import OwnRedis
 
 LOCK_HOLDER = Path(__file__).parent / "lock_holder.py"
@@ -84,7 +83,7 @@ def make_cache(settings: Settings, metrics: Metrics, prefix: str) -> Iterator[Ma
         return SingleFlightCache(
             client,
             BytesCodec(),
-            CachePolicy(**options),
+            KpiConfig(**options),
             name="test",
             prefix=key_prefix,
             metrics=metrics,

@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import text
 
 from shared.housekeeping import (
-    HANDLER_DEFAULT_MAX_AGE_S,
     PRUNE_REQUESTED,
     max_event_age_s,
     prune,
@@ -27,7 +26,13 @@ from shared.housekeeping import (
     rejected_retention,
 )
 from shared.metrics import Metrics
-from shared.runtime import Deps, EventHandler, pubsub_handler, set_process_deps
+from shared.runtime import (
+    FROM_SETTINGS,
+    Deps,
+    EventHandler,
+    pubsub_handler,
+    set_process_deps,
+)
 from shared.settings import HousekeepingConfig, Settings
 from tests.helpers import ROOT, envelope, push
 
@@ -202,7 +207,7 @@ def test_the_floor_covers_every_deployed_handlers_maximum_age(settings: Settings
     """A handler with a longer max_age than the floor assumes could see a redelivery of an
     event whose receipt was pruned: it would run twice."""
     default = inspect.signature(pubsub_handler).parameters["max_age"].default
-    assert default.total_seconds() == HANDLER_DEFAULT_MAX_AGE_S
+    assert default is FROM_SETTINGS  # the maximum age of a handler that names none: Settings'
     handlers = []
     for main in sorted((ROOT / "functions").glob("*/main.py")):
         spec = importlib.util.spec_from_file_location(f"prune_check_{main.parent.name}", main)
@@ -216,8 +221,9 @@ def test_the_floor_covers_every_deployed_handlers_maximum_age(settings: Settings
         ]
     assert {h.consumer for h in handlers} >= {"migrate", "rollback", "notify", "kpi_refresh"}
     for handler in handlers:
-        assert handler.max_age is not None, f"{handler.consumer} has no maximum age"
-        assert handler.max_age.total_seconds() <= max_event_age_s(settings), handler.consumer
+        max_age = handler.max_age_for(settings)
+        assert max_age is not None, f"{handler.consumer} has no maximum age"
+        assert max_age.total_seconds() <= max_event_age_s(settings), handler.consumer
 
 
 # --- bounded batches --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shared.events import EventType, SmokeResult
-from shared.rollback import parse_rollback_message
+from shared.rollback import parse as parse_rollback_message
 from shared.settings import get_settings
 from shared.smoke import CHECK_NAMES, DB, LOGIN, NEO4J, PERSONA, SmokeOptions, run_checks, smoke
 from sightops.cli import app

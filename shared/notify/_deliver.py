@@ -1,22 +1,24 @@
-"""Integrations: where a rendered message goes. Slack is one; the log is the other.
+"""The deliver stage, the last one: integrations, where a rendered message goes. Slack
+is one; the log is the other (docs/notify.md, "Delivery").
 
-The pipeline (route -> filter -> dedup -> group -> render) hands a finished
-``SlackMessage`` to an integration and gets back ``sent`` or ``logged``, or one of our
-errors (``TransientError``: retry later; ``PermanentError``: never deliverable). Webhook
-references are resolved here, through ``deps.secrets``, so the URL is registered with
-the log redactor before anything could print it.
+The earlier stages (route/filter -> dedup -> group -> render) hand a finished
+``SlackMessage`` and its route to :class:`Deliverer` and get back ``sent`` or
+``logged``, or one of our errors (``TransientError``: retry later; ``PermanentError``:
+never deliverable). Webhook references are resolved here, through ``deps.secrets``, so
+the URL is registered with the log redactor before anything could print it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
 from shared.errors import ConfigError
 from shared.notify._render import SlackMessage
+from shared.notify._route import ResolvedRoute
 from shared.runtime import Deps
 from shared.slack import SlackWebhook
 
@@ -32,7 +34,7 @@ class Integration(Protocol):
 
 
 class LogIntegration:
-    """No webhook configured: the message is rendered to the log (DESIGN.md 4.3)."""
+    """No webhook configured: the message is rendered to the log (docs/notify.md)."""
 
     def __init__(self, name: str = "log") -> None:
         self.name = name
@@ -98,6 +100,13 @@ def integration_for(deps: Deps, reference: str) -> Integration:
     return SlackIntegration(reference, deps, reference)
 
 
-def describe(message: SlackMessage) -> str:
-    """The message as compact JSON (previews and logs; it never holds a webhook URL)."""
-    return json.dumps(message.to_dict(), ensure_ascii=False)
+class Deliverer:
+    """One integration per route, built up front: an ``env:`` reference whose variable is
+    unset fails when the notifier is built (the cold start), not at the first message."""
+
+    def __init__(self, deps: Deps, routes: Iterable[ResolvedRoute]) -> None:
+        self._integrations = {(r.name, r.webhook): integration_for(deps, r.webhook) for r in routes}
+
+    def send(self, route: ResolvedRoute, message: SlackMessage) -> str:
+        """``sent`` or ``logged``; raises ``TransientError`` or ``PermanentError``."""
+        return self._integrations[(route.name, route.webhook)].notify(message)

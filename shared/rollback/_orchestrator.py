@@ -1,8 +1,10 @@
-"""Orchestration: lock the service, read, decide, mark, act, record, publish.
+"""The orchestrator: lock the service, read, decide, mark, act, record, publish.
 
-The rollback function (``functions/rollback``) and the manual ``sightops rollback``
-command both go through :class:`Rollbacks`, so they apply the same checks. Every
-decision ends as one ``ops.actions`` row and one ``sight.ops.rollback.*`` event.
+The rollback function (``shared.rollback._function``) and the manual ``sightops rollback``
+(``shared.rollback._cli``) both go through :class:`Rollbacks`, so they apply the same
+checks. It takes what it needs -- deps, the open connection, a recorder of ``ops.actions``
+rows, the actor -- never a delivery's Context. Every decision ends as one ``ops.actions``
+row and one ``sight.ops.rollback.*`` event (docs/rollback.md).
 """
 
 from __future__ import annotations
@@ -10,24 +12,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
-from shared.db import transaction
 from shared.errors import TransientError
-from shared.events import (
-    EventType,
-    IncidentNotification,
-    OpsEvent,
-    OpsPayload,
-    RollbackResult,
-    SmokeResult,
-    parse_incident_message,
-    parse_ops_message,
-)
+from shared.events import OpsEvent, RollbackResult, SmokeResult
 from shared.rollback import _store as store
 from shared.rollback._cloudrun import (
     CloudRun,
@@ -39,7 +30,7 @@ from shared.rollback._cloudrun import (
     UpdateOutcomeUnknown,
     cloud_run_for,
 )
-from shared.rollback._decide import decide, incident_trigger
+from shared.rollback._decide import decide
 from shared.rollback._model import (
     Decision,
     Health,
@@ -49,48 +40,9 @@ from shared.rollback._model import (
     Verdict,
     describe_split,
 )
-from shared.runtime import Context, Deps, Outcome, PubsubMessage, storable_text
+from shared.runtime import Deps, Outcome
 
 logger = logging.getLogger("sightops.rollback")
-
-#: What the rollback function consumes: our smoke events, or Cloud Monitoring incidents.
-RollbackInput = OpsEvent[OpsPayload] | IncidentNotification
-
-
-def parse_rollback_message(data: bytes, attributes: Mapping[str, str]) -> RollbackInput:
-    """Our events carry a ``type`` attribute; incident notifications carry none."""
-    if attributes.get("type"):
-        return parse_ops_message(data, attributes)
-    return parse_incident_message(data, attributes)
-
-
-def rollback_dedupe_key(event: RollbackInput, message: PubsubMessage) -> str:
-    """Our events dedupe on their id. An incident dedupes on (incident id, state): a
-    re-notification of an open incident is not a new failure. A copy that came through
-    the webhook is kept apart (its message id): it never acts, and must not stand in for
-    the Pub/Sub channel's copy of the same notification."""
-    if isinstance(event, IncidentNotification):
-        if from_webhook(message.attributes):
-            return f"webhook:{message.event_id}"
-        return incident_key(event.incident.incident_id, event.incident.state or "unknown")
-    return message.event_id
-
-
-#: The attribute ``alert_intake`` sets on what it publishes (``shared.intake.attributes_for``);
-#: attributes are set by our code, never by the webhook's caller.
-ORIGIN_ATTRIBUTE = "origin"
-
-
-def from_webhook(attributes: Mapping[str, str]) -> bool:
-    """Whether a ``monitoring-alerts`` message was published by ``alert_intake`` (the
-    webhook) rather than by Cloud Monitoring's Pub/Sub notification channel. Messages
-    published before the ``origin`` attribute existed say so by ``source``."""
-    return ORIGIN_ATTRIBUTE in attributes or attributes.get("source") == "alert_intake"
-
-
-def incident_key(incident_id: str, state: str) -> str:
-    """The receipt key of one state of an incident (``ops.event_receipts.event_id``)."""
-    return f"incident:{incident_id}:{state}"
 
 
 @dataclass(frozen=True)
@@ -124,7 +76,9 @@ class Report:
 class Rollbacks:
     """Decisions about services, on one open transaction (``conn``).
 
-    ``record`` appends to ``ops.actions`` in that transaction (``Context.record_action``).
+    ``record`` appends to ``ops.actions`` in that transaction (a delivery's
+    ``Context.record_action``; the CLI's :func:`~shared.rollback._store.action_recorder`).
+    ``actor`` is recorded with every action; ``source`` is the events' source.
     """
 
     def __init__(
@@ -135,12 +89,17 @@ class Rollbacks:
         *,
         actor: str = "automation",
         source: str = "rollback",
+        redeliver_unpublished: bool = False,
     ) -> None:
         self.deps = deps
         self.conn = conn
         self.record = record
         self.actor = actor
         self.source = source
+        # The function's deliveries: an outcome recorded whose event could not be published
+        # is answered 503, so Pub/Sub redelivers and the resumed decision publishes it
+        # (docs/rollback.md). A terminal has no redelivery: the CLI reports it instead.
+        self.redeliver_unpublished = redeliver_unpublished
         self.config = deps.settings.rollback
         self.journal = store.Journal(deps.settings)
 
@@ -269,7 +228,7 @@ class Rollbacks:
             if decision.mark_bad is not None and evidence is not None:
                 store.mark_health(
                     conn,
-                    store.journal_recorder(conn, trigger.event_id, self.deps.clock),
+                    store.action_recorder(conn, trigger.event_id, self.deps.clock),
                     service=decision.service,
                     revision=decision.mark_bad,
                     health="bad",
@@ -316,6 +275,8 @@ class Rollbacks:
                 if published:
                     with self.journal.transaction() as conn:
                         store.mark_published(conn, journal.decision_id)
+                else:
+                    self._unpublished(journal.service, verdict)
             return Report(
                 decision,
                 verdict,
@@ -370,6 +331,16 @@ class Rollbacks:
         ``ops.actions`` row (write-once, keyed by the decision) in a journal transaction."""
         event = self._event(verdict, decision, reason, trigger, False, journal.event_id)
         published = self._publish(event, decision.service, verdict, sent=sent)
+        report = Report(
+            decision,
+            verdict,
+            reason,
+            False,
+            event,
+            published,
+            journal.serving_before,
+            serving_after,
+        )
         with self.journal.transaction() as conn:
             store.record_outcome(
                 conn,
@@ -380,35 +351,22 @@ class Rollbacks:
                 published=published,
                 finished_at=self.deps.clock(),
             )
-            store.journal_recorder(conn, trigger.event_id, self.deps.clock)(
-                verdict.action_kind,
-                verdict.action_status,
-                service=decision.service,
-                actor=self.actor,
-                detail=self._detail(
-                    trigger,
-                    decision,
-                    reason,
-                    False,
-                    event,
-                    published,
-                    journal.serving_before,
-                    serving_after,
-                    decision_id=str(journal.decision_id),
-                ),
-                dedupe_key=f"rollback:{journal.decision_id}",
-            )
+            record = store.action_recorder(conn, trigger.event_id, self.deps.clock)
+            self._record_decision(record, trigger, report, journal.decision_id)
         self.deps.metrics.incr("rollback_decisions", verdict=verdict.value)
-        return Report(
-            decision,
-            verdict,
-            reason,
-            False,
-            event,
-            published,
-            journal.serving_before,
-            serving_after,
-        )
+        if not published:
+            self._unpublished(journal.service, verdict)
+        return report
+
+    def _unpublished(self, service: str, verdict: Verdict) -> None:
+        """The outcome is committed but nobody was told: have the trigger redelivered (the
+        redelivery finds the decision done and only publishes), or, from a terminal, let
+        the report say so."""
+        if self.redeliver_unpublished:
+            raise TransientError(
+                f"rollback of {service} recorded ({verdict.value}) but its event is not "
+                "published yet; redelivered to publish it"
+            )
 
     def mark(
         self,
@@ -472,7 +430,7 @@ class Rollbacks:
         with self.journal.transaction() as conn:
             store.mark_health(
                 conn,
-                store.journal_recorder(conn, None, self.deps.clock),
+                store.action_recorder(conn, None, self.deps.clock),
                 service=state.service,
                 revision=baseline,
                 health="good",
@@ -588,17 +546,10 @@ class Rollbacks:
         transient: nothing happened yet)."""
         event = self._event(verdict, decision, reason, trigger, dry_run)
         published = self._publish(event, decision.service, verdict, sent=False)
-        self.record(
-            verdict.action_kind,
-            verdict.action_status,
-            service=decision.service,
-            actor=self.actor,
-            detail=self._detail(
-                trigger, decision, reason, dry_run, event, published, serving_before, None
-            ),
-        )
+        report = Report(decision, verdict, reason, dry_run, event, published, serving_before)
+        self._record_decision(self.record, trigger, report)
         self.deps.metrics.incr("rollback_decisions", verdict=verdict.value)
-        return Report(decision, verdict, reason, dry_run, event, published, serving_before)
+        return report
 
     def _event(
         self,
@@ -651,151 +602,45 @@ class Rollbacks:
             return False
         return True
 
-    def _detail(
+    def _record_decision(
         self,
+        record: store.Recorder,
         trigger: Trigger,
-        decision: Decision,
-        reason: str,
-        dry_run: bool,
-        event: OpsEvent[RollbackResult],
-        published: bool,
-        serving_before: dict[str, int],
-        serving_after: dict[str, int] | None,
-        **more: object,
-    ) -> dict[str, object]:
-        """The ``ops.actions`` detail of a decision (docs/rollback.md)."""
+        report: Report,
+        decision_id: uuid.UUID | None = None,
+    ) -> None:
+        """The decision's ``ops.actions`` row; a traffic move's is keyed by its decision
+        (write-once: a redelivery resuming the decision never records it twice)."""
+        keyed: dict[str, object] = {}
+        more: dict[str, object] = {}
+        if decision_id is not None:
+            keyed["dedupe_key"] = f"rollback:{decision_id}"
+            more["decision_id"] = str(decision_id)
+        record(
+            report.verdict.action_kind,
+            report.verdict.action_status,
+            service=report.decision.service,
+            actor=self.actor,
+            detail=self._detail(trigger, report, **more),
+            **keyed,
+        )
+
+    def _detail(self, trigger: Trigger, report: Report, **more: object) -> dict[str, object]:
+        """The ``ops.actions`` detail of a decision (docs/rollback.md): the audit record,
+        never read back to decide."""
         return {
-            "from": decision.from_revision,
-            "to": decision.to_revision,
-            "reason": reason,
+            "from": report.decision.from_revision,
+            "to": report.decision.to_revision,
+            "reason": report.reason,
             "trigger": trigger.kind,
             "trigger_event_id": trigger.event_id,
-            "dry_run": dry_run,
+            "dry_run": report.dry_run,
             "manual": trigger.kind == "manual",
             "forced": trigger.force,
-            "event_id": event.id,
-            "event_type": event.type.value,
-            "event_published": published,
-            "serving_before": serving_before,
-            "serving_after": serving_after,
+            "event_id": report.event.id,
+            "event_type": report.event.type.value,
+            "event_published": report.published,
+            "serving_before": report.serving_before,
+            "serving_after": report.serving_after,
             **more,
         }
-
-
-# ---------------------------------------------------------------------- function handler
-
-
-def handle(event: RollbackInput, ctx: Context) -> Outcome:
-    """The rollback function's handler: dispatch on what arrived."""
-    deps = ctx.deps
-    rollbacks = Rollbacks(deps, ctx.conn, ctx.record_action)
-    dry_run = deps.settings.rollback.dry_run
-    trigger_key = storable_text(f"{ctx.consumer}:{rollback_dedupe_key(event, ctx.message)}")
-    if isinstance(event, IncidentNotification):
-        if from_webhook(ctx.message.attributes):
-            # Only the Pub/Sub notification channel may move traffic (docs/rollback.md):
-            # the webhook is reachable from outside with a shared password. notify still
-            # reports the incident; the subscription's filter normally keeps it from here.
-            return Outcome.skipped(
-                f"incident {event.incident.incident_id} came through alert_intake (the "
-                "webhook); only the Pub/Sub notification channel may move traffic"
-            )
-        trigger = incident_trigger(event, ctx.message.event_time or deps.clock())
-        if isinstance(trigger, str):
-            return Outcome.skipped(trigger)
-        closed = incident_key(trigger.event_id, "closed")
-        if store.receipt_exists(ctx.conn, ctx.consumer, closed):
-            # Pub/Sub does not keep order: an open notification redelivered after the
-            # closed one is about a failure that is over.
-            return Outcome.skipped(
-                f"incident {trigger.event_id} was already reported closed; its late open "
-                "notification changes nothing"
-            )
-        resource = event.incident.resource
-        region = resource.labels.get("location") if resource else None
-        report = rollbacks.run(
-            trigger,
-            region,
-            dry_run=dry_run,
-            bad_reason=f"auto-rollback incident {trigger.event_id}: "
-            f"{event.incident.policy_name or event.incident.condition_name or 'alert'}",
-            trigger_key=trigger_key,
-        )
-        return report.outcome()
-    if event.type is EventType.SMOKE_PASSED:
-        return rollbacks.smoke_passed(event.id, event.time, event.data_as(SmokeResult))
-    if event.type is not EventType.SMOKE_FAILED:
-        return Outcome.skipped(f"{event.type.value} is not a rollback trigger")
-    smoke = event.data_as(SmokeResult)
-    failed = ", ".join(c.name for c in smoke.failed_checks) or "no failed check listed"
-    report = rollbacks.run(
-        Trigger(
-            kind="smoke",
-            service=smoke.service,
-            event_id=event.id,
-            evidence_time=event.time,
-            revision=smoke.revision,
-        ),
-        smoke.region,
-        dry_run=dry_run,
-        bad_reason=f"smoke.failed {event.id}: {failed}"[:1000],
-        trigger_key=trigger_key,
-    )
-    return report.outcome()
-
-
-# ---------------------------------------------------------------------- manual (CLI)
-
-
-def _cli_context(deps: Deps, conn: Connection, trigger_id: str) -> Context:
-    message = PubsubMessage(
-        data=b"",
-        attributes={"id": trigger_id, "type": "manual"},
-        message_id=trigger_id,
-        publish_time=deps.clock(),
-    )
-    return Context("sightops", deps, message, conn)
-
-
-def manual_rollback(
-    deps: Deps,
-    service: str,
-    *,
-    to: str | None = None,
-    dry_run: bool = False,
-    force: bool = False,
-    actor: str = "manual",
-    region: str | None = None,
-) -> Report:
-    """``sightops rollback``: the same checks as the function (``force`` skips health and
-    migration checks), recorded with ``actor`` and published with ``manual: true``."""
-    trigger_id = str(uuid.uuid4())
-    with transaction(deps.engine) as conn:
-        ctx = _cli_context(deps, conn, trigger_id)
-        rollbacks = Rollbacks(deps, conn, ctx.record_action, actor=actor, source="sightops-cli")
-        trigger = Trigger(
-            kind="manual",
-            service=service,
-            event_id=trigger_id,
-            evidence_time=deps.clock(),
-            target=to,
-            force=force,
-        )
-        return rollbacks.run(
-            trigger,
-            region,
-            dry_run=dry_run or deps.settings.rollback.dry_run,
-            trigger_key=f"sightops:{trigger_id}",
-        )
-
-
-def manual_mark(
-    deps: Deps, service: str, revision: str, health: Health, reason: str, actor: str
-) -> bool:
-    """``sightops revisions S --mark-good/--mark-bad R``: an operator's word, as of now."""
-    trigger_id = str(uuid.uuid4())
-    with transaction(deps.engine) as conn:
-        ctx = _cli_context(deps, conn, trigger_id)
-        rollbacks = Rollbacks(deps, conn, ctx.record_action, actor=actor, source="sightops-cli")
-        store.lock_service(conn, service, deps.settings.rollback.lock_wait_s)
-        return rollbacks.mark(service, revision, health, reason, deps.clock())
