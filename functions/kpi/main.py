@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.kpi import dedupe_key, handle, parse
-from shared.kpi.http import METHODS
-from shared.kpi.http import handle as handle_http
+from shared.kpi import HTTP_METHODS, dedupe_key, handle, parse, serve
 from shared.runtime import Context, HttpContext, Outcome, http_handler, pubsub_handler
 
 if TYPE_CHECKING:  # the event models load with the first delivery (docs/architecture.md)
@@ -19,10 +17,10 @@ if TYPE_CHECKING:  # the event models load with the first delivery (docs/archite
     from shared.kpi import RefreshInput
 
 
-@http_handler("kpi", methods=METHODS)
+@http_handler("kpi", methods=HTTP_METHODS)
 def kpi(request: flask.Request, ctx: HttpContext) -> flask.Response:
     """``GET /v1/projects/{id}/kpis`` (docs/kpi.md)."""
-    return handle_http(request, ctx)
+    return serve(request, ctx)
 
 
 @pubsub_handler("kpi_refresh", parse=parse, dedupe_key=dedupe_key)

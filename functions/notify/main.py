@@ -8,10 +8,13 @@ so repeat reminders and long group intervals need no traffic (docs/notify.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from shared.notify import NotifyEvent, dedupe_key, handle, notifier_for, parse, prepare
+from shared.notify import NotifyEvent, dedupe_key, flush, handle, parse, prepare
 from shared.runtime import Context, HttpContext, Outcome, http_handler, pubsub_handler
+
+if TYPE_CHECKING:
+    from flask import Request
 
 prepare()  # the config is loaded and validated now: a broken file fails the cold start
 
@@ -22,8 +25,5 @@ def notify(event: NotifyEvent, ctx: Context) -> Outcome:
 
 
 @http_handler("notify_flush", methods=("POST",))
-def notify_flush(request: Any, ctx: HttpContext) -> tuple[dict[str, int], int]:
-    """Flush every alert group that is due (Cloud Scheduler POSTs; idempotent)."""
-    del request
-    flushed = notifier_for(ctx.deps).flush_due(limit=1000)
-    return {"flushed": flushed}, 200
+def notify_flush(request: Request, ctx: HttpContext) -> tuple[dict[str, int], int]:
+    return flush(request, ctx)

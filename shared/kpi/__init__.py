@@ -17,9 +17,13 @@ if TYPE_CHECKING:
         KnownAbsentError,
         SingleFlightCache,
     )
+    from shared.kpi.http import HTTP_METHODS, serve
     from shared.kpi.model import SCHEMA_VERSION, GraphKpis, ProjectKpis
     from shared.kpi.queries import ProjectNotFoundError, compute_project_kpis
-    from shared.kpi.refresh import RefreshInput, dedupe_key, handle, parse
+
+    # a type alias only (no run-time object): re-exported for annotations, not in __all__
+    from shared.kpi.refresh import RefreshInput as RefreshInput
+    from shared.kpi.refresh import dedupe_key, handle, parse
     from shared.kpi.service import KpiService, OverloadedError, RefreshReport, kpi_service
 else:  # each name is imported on first use (docs/architecture.md, "Cold start")
     __getattr__ = lazy_attributes(
@@ -35,6 +39,7 @@ else:  # each name is imported on first use (docs/architecture.md, "Cold start")
                 "KnownAbsentError",
                 "SingleFlightCache",
             ),
+            "http": ("HTTP_METHODS", "serve"),
             "model": (
                 "SCHEMA_VERSION",
                 "GraphKpis",
@@ -59,6 +64,7 @@ else:  # each name is imported on first use (docs/architecture.md, "Cold start")
     )
 
 __all__ = [
+    "HTTP_METHODS",
     "SCHEMA_VERSION",
     "BytesCodec",
     "CacheResult",
@@ -72,7 +78,6 @@ __all__ = [
     "OverloadedError",
     "ProjectKpis",
     "ProjectNotFoundError",
-    "RefreshInput",
     "RefreshReport",
     "SingleFlightCache",
     "compute_project_kpis",
@@ -80,4 +85,5 @@ __all__ = [
     "handle",
     "kpi_service",
     "parse",
+    "serve",
 ]

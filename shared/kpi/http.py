@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
     from shared.runtime import HttpContext
 
-__all__ = ["METHODS", "OVERLOADED_RETRY_AFTER_S", "RETRY_AFTER_S", "handle", "parse_project_id"]
+__all__ = ["HTTP_METHODS", "OVERLOADED_RETRY_AFTER_S", "RETRY_AFTER_S", "parse_project_id", "serve"]
 
-METHODS = ("GET", "HEAD")
+HTTP_METHODS = ("GET", "HEAD")
 _ROUTE = re.compile(r"^/v1/projects/(?P<project_id>[^/]+)/kpis/?$")
 RETRY_AFTER_S = 5
 #: Overload clears as soon as one computation (~15 ms) ends: retry soon.
@@ -38,7 +38,7 @@ def parse_project_id(raw: str) -> uuid.UUID | None:
         return None
 
 
-def handle(request: Request, ctx: HttpContext) -> Response:
+def serve(request: Request, ctx: HttpContext) -> Response:
     """Answer one request; every refusal is an :class:`HttpError` (JSON, ``no-store``)."""
     from flask import Response
 

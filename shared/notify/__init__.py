@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         parse_notify_message,
         to_notice,
     )
-    from shared.notify._pipeline import Notifier, handle, notifier_for
+    from shared.notify._pipeline import Notifier, flush, handle, notifier_for
     from shared.notify._render import (
         SlackMessage,
         render,
@@ -63,6 +63,7 @@ else:  # each name is imported on first use (docs/architecture.md, "Cold start")
                 "to_notice",
             ),
             "_pipeline": (
+                "flush",
                 "Notifier",
                 "handle",
                 "notifier_for",
@@ -88,6 +89,7 @@ __all__ = [
     "alert_entry",
     "check_environment",
     "dedupe_key",
+    "flush",
     "handle",
     "load_config",
     "needs_update",

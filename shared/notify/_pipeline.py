@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import PermanentError, SightOpsError
 from shared.notify._config import NotifyFileConfig, config_for
-from shared.runtime import Context, Deps, Outcome
+from shared.runtime import Context, Deps, HttpContext, Outcome
 
 if TYPE_CHECKING:
     from shared.notify._model import AlertGroupView, Notice, NotifyEvent
@@ -188,3 +188,15 @@ def handle(event: NotifyEvent, ctx: Context) -> Outcome:
         notifier.flush_some_due()
         return Outcome.skipped("not something notify reports")
     return notifier.handle(notice, ctx)
+
+
+#: One scheduled flush (notify_flush, every minute) sends at most this many due groups.
+SCHEDULED_FLUSH_LIMIT = 1000
+
+
+def flush(request: object, ctx: HttpContext) -> tuple[dict[str, int], int]:
+    """notify_flush's handler: flush every alert group that is due (Cloud Scheduler POSTs
+    it; idempotent), so repeat reminders and long group intervals need no traffic."""
+    del request
+    flushed = notifier_for(ctx.deps).flush_due(limit=SCHEDULED_FLUSH_LIMIT)
+    return {"flushed": flushed}, 200

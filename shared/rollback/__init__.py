@@ -33,7 +33,10 @@ if TYPE_CHECKING:
         newest_known_good,
         rollback_traffic,
     )
-    from shared.rollback._function import RollbackInput, dedupe_key, from_webhook, handle, parse
+
+    # a type alias only (no run-time object): re-exported for annotations, not in __all__
+    from shared.rollback._function import RollbackInput as RollbackInput
+    from shared.rollback._function import dedupe_key, from_webhook, handle, parse
     from shared.rollback._model import (
         BreakingMigration,
         Decision,
@@ -105,7 +108,6 @@ __all__ = [
     "Policy",
     "Report",
     "RevisionInfo",
-    "RollbackInput",
     "Rollbacks",
     "ServiceNotFound",
     "ServiceState",
