@@ -1,4 +1,4 @@
-# Release pipeline triggers (DESIGN.md 1): CI on push, deploy on migration.succeeded.
+# Release pipeline triggers (docs/deploy.md): CI on push, deploy on migration.succeeded.
 
 locals {
   # Where CI pushes images and deploy resolves them: both triggers pass it, so neither

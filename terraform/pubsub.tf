@@ -1,5 +1,5 @@
 # Topics, and one push subscription per (function, topic) it consumes, each with its own
-# dead-letter topic and a bounded exponential retry policy (DESIGN.md 2).
+# dead-letter topic and a bounded exponential retry policy (docs/architecture.md).
 #
 # Why explicit push subscriptions rather than Eventarc triggers: an Eventarc Pub/Sub trigger
 # creates and owns its subscription, which cannot be given a dead-letter policy, and a gen2

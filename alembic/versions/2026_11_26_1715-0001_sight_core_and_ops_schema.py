@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-26 17:15:00+00:00
 
-DESIGN.md 3.1. Every table here is created by this migration, so plain CREATE INDEX and inline
+docs/schema.md. Every table here is created by this migration, so plain CREATE INDEX and inline
 foreign keys are safe: nobody else can hold a lock on, or have rows in, a table that did not
 exist a moment ago. Later migrations that touch these tables must follow the rules the migrate
 function's linter enforces (docs/schema.md, "Writing migrations").
@@ -153,7 +153,7 @@ def upgrade() -> None:
     # --- ops: sight-ops' own bookkeeping -----------------------------------------------------
     op.execute(f"CREATE SCHEMA {OPS}")
 
-    # One row per (consumer, event id) handled: the deduplication record (DESIGN.md 2.4 step 3),
+    # One row per (consumer, event id) handled: the deduplication record (docs/architecture.md, the handler runtime),
     # written in the same transaction as the handler's effect.
     op.create_table(
         "event_receipts",

@@ -1,4 +1,4 @@
-"""notify, through functions-framework: builds (DESIGN.md 4.3), delivery and retries."""
+"""notify, through functions-framework: builds (docs/notify.md), delivery and retries."""
 
 from __future__ import annotations
 
