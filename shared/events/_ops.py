@@ -59,6 +59,9 @@ class EventType(StrEnum):
     ROLLBACK_FAILED = "sight.ops.rollback.failed"
     ROLLBACK_FROZEN = "sight.ops.rollback.frozen"
     KPI_REFRESH_REQUESTED = "sight.ops.kpi.refresh_requested"
+    RELEASE_DEPLOYED = "sight.ops.release.deployed"
+    RELEASE_PROMOTED = "sight.ops.release.promoted"
+    RELEASE_FAILED = "sight.ops.release.failed"
 
 
 def _canonical_uuid(value: str) -> str:
@@ -197,6 +200,34 @@ class RollbackResult(OpsPayload):
     manual: bool = False
 
 
+# --- release (sightops deploy) -------------------------------------------------------
+
+
+class ReleaseResult(OpsPayload):
+    """``sight.ops.release.deployed|promoted|failed``: one release of one service, as
+    ``sightops deploy`` drove it (docs/deploy.md).
+
+    ``deployed``: a revision exists and serves no traffic (tagged); ``promoted``: it
+    serves 100 %; ``failed``: the deploy stopped (``reason``), nothing was promoted.
+    ``phases`` is milliseconds per phase so far (``deploy``, ``smoke_tag``, ``promote``,
+    ``smoke_service``), in the order they ran.
+    """
+
+    service: ServiceName
+    region: Identifier
+    commit_sha: CommitSha
+    release_id: str
+    build_id: BuildId | None = None
+    revision: Identifier | None = None
+    previous_revision: Identifier | None = None
+    image: str | None = None
+    url: str | None = None
+    reason: str | None = None
+    phases: dict[str, float] = Field(default_factory=dict)
+    started_at: AwareUtcDatetime
+    finished_at: AwareUtcDatetime
+
+
 # --- kpi -----------------------------------------------------------------------------
 
 
@@ -231,6 +262,9 @@ PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
         EventType.ROLLBACK_FAILED: RollbackResult,
         EventType.ROLLBACK_FROZEN: RollbackResult,
         EventType.KPI_REFRESH_REQUESTED: KpiRefreshRequested,
+        EventType.RELEASE_DEPLOYED: ReleaseResult,
+        EventType.RELEASE_PROMOTED: ReleaseResult,
+        EventType.RELEASE_FAILED: ReleaseResult,
     }
 )
 
@@ -255,6 +289,8 @@ class OpsEvent(BaseModel, Generic[PayloadT]):
     time: AwareUtcDatetime
     source: str = Field(min_length=1)
     service: str | None = None
+    #: the release this event belongs to (shared/release.py), an attribute on the wire
+    release_id: str | None = None
     schema_version: int = Field(default=1, ge=1)
     data: SerializeAsAny[PayloadT]
 
@@ -282,15 +318,19 @@ class OpsEvent(BaseModel, Generic[PayloadT]):
         source: str,
         service: str | None = None,
         clock: Clock | None = None,
+        release: str | None = None,
     ) -> OpsEvent[PayloadT]:
         """A fresh event: new uuid4, time from ``clock`` (default: now, UTC).
 
         ``service`` defaults to the payload's own ``service`` so routing attributes
-        cannot be forgotten by a producer.
+        cannot be forgotten by a producer; ``release`` to the payload's ``release_id``,
+        else the release of its service and commit (shared/release.py).
         """
         if service is None:
             payload_service = getattr(data, "service", None)
             service = payload_service if isinstance(payload_service, str) else None
+        if release is None:
+            release = _release_of(data)
         now = (clock or utcnow)()
         return cls(
             type=type,
@@ -298,6 +338,7 @@ class OpsEvent(BaseModel, Generic[PayloadT]):
             time=now,
             source=source,
             service=service,
+            release_id=release,
             data=data,
         )
 
@@ -313,6 +354,8 @@ class OpsEvent(BaseModel, Generic[PayloadT]):
         }
         if self.service:
             attributes["service"] = self.service
+        if self.release_id:
+            attributes["release_id"] = self.release_id
         return data, attributes
 
     def data_as(self, model: builtins.type[AnyPayloadT]) -> AnyPayloadT:
@@ -323,6 +366,18 @@ class OpsEvent(BaseModel, Generic[PayloadT]):
             f"{_WHAT} {self.type.value}",
             f"expected a {model.__name__} payload, got {type(self.data).__name__}",
         )
+
+
+def _release_of(data: OpsPayload) -> str | None:
+    from shared.release import release_id
+
+    explicit = getattr(data, "release_id", None)
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    service, commit = getattr(data, "service", None), getattr(data, "commit_sha", None)
+    if isinstance(service, str) and isinstance(commit, str) and service and commit:
+        return release_id(service, commit)
+    return None
 
 
 _REQUIRED_ATTRIBUTES = ("id", "time", "source")
@@ -354,6 +409,7 @@ def parse_ops_message(data: bytes, attributes: Mapping[str, str]) -> OpsEvent[Op
         "time": attributes["time"],
         "source": attributes["source"],
         "service": attributes.get("service") or None,
+        "release_id": attributes.get("release_id") or None,
         "schema_version": attributes.get("schema_version") or 1,
         "data": payload,
     }

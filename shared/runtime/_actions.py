@@ -45,6 +45,8 @@ def write_action(
     dedupe_key: str | None = None,
     on_conflict: OnConflict = "fail",
     returning: bool = True,
+    release_id: str | None = None,
+    trace_id: str | None = None,
 ) -> int | None:
     """Append one row; its id, or None when ``on_conflict="ignore"`` kept an earlier row
     or ``returning`` is False.
@@ -57,9 +59,10 @@ def write_action(
 
     sql = (
         "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
-        " dedupe_key, detail, started_at, finished_at)"
+        " dedupe_key, detail, started_at, finished_at, release_id, trace_id)"
         " VALUES (:kind, :service, :status, :trigger, :actor, :dedupe,"
-        " CAST(:detail AS jsonb), :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END)"
+        " CAST(:detail AS jsonb), :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END,"
+        " :release, :trace)"
         + _CONFLICT[on_conflict]
         + (" RETURNING id" if returning else "")
     )
@@ -75,6 +78,8 @@ def write_action(
             "detail": storable_json(dict(detail or {})),
             "now": now,
             "finished": finished,
+            "release": storable_text(release_id),
+            "trace": storable_text(trace_id),
         },
     )
     if not returning:

@@ -67,6 +67,9 @@ EXPECTED_TYPE = {
     "rollback_frozen.json": EventType.ROLLBACK_FROZEN,
     "kpi_refresh_requested.json": EventType.KPI_REFRESH_REQUESTED,
     "kpi_refresh_all_active.json": EventType.KPI_REFRESH_REQUESTED,
+    "release_deployed.json": EventType.RELEASE_DEPLOYED,
+    "release_promoted.json": EventType.RELEASE_PROMOTED,
+    "release_failed.json": EventType.RELEASE_FAILED,
 }
 GOLDENS = sorted(EXPECTED_TYPE)
 
