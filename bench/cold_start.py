@@ -69,6 +69,45 @@ def bare_event(cloud_event):
 def bare_http(request):
     return "ok"
 """
+#: The least any Pub/Sub entry point of ours must do before it answers, with none of our
+#: code: validate the payload with a pydantic model (every event is typed) and write the
+#: delivery's receipt to PostgreSQL (exactly-once) with the bare driver, no SQLAlchemy and
+#: no settings. Its ratio is the floor the 1.5x target is measured against.
+FLOOR = """import base64
+import os
+from urllib.parse import urlsplit
+
+import functions_framework
+import pg8000.dbapi
+from pydantic import BaseModel
+
+
+class Payload(BaseModel):
+    service: str | None = None
+
+
+_conn = None
+
+
+@functions_framework.cloud_event
+def floor_event(cloud_event):
+    global _conn
+    message = cloud_event.data["message"]
+    Payload.model_validate_json(base64.b64decode(message["data"]))
+    if _conn is None:
+        url = urlsplit(os.environ["DATABASE_URL"])
+        _conn = pg8000.dbapi.connect(
+            user=url.username, password=url.password, host=url.hostname,
+            port=url.port, database=url.path.lstrip("/"),
+        )
+    cursor = _conn.cursor()
+    cursor.execute(
+        "INSERT INTO ops.event_receipts (consumer, event_id, event_type, outcome)"
+        " VALUES ('bench-floor', %s, 'floor', 'handled') ON CONFLICT DO NOTHING",
+        (message["messageId"],),
+    )
+    _conn.commit()
+"""
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
 Request = Callable[[int], urllib.request.Request]
 
@@ -207,7 +246,13 @@ def main() -> None:
         bare_dir = work / "bare"
         bare_dir.mkdir()
         (bare_dir / "main.py").write_text(BARE)
+        floor_dir = work / "floor"
+        floor_dir.mkdir()
+        (floor_dir / "main.py").write_text(FLOOR)
+        only = set(filter(None, os.environ.get("COLD_START_TARGETS", "").split(",")))
         for target, (source, request) in FIRST_REQUEST.items():
+            if only and target not in only:
+                continue
             package = packages[source]
             key = hashlib.sha256("\n".join(package.requirements).encode()).hexdigest()[:12]
             if key not in venvs:
@@ -230,6 +275,26 @@ def main() -> None:
                 )
             )
             rows.append((target, imp, imp_bare, first, first_bare))
+            if target == "rollback":  # the floor, in the same venv as a Pub/Sub entry point
+                subprocess.run([str(python), "-c", "import main"], cwd=floor_dir, check=True)
+                floor_request = FIRST_REQUEST["rollback"][1]
+                rows.append(
+                    (
+                        "floor (pydantic + pg8000 receipt, none of our code)",
+                        cold_import_ms(python, floor_dir, "main"),
+                        cold_import_ms(python, bare_dir, "main"),
+                        median_of(
+                            lambda: first_answer_ms(
+                                python, floor_dir, "floor_event", floor_request, env
+                            )
+                        ),
+                        median_of(
+                            lambda: first_answer_ms(
+                                python, bare_dir, "bare_event", BARE_REQUEST["bare_event"], env
+                            )
+                        ),
+                    )
+                )
             print(
                 f"{target}: import {imp:.0f}/{imp_bare:.0f} ms, first answer "
                 f"{first:.0f}/{first_bare:.0f} ms",
