@@ -7,8 +7,9 @@ Create Date: 2026-12-04 19:00:00+00:00
 Every action of one release carries its `release_id` (`<service>@<commit[:12]>`,
 shared/release.py) and the W3C trace id of the delivery that wrote it, so a release reads
 as one story (docs/release.md) and release metrics are computed from the ledger with no
-ETL (docs/metrics.md). Both columns are nullable (no table rewrite); the index serves the
-per-release timeline and the metrics' per-release grouping. Old rows stay NULL: nothing
+ETL (docs/metrics.md). Both columns are nullable (no table rewrite). No index: the metrics read
+by kind and time (ix_actions_kind_started_at), and the table is pruned (docs/schema.md).
+Old rows stay NULL: nothing
 before this revision knew its release.
 """
 
@@ -31,22 +32,14 @@ OPS = "ops"
 
 
 def upgrade() -> None:
-    """Add the two columns and the per-release index."""
+    """Add the two columns."""
     op.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
     op.add_column("actions", sa.Column("release_id", sa.Text(), nullable=True), schema=OPS)
     op.add_column("actions", sa.Column("trace_id", sa.Text(), nullable=True), schema=OPS)
-    op.create_index(
-        "ix_actions_release_id_started_at",
-        "actions",
-        ["release_id", "started_at"],
-        schema=OPS,
-        postgresql_where=sa.text("release_id IS NOT NULL"),
-    )
 
 
 def downgrade() -> None:
-    """Drop the index and the two columns."""
+    """Drop the two columns."""
     op.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-    op.drop_index("ix_actions_release_id_started_at", table_name="actions", schema=OPS)
     op.drop_column("actions", "trace_id", schema=OPS)
     op.drop_column("actions", "release_id", schema=OPS)
