@@ -179,8 +179,8 @@ check detect-secrets "$(inputs_key .secrets.baseline "${secret_inputs[@]}")" det
 # can break the wiring as surely as a .tf edit.
 wiring_inputs=("${tf_files[@]}" pyproject.toml sightops/topology.py sightops/package.py
     shared/settings.py shared/kpi/refresh.py shared/housekeeping.py cloudbuild.yaml cloudbuild-deploy.yaml
-    docs/deploy.md)
-while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions shared/events -type f \( -name '*.py' -o -name '*.md' \) | sort)
+    docs/deploy.md dev/cloudrun-seed.json)
+while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions shared/events shared/deploy -type f \( -name '*.py' -o -name '*.md' \) | sort)
 check terraform-wiring "$(inputs_key "${wiring_inputs[@]}")" wiring_tests
 
 if [[ ${#failures[@]} -gt 0 ]]; then

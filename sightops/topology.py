@@ -33,7 +33,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     ),
     FunctionSpec("migrate", 8802, "cloudevent", ("cloud-builds",)),
     FunctionSpec("alert_intake", 8804, "http"),
-    FunctionSpec("rollback", 8803, "cloudevent", ("smoke-tests", "monitoring-alerts")),
+    FunctionSpec(
+        "rollback", 8803, "cloudevent", ("smoke-tests", "monitoring-alerts", "ops-events")
+    ),
     FunctionSpec("kpi", 8805, "http"),
     FunctionSpec("kpi_refresh", 8806, "cloudevent", ("kpi-refresh",), source="kpi"),
 )
@@ -43,8 +45,11 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 #: the Pub/Sub notification channel may move traffic (docs/rollback.md). The emulator
 #: (0.8.20) stores a filter but does not apply it; rollback's handler skips webhook
 #: incidents as well, so the local stack behaves the same.
+#: rollback reads ``ops-events`` only for the ledger's release rows (docs/rollback.md,
+#: "Ledger rows"); its handler skips every other type too.
 SUBSCRIPTION_FILTERS: dict[tuple[str, str], str] = {
     ("rollback", "monitoring-alerts"): "NOT attributes:origin",
+    ("rollback", "ops-events"): 'hasPrefix(attributes.type, "sight.ops.release.")',
 }
 
 MAX_DELIVERY_ATTEMPTS = 5

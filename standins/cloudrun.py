@@ -17,6 +17,12 @@ Implemented (``{svc}`` = ``projects/P/locations/L/services/S``):
 - ``DELETE /v2/projects/P/locations/L/operations/O``    -> Empty
 - ``GET    /v2/projects/P/locations/L/operations``      -> ListOperationsResponse
 
+Serving (when ``serve_base`` is set, docs/standins.md "Serving revisions"): the service
+URI ``{serve_base}/_serve/P/L/S`` and each tag URL ``{serve_base}/_serve/P/L/TAG---S``
+are answered here by forwarding to ``upstream`` (the Sight API stand-in), choosing the
+revision by the traffic in effect (weighted, seeded) or by the tag, with the headers
+``X-Standin-Revision`` / ``X-Standin-Image`` / ``X-Standin-Service``.
+
 Admin API under ``/_admin/`` (JSON); the same operations are methods of
 :class:`CloudRunState`. See ``docs/standins.md``.
 """
@@ -146,6 +152,25 @@ ENUM_TABLES: dict[str, dict[str, int]] = {
 }
 
 UnknownRevisionMode = Literal["reject", "fail_operation"]
+
+#: Path prefix of the served revisions (the service URI and the tag URLs).
+SERVE_PREFIX = "/_serve/"
+#: Headers that are about one connection, never forwarded (RFC 9110, 7.6.1).
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
+    }
+)
 
 _FAILED_CONTAINER_MESSAGE = (
     "The user-provided container failed to start and listen on the port defined "
@@ -322,6 +347,9 @@ class CloudRunState(FaultInjection):
         project_number: str = "123456789012",
         clock: Clock = utcnow,
         seed: int | None = None,
+        serve_base: str | None = None,
+        upstream: str | None = None,
+        route_seed: int | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._clock = clock
@@ -338,6 +366,10 @@ class CloudRunState(FaultInjection):
         self._patches: dict[str, int] = {}
         self._applied: dict[str, int] = {}
         self._interleaved: list[_Interleaved] = []
+        self.serve_base = serve_base.rstrip("/") if serve_base else None
+        self.upstream = upstream.rstrip("/") if upstream else None
+        self._route_rng = random.Random(route_seed)
+        self._routed: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ config / reset
 
@@ -349,8 +381,17 @@ class CloudRunState(FaultInjection):
         unknown_revision_mode: UnknownRevisionMode | None = None,
         new_revisions_ready: bool | None = None,
         project_number: str | None = None,
+        serve_base: str | None = None,
+        upstream: str | None = None,
+        route_seed: int | None = None,
     ) -> None:
         with self._lock:
+            if serve_base is not None:
+                self.serve_base = serve_base.rstrip("/") or None
+            if upstream is not None:
+                self.upstream = upstream.rstrip("/") or None
+            if route_seed is not None:
+                self._route_rng = random.Random(route_seed)
             if operation_polls is not None:
                 if operation_polls < 0:
                     raise ValueError("operation_polls must be >= 0")
@@ -374,6 +415,8 @@ class CloudRunState(FaultInjection):
                 "unknown_revision_mode": self.unknown_revision_mode,
                 "new_revisions_ready": self.new_revisions_ready,
                 "project_number": self.project_number,
+                "serve_base": self.serve_base,
+                "upstream": self.upstream,
             }
 
     def reset(self) -> None:
@@ -385,6 +428,7 @@ class CloudRunState(FaultInjection):
             self._patches.clear()
             self._applied.clear()
             self._interleaved.clear()
+            self._routed.clear()
             self.log.reset()
 
     # ------------------------------------------------------------------ faults / log
@@ -853,6 +897,45 @@ class CloudRunState(FaultInjection):
                 self._complete(op)
             return self._operation_json(op)
 
+    # ------------------------------------------------------------------ serving
+
+    def route(self, project: str, location: str, name: str) -> tuple[str, str, str]:
+        """Which revision answers a request to ``name`` (``S`` or ``TAG---S``): by the
+        tag, or by the traffic in effect (``trafficStatuses``), weighted by percent with
+        the seeded routing RNG. Returns ``(service, revision, image)``; 404 for an unknown
+        service or tag, 503 when no Ready revision can answer (as Cloud Run's front end)."""
+        tag, _, service = name.rpartition("---")
+        with self._lock:
+            svc = self._get(project, location, service)
+            if tag:
+                entry = next((t for t in svc.traffic_statuses if t.tag == tag), None)
+                if entry is None:
+                    raise StandinError(404, f"No tag '{tag}' on service '{service}'.")
+                revision = self._resolve_name(svc, entry)
+            else:
+                shares = [
+                    (self._resolve_name(svc, t), t.percent)
+                    for t in svc.traffic_statuses
+                    if t.percent > 0
+                ]
+                shares = [(r, p) for r, p in shares if r]
+                if not shares:
+                    raise StandinError(503, f"Service '{service}' routes no traffic.")
+                [revision] = self._route_rng.choices(
+                    [r for r, _ in shares], weights=[p for _, p in shares]
+                )
+            rev = self._revisions.get(svc.key, {}).get(revision)
+            if rev is None or not rev.ready:
+                raise StandinError(503, f"Revision '{revision}' is not ready to serve.")
+            counts = self._routed.setdefault(svc.key, {})
+            counts[revision] = counts.get(revision, 0) + 1
+            return service, revision, rev.images[0] if rev.images else ""
+
+    def routed(self) -> dict[str, dict[str, int]]:
+        """Requests served per service (full name) and revision, since the last reset."""
+        with self._lock:
+            return {key: dict(counts) for key, counts in self._routed.items()}
+
     # ------------------------------------------------------------------ internals
 
     def _get(self, project: str, location: str, service: str) -> _Service:
@@ -967,6 +1050,9 @@ class CloudRunState(FaultInjection):
         return missing
 
     def _uri(self, svc: _Service, tag: str = "") -> str:
+        if self.serve_base:
+            name = f"{tag}---{svc.name}" if tag else svc.name
+            return f"{self.serve_base}{SERVE_PREFIX}{svc.project}/{svc.location}/{name}"
         host = f"{svc.name}-{self.project_number}.{svc.location}.run.app"
         return f"https://{tag}---{host}" if tag else f"https://{host}"
 
@@ -1169,6 +1255,65 @@ def _fault_response(rule: FaultRule) -> Response:
     return google_error(rule.status, message, retry_after=rule.retry_after)
 
 
+class _Forwarder:
+    """Forwards a served request to the upstream (the Sight API stand-in)."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> Any:
+        import httpx
+
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=30.0, follow_redirects=False)
+            return self._client
+
+    def forward(self, st: CloudRunState) -> Response:
+        parts = request.path[len(SERVE_PREFIX) :].split("/", 3)
+        if len(parts) < 3 or not all(parts[:3]):
+            return _plain(404, "Not Found")
+        project, location, name = parts[:3]
+        rest = "/" + (parts[3] if len(parts) > 3 else "")
+        try:
+            service, revision, image = st.route(project, location, name)
+        except StandinError as exc:
+            return _plain(exc.code, exc.message)
+        if not st.upstream:
+            return _plain(503, "The stand-in has no upstream to serve revisions from.")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers.update(
+            {
+                "X-Standin-Service": service,
+                "X-Standin-Revision": revision,
+                "X-Standin-Image": image,
+            }
+        )
+        import httpx
+
+        try:
+            answer = self._http().request(
+                request.method,
+                st.upstream + rest,
+                params=list(request.args.items(multi=True)),
+                content=request.get_data(),
+                headers=headers,
+            )
+        except httpx.HTTPError as exc:
+            return _plain(502, f"upstream failed: {type(exc).__name__}")
+        out = Response(answer.content, answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in _HOP_BY_HOP:
+                out.headers[key] = value
+        out.headers["X-Standin-Revision"] = revision
+        return out
+
+
+def _plain(status: int, text: str) -> Response:
+    return Response(text + "\n", status, content_type="text/plain; charset=utf-8")
+
+
 def _bool_arg(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true")
 
@@ -1179,6 +1324,14 @@ def create_app(state: CloudRunState | None = None) -> Flask:
     app = Flask("standins.cloudrun")
     app.url_map.converters["segment"] = SegmentConverter
     app.extensions["standin"] = st
+    forwarder = _Forwarder()
+
+    @app.before_request
+    def _serve() -> Response | None:
+        # First: served traffic is not an API request (no API faults, no API log).
+        if not request.path.startswith(SERVE_PREFIX):
+            return None
+        return forwarder.forward(st)
 
     @app.before_request
     def _count_patches() -> None:
@@ -1316,6 +1469,10 @@ def create_app(state: CloudRunState | None = None) -> Flask:
     def admin_patch_counts() -> Response:
         return json_response({"received": st.patch_counts(), "applied": st.applied_update_counts()})
 
+    @app.get("/_admin/routed")
+    def admin_routed() -> Response:
+        return json_response({"routed": st.routed()})
+
     @app.get("/_admin/config")
     def admin_get_config() -> Response:
         return json_response(st.config())
@@ -1330,6 +1487,9 @@ def create_app(state: CloudRunState | None = None) -> Flask:
                 unknown_revision_mode=body.get("unknown_revision_mode"),
                 new_revisions_ready=body.get("new_revisions_ready"),
                 project_number=body.get("project_number"),
+                serve_base=body.get("serve_base"),
+                upstream=body.get("upstream"),
+                route_seed=body.get("route_seed"),
             )
         except ValueError as exc:
             raise StandinError(400, str(exc)) from exc

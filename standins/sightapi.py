@@ -14,12 +14,16 @@ Answers like Sight's FastAPI service does (JSON bodies, ``{"detail": ...}`` erro
 Any check can be made to fail (a status, a message, or a ``422`` validation error that
 echoes the request body as FastAPI's does) or to be slow (a delay), for the next N
 requests or until healed, through :class:`SightApiState` or ``/_admin/checks``.
-See ``docs/standins.md``.
+
+An *image* can be made bad (``/_admin/images``): requests the Cloud Run stand-in forwards
+from a revision of that image (header ``X-Standin-Image``) fail the chosen checks, answer
+a fraction of 5xx (seeded) or come late. See ``docs/standins.md``.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import secrets
 import threading
@@ -103,6 +107,33 @@ class CheckBehaviour:
         }
 
 
+#: Request header the Cloud Run stand-in sets on what it forwards (standins/cloudrun.py).
+IMAGE_HEADER = "X-Standin-Image"
+REVISION_HEADER = "X-Standin-Revision"
+
+
+@dataclass(frozen=True)
+class ImageBehaviour:
+    """How every revision of one image misbehaves: ``failing_checks`` answer ``status``;
+    any other request answers ``status`` with probability ``error_rate``; every request
+    waits ``latency_ms`` first."""
+
+    image: str
+    failing_checks: tuple[str, ...] = ()
+    error_rate: float = 0.0
+    latency_ms: float = 0.0
+    status: int = 503
+
+    def to_json(self) -> JSON:
+        return {
+            "image": self.image,
+            "failing_checks": list(self.failing_checks),
+            "error_rate": self.error_rate,
+            "latency_ms": self.latency_ms,
+            "status": self.status,
+        }
+
+
 def check_for(method: str, path: str) -> str | None:
     """Which smoke check a request belongs to, if any."""
     for name, (check_method, pattern) in CHECKS.items():
@@ -120,6 +151,7 @@ class SightApiState:
         users: Mapping[str, str] | None = None,
         projects: Iterable[str] | None = None,
         clock: Clock = utcnow,
+        seed: int | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._clock = clock
@@ -133,6 +165,9 @@ class SightApiState:
         self._tokens: dict[str, str] = {}
         self._personas: list[JSON] = []
         self._behaviours: dict[str, CheckBehaviour] = {}
+        self._images: dict[str, ImageBehaviour] = {}
+        self._served: dict[str, int] = {}
+        self._rng = random.Random(seed)
         self.reset()
 
     # ---------------------------------------------------------------- seeding
@@ -153,6 +188,8 @@ class SightApiState:
             self._tokens.clear()
             self._personas.clear()
             self._behaviours.clear()
+            self._images.clear()
+            self._served.clear()
             self.log.reset()
 
     # ---------------------------------------------------------------- behaviours
@@ -221,6 +258,67 @@ class SightApiState:
                 found.hits,
                 found.echo,
             )
+
+    # ---------------------------------------------------------------- bad images
+
+    def set_image(
+        self,
+        image: str,
+        *,
+        failing_checks: Iterable[str] = (),
+        error_rate: float = 0.0,
+        latency_ms: float = 0.0,
+        status: int = 503,
+    ) -> ImageBehaviour:
+        """Make every revision of ``image`` bad (replaces its previous behaviour)."""
+        checks = tuple(failing_checks)
+        unknown = [c for c in checks if c not in CHECKS]
+        if not image:
+            raise ValueError("give the image reference")
+        if unknown:
+            raise ValueError(f"unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError("error_rate must be within 0..1")
+        if latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        if not 500 <= status <= 599:
+            raise ValueError("status must be a 5xx")
+        behaviour = ImageBehaviour(image, checks, error_rate, latency_ms, status)
+        with self._lock:
+            self._images[image] = behaviour
+        return behaviour
+
+    def heal_image(self, image: str | None = None) -> None:
+        """Undo :meth:`set_image` for one image, or for all."""
+        with self._lock:
+            if image is None:
+                self._images.clear()
+            else:
+                self._images.pop(image, None)
+
+    def images(self) -> list[ImageBehaviour]:
+        with self._lock:
+            return list(self._images.values())
+
+    def image_verdict(self, image: str, check: str | None) -> tuple[float, int | None]:
+        """For one forwarded request: (delay in seconds, failing status or None)."""
+        with self._lock:
+            found = self._images.get(image)
+            if found is None:
+                return 0.0, None
+            failing = (check is not None and check in found.failing_checks) or (
+                found.error_rate > 0 and self._rng.random() < found.error_rate
+            )
+            return found.latency_ms / 1000, found.status if failing else None
+
+    def count_served(self, revision: str) -> None:
+        with self._lock:
+            self._served[revision] = self._served.get(revision, 0) + 1
+
+    def served(self) -> dict[str, int]:
+        """Forwarded requests received per revision (``X-Standin-Revision``)."""
+        with self._lock:
+            return dict(self._served)
 
     # ---------------------------------------------------------------- API state
 
@@ -328,8 +426,19 @@ def create_app(state: SightApiState | None = None) -> Flask:
 
     @app.before_request
     def _behave() -> Response | None:
-        # Registered after the request hooks: a generic fault wins, then a check's.
+        # Registered after the request hooks: a generic fault wins, then the image's
+        # (requests forwarded by the Cloud Run stand-in), then a check's.
         check = check_for(request.method, request.path)
+        revision = request.headers.get(REVISION_HEADER)
+        if revision and not request.path.startswith("/_admin/"):
+            st.count_served(revision)
+        image = request.headers.get(IMAGE_HEADER)
+        if image and not request.path.startswith("/_admin/"):
+            delay_s, status = st.image_verdict(image, check)
+            if delay_s:
+                time.sleep(delay_s)
+            if status is not None:
+                return _detail(status, _DEFAULT_FAILURE.get(check or "", "Internal Server Error"))
         behaviour = st.take_behaviour(check) if check else None
         if behaviour is None:
             return None
@@ -452,6 +561,34 @@ def create_app(state: SightApiState | None = None) -> Flask:
     @app.get("/_admin/personas")
     def admin_personas() -> Response:
         return json_response({"personas": st.personas()})
+
+    @app.get("/_admin/images")
+    def admin_images() -> Response:
+        return json_response({"images": [b.to_json() for b in st.images()]})
+
+    @app.post("/_admin/images")
+    def admin_set_image() -> Response:
+        body = admin_json()
+        try:
+            behaviour = st.set_image(
+                str(body.get("image") or ""),
+                failing_checks=[str(c) for c in body.get("failing_checks") or []],
+                error_rate=float(body.get("error_rate", 0.0)),
+                latency_ms=float(body.get("latency_ms", 0.0)),
+                status=int(body.get("status", 503)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise StandinError(400, str(exc)) from exc
+        return json_response(behaviour.to_json(), 201)
+
+    @app.delete("/_admin/images")
+    def admin_heal_images() -> Response:
+        st.heal_image(request.args.get("image") or None)
+        return json_response({})
+
+    @app.get("/_admin/served")
+    def admin_served() -> Response:
+        return json_response({"served": st.served()})
 
     add_fault_admin_routes(app, st)
 

@@ -7,8 +7,8 @@ locals {
 
   # The triggers whose SUCCESS builds migrate acts on (docs/migrate.md): selection is by
   # buildTriggerId, which only Cloud Build sets, never by _SERVICE, a tag or a trigger name,
-  # which the caller of `gcloud builds submit` chooses. This repository's CI counts only when
-  # it releases a managed service (ci_service).
+  # which the caller of `gcloud builds submit` chooses. This repository's CI counts when it
+  # releases a managed service (ci_service, default sight-api; "" opts out).
   migrate_trigger_ids = concat(
     var.ci_service == "" ? [] : [google_cloudbuild_trigger.ci.trigger_id],
     var.migrate_trigger_ids,
@@ -107,8 +107,8 @@ resource "google_cloudbuild_trigger" "deploy" {
   depends_on = [google_project_service.api]
 }
 
-# The deploy build: deploy and promote the managed services, act as their runtime account,
-# publish smoke results, resolve the image CI pushed to its digest.
+# The deploy build (`sightops deploy`): deploy and promote the managed services, act as their
+# runtime account, publish smoke results and release events.
 # Custom roles with exactly what cloudbuild-deploy.yaml calls (terraform/iam.tf).
 resource "google_cloud_run_v2_service_iam_member" "deploy_release" {
   for_each = toset(var.managed_services)
@@ -127,6 +127,12 @@ resource "google_service_account_iam_member" "deploy_acts_as_runtime" {
 
 resource "google_pubsub_topic_iam_member" "deploy_publishes_smoke_results" {
   topic  = google_pubsub_topic.topic["smoke-tests"].id
+  role   = "roles/pubsub.publisher"
+  member = google_service_account.deploy.member
+}
+
+resource "google_pubsub_topic_iam_member" "deploy_publishes_release_events" {
+  topic  = google_pubsub_topic.topic["ops-events"].id
   role   = "roles/pubsub.publisher"
   member = google_service_account.deploy.member
 }

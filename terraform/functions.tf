@@ -55,7 +55,7 @@ locals {
       entry_point       = "rollback"
       description       = "Moves Cloud Run traffic back to the last known-good revision on a failed smoke test or an auto_rollback alert."
       trigger           = "pubsub"
-      topics            = ["smoke-tests", "monitoring-alerts"]
+      topics            = ["smoke-tests", "monitoring-alerts", "ops-events"]
       publishes         = ["ops-events"]
       secrets           = ["database_url"]
       manages_cloud_run = true
@@ -179,7 +179,7 @@ locals {
       description       = "Precomputes KPIs into Redis on schedule (kpi-refresh)."
       trigger           = "pubsub"
       topics            = ["kpi-refresh"]
-      publishes         = []
+      publishes         = ["ops-events"] # the weekly release metrics digest (docs/metrics.md)
       secrets           = ["database_url", "neo4j_password", "redis_url"]
       manages_cloud_run = false
       notify_config     = false

@@ -64,9 +64,10 @@ resource "google_project_iam_custom_role" "rollback_traffic" {
   ]
 }
 
-# cloudbuild-deploy.yaml: `gcloud run deploy` of an existing service with an image (GET
-# then replace the service, then GET until ready), `gcloud run services describe`, and
-# `gcloud run services update-traffic` (GET, replace, GET).
+# cloudbuild-deploy.yaml runs `sightops deploy` (shared/deploy, Cloud Run Admin API v2):
+# GetService, UpdateService (new revision, then the traffic pin), GetOperation (waits for
+# both), GetRevision (is the new revision Ready, which image), ListRevisions (the promotion
+# reads the service as rollback does, shared/rollback/_cloudrun.py).
 resource "google_project_iam_custom_role" "deploy_release" {
   project     = var.project_id
   role_id     = "sightopsDeployRelease"
@@ -75,6 +76,9 @@ resource "google_project_iam_custom_role" "deploy_release" {
   permissions = [
     "run.services.get",
     "run.services.update",
+    "run.revisions.get",
+    "run.revisions.list",
+    "run.operations.get",
   ]
 }
 

@@ -32,6 +32,9 @@ locals {
   # both. A filter cannot be changed in place: changing it replaces the subscription.
   subscription_filters = {
     "rollback--monitoring-alerts" = "NOT attributes:origin"
+    # rollback records the release.* events in the ledger (docs/rollback.md, "Ledger rows")
+    # and needs nothing else from ops-events.
+    "rollback--ops-events" = "hasPrefix(attributes.type, \"sight.ops.release.\")"
   }
 }
 

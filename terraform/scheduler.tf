@@ -1,5 +1,6 @@
-# Scheduled work: the KPI refresh sweep and the pruning of old receipts and rejected events
-# (Pub/Sub, both to kpi_refresh), and notify's group flush (HTTP).
+# Scheduled work: the KPI refresh sweep, the pruning of old receipts and rejected events and
+# the weekly release metrics digest (Pub/Sub, all to kpi_refresh), and notify's group flush
+# (HTTP).
 
 resource "google_service_account" "scheduler" {
   account_id   = "sightops-scheduler"
@@ -53,6 +54,33 @@ resource "google_cloud_scheduler_job" "prune" {
     data       = base64encode(jsonencode({}))
     attributes = {
       type   = "sight.ops.housekeeping.prune_requested"
+      source = "cloud-scheduler"
+    }
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# The weekly release metrics digest also rides on kpi-refresh: kpi_refresh computes the
+# report from the ledger, refreshes its cache entry and publishes sight.ops.report.weekly to
+# ops-events, which notify posts to Slack. Same lenient shape as the jobs above (no `id`);
+# one digest per ISO week however often it runs (docs/metrics.md, "Weekly digest").
+resource "google_cloud_scheduler_job" "release_report" {
+  name        = "sightops-release-report"
+  region      = var.region
+  description = "Weekly release metrics digest to Slack (kpi_refresh -> ops-events -> notify)."
+  schedule    = var.release_report_schedule
+  time_zone   = var.scheduler_time_zone
+
+  retry_config {
+    retry_count = 1
+  }
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.topic["kpi-refresh"].id
+    data       = base64encode(jsonencode({ days = 7 }))
+    attributes = {
+      type   = "sight.ops.report.requested"
       source = "cloud-scheduler"
     }
   }

@@ -290,6 +290,17 @@ variable "prune_schedule" {
   }
 }
 
+variable "release_report_schedule" {
+  description = "Cron schedule of the job asking kpi_refresh for the weekly release metrics digest (docs/metrics.md)."
+  type        = string
+  default     = "0 9 * * 1" # Mondays 09:00: the 7 days up to then, one digest per ISO week
+
+  validation {
+    condition     = length(split(" ", var.release_report_schedule)) == 5
+    error_message = "release_report_schedule must be a five-field cron expression."
+  }
+}
+
 variable "scheduler_time_zone" {
   description = "Time zone of the Cloud Scheduler jobs."
   type        = string
@@ -333,9 +344,9 @@ variable "ci_branch_regex" {
 }
 
 variable "ci_service" {
-  description = "_SERVICE substitution of the CI trigger: the managed service this repository's CI releases (set: migrate acts on the CI trigger's builds; empty: migrate skips them)."
+  description = "_SERVICE substitution of the CI trigger: the managed service this repository's CI releases. CI pushes its image as <image repo>/<ci_service>:<commit> (the name the deploy deploys) and migrate acts on the CI trigger's builds. \"\" opts out: CI releases no service and migrate skips its builds."
   type        = string
-  default     = ""
+  default     = "sight-api"
 
   validation {
     condition     = var.ci_service == "" || contains(var.managed_services, var.ci_service)

@@ -1,5 +1,9 @@
 """The rollback function's face: ``parse``, ``dedupe_key``, ``handle`` (docs/rollback.md).
 
+It consumes ``smoke-tests`` and ``monitoring-alerts`` (triggers) and ``ops-events``
+filtered to ``sight.ops.release.*`` (ledger rows only, ``_ledger``); any other ops event
+is skipped (the emulator does not apply subscription filters).
+
 ``functions/rollback/main.py`` wires exactly these three into ``pubsub_handler``; the
 decision itself is the orchestrator's (:class:`~shared.rollback._orchestrator.Rollbacks`).
 """
@@ -63,6 +67,7 @@ def incident_key(incident_id: str, state: str) -> str:
 def handle(event: RollbackInput, ctx: Context) -> Outcome:
     """The rollback function's handler: dispatch on what arrived."""
     from shared.events import EventType, IncidentNotification, SmokeResult
+    from shared.rollback import _ledger as ledger
     from shared.rollback import _store as store
     from shared.rollback._decide import incident_trigger
     from shared.rollback._model import Trigger
@@ -73,6 +78,8 @@ def handle(event: RollbackInput, ctx: Context) -> Outcome:
     dry_run = deps.settings.rollback.dry_run
     trigger_key = storable_text(f"{ctx.consumer}:{dedupe_key(event, ctx.message)}")
     if isinstance(event, IncidentNotification):
+        # The ledger fact first, whatever is decided below (docs/rollback.md, "Ledger rows").
+        ledger.record_incident(ctx, event)
         if from_webhook(ctx.message.attributes):
             # Only the Pub/Sub notification channel may move traffic (docs/rollback.md):
             # the webhook is reachable from outside with a shared password. notify still
@@ -103,6 +110,9 @@ def handle(event: RollbackInput, ctx: Context) -> Outcome:
             trigger_key=trigger_key,
         )
         return report.outcome()
+    if ledger.is_release_event(event.type.value):
+        status = ledger.record_release(ctx, event)
+        return Outcome.handled(f"release {event.release_id or event.id} {status}: recorded")
     if event.type is EventType.SMOKE_PASSED:
         return rollbacks.smoke_passed(event.id, event.time, event.data_as(SmokeResult))
     if event.type is not EventType.SMOKE_FAILED:

@@ -4,9 +4,10 @@
 ``ops-events`` message. Cloud Build pastes a substitution into the text it appears in, so
 these tests render the file exactly that way (``${_X}``/``$_X`` and built-ins replaced
 textually, ``$$`` -> ``$``, one pass) and run every step's script in bash. External CLIs
-(``gcloud``, the smoke runner, ``pip``, ``python -m venv``) are stubs first on ``PATH``
-that log their arguments; ``python3`` is the real interpreter; ``/workspace`` is a
-temporary directory (docs/deploy.md, "The release pipeline").
+(``gcloud``, ``sightops``, ``pip``, ``python -m venv``) are stubs first on ``PATH`` that
+log their arguments and the ``DEPLOY_*`` environment they were given; ``python3`` is the
+real interpreter; ``/workspace`` is a temporary directory (docs/deploy.md, "The release
+pipeline"). What ``sightops deploy`` does with the values is tests/sightops/test_deploy.py.
 """
 
 from __future__ import annotations
@@ -61,7 +62,17 @@ VALID = {
     "_IMAGE_REPO": "europe-west1-docker.pkg.dev/sight-prod/sight",
 }
 PROJECT_ID = "sight-prod"
-DIGEST = "sha256:" + "0" * 64
+#: Substitution -> the environment variable `sightops deploy` reads it from.
+DEPLOY_ENV = {
+    "_EVENT_TYPE": "DEPLOY_EVENT_TYPE",
+    "_EVENT_ID": "DEPLOY_EVENT_ID",
+    "_SERVICE": "DEPLOY_SERVICE",
+    "_COMMIT_SHA": "DEPLOY_COMMIT_SHA",
+    "_BUILD_ID": "DEPLOY_BUILD_ID",
+    "_REGION": "DEPLOY_REGION",
+    "_IMAGE_REPO": "DEPLOY_IMAGE_REPO",
+    "_TAG": "DEPLOY_TAG",
+}
 
 
 def _is_reference(name: str) -> bool:
@@ -109,26 +120,13 @@ def substitutions_for(config: dict[str, Any], given: dict[str, str]) -> dict[str
 
 _LOGGING_STUB = """#!{python}
 import json, os, sys
+env = {{k: v for k, v in os.environ.items() if k.startswith("DEPLOY_")}}
 with open(os.path.join({state!r}, "calls.jsonl"), "a") as log:
-    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:], env]) + "\\n")
 {body}
 """
 
 _GCLOUD = """
-args = sys.argv[1:]
-state = {state!r}
-if args[:4] == ["artifacts", "docker", "images", "describe"]:
-    print({digest!r})
-elif args[:2] == ["run", "deploy"]:
-    open(os.path.join(state, "tag"), "w").write(args[args.index("--tag") + 1])
-elif args[:3] == ["run", "services", "describe"]:
-    tag = open(os.path.join(state, "tag")).read()
-    print(json.dumps({{"status": {{
-        "latestCreatedRevisionName": "rev-00002-abc",
-        "url": "https://svc.a.run.app",
-        "traffic": [{{"tag": tag, "revisionName": "rev-00002-abc",
-                      "url": "https://candidate---svc.a.run.app"}}],
-    }}}}))
 """
 
 _PYTHON = """
@@ -159,7 +157,7 @@ class Pipeline:
         bin_dir = tmp / "bin"
         for d in (self.workspace, self.state, bin_dir):
             d.mkdir()
-        _stub(bin_dir / "gcloud", self.state, _GCLOUD.format(state=str(self.state), digest=DIGEST))
+        _stub(bin_dir / "gcloud", self.state, _GCLOUD)
         _stub(bin_dir / "python", self.state, _PYTHON)
         (bin_dir / "python3").symlink_to(sys.executable)
         self.path = f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
@@ -183,11 +181,20 @@ class Pipeline:
             check=False,
         )
 
-    def calls(self) -> list[list[str]]:
+    def logged(self) -> list[tuple[list[str], dict[str, str]]]:
+        """Every stub call: (argv with the program's name first, its DEPLOY_* env)."""
         log = self.state / "calls.jsonl"
         if not log.exists():
             return []
-        return [json.loads(line) for line in log.read_text().splitlines()]
+        return [(entry[:-1], entry[-1]) for entry in map(json.loads, log.read_text().splitlines())]
+
+    def calls(self) -> list[list[str]]:
+        return [argv for argv, _ in self.logged()]
+
+    def deploy_env(self) -> dict[str, str]:
+        """The environment ``sightops deploy`` was started with (exactly one call)."""
+        [env] = [env for argv, env in self.logged() if argv[:2] == ["sightops", "deploy"]]
+        return env
 
 
 def run_deploy(tmp: Path, given: dict[str, str]) -> tuple[Pipeline, dict[str, int]]:
@@ -225,13 +232,14 @@ def test_no_deploy_step_runs_a_command_hidden_in_an_event_value(kind: str, tmp_p
 
     assert list(markers.iterdir()) == [], f"an injected command ran ({kind})"
     assert codes["check-event"] != 0, "the first step must refuse a hostile value"
-    # The later steps ran to the end with the value as plain data (stubs saw it verbatim).
+    # The later steps ran to the end with the value as plain data: `sightops deploy` got it
+    # verbatim in its environment (and refuses it itself: tests/sightops/test_deploy.py),
+    # never on its command line.
     assert all(code == 0 for step, code in codes.items() if step != "check-event"), codes
-    deploy = next(c for c in pipeline.calls() if c[:3] == ["gcloud", "run", "deploy"])
-    assert deploy[3] == hostile
-    assert deploy[deploy.index("--tag") + 1] == hostile
-    smoke = next(c for c in pipeline.calls() if c[:2] == ["sightops", "smoke"])
-    assert smoke[smoke.index("--commit-sha") + 1] == hostile
+    assert ["sightops", "deploy"] in pipeline.calls()
+    env = pipeline.deploy_env()
+    for name in EVENT_BOUND:
+        assert env[DEPLOY_ENV[name]] == hostile, name
 
 
 WRONG_SHAPES = [
@@ -274,21 +282,21 @@ def test_check_event_refuses_a_trailing_newline_after_a_valid_commit(tmp_path: P
     assert pipeline.run(config["steps"][0], values).returncode != 0
 
 
-def test_valid_values_deploy_the_digest_of_the_commit_and_promote_it(tmp_path: Path) -> None:
+def test_valid_values_reach_sightops_deploy_through_its_environment_only(
+    tmp_path: Path,
+) -> None:
     pipeline, codes = run_deploy(tmp_path, VALID)
     assert codes == dict.fromkeys(codes, 0)
-    calls = pipeline.calls()
-    repo, service, sha = VALID["_IMAGE_REPO"], VALID["_SERVICE"], VALID["_COMMIT_SHA"]
-    assert ["gcloud", "artifacts", "docker", "images", "describe", f"{repo}/{service}:{sha}"] == (
-        calls[0][:6]
-    )
-    deploy = next(c for c in calls if c[:3] == ["gcloud", "run", "deploy"])
-    assert deploy[deploy.index("--image") + 1] == f"{repo}/{service}@{DIGEST}"
-    promote = next(c for c in calls if c[:4] == ["gcloud", "run", "services", "update-traffic"])
-    assert promote[promote.index("--to-revisions") + 1] == "rev-00002-abc=100"
-    smokes = [c for c in calls if c[:2] == ["sightops", "smoke"]]
-    assert [s[2] for s in smokes] == ["https://candidate---svc.a.run.app", "https://svc.a.run.app"]
-    assert all(s[s.index("--build-id") + 1] == VALID["_BUILD_ID"] for s in smokes)
+    assert [c[:2] for c in pipeline.calls() if c[0] == "sightops"] == [["sightops", "deploy"]]
+    deploy_call = next(c for c in pipeline.calls() if c[0] == "sightops")
+    assert deploy_call == ["sightops", "deploy"], "values never travel on the command line"
+    env = pipeline.deploy_env()
+    assert {name: env[variable] for name, variable in DEPLOY_ENV.items()} == {
+        **VALID,
+        "_TAG": "candidate",
+    }
+    assert env["DEPLOY_PROJECT"] == PROJECT_ID
+    assert "gcloud" not in {c[0] for c in pipeline.calls()}, "the deploy is sightops' alone"
 
 
 @pytest.mark.parametrize("path", [DEPLOY, CI], ids=lambda p: p.name)

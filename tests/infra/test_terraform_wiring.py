@@ -36,6 +36,7 @@ EXPECTED_PUBLISHES = {
     "migrate": ["ops-events"],
     "rollback": ["ops-events"],
     "alert_intake": ["monitoring-alerts"],
+    "kpi_refresh": ["ops-events"],  # the weekly release metrics digest (docs/metrics.md)
 }
 RUNBOOK = re.compile(r"docs/runbooks/([a-z0-9-]+\.md)")
 
@@ -255,9 +256,10 @@ def test_function_accounts_hold_only_the_issues_roles_each_where_it_says() -> No
 # --- Cloud Run: custom roles with exactly the permissions used (docs/deploy.md) ----------
 
 # Each call mapped to its permission: rollback (shared/rollback/_cloudrun.py) GetService,
-# ListRevisions, UpdateService, GetOperation; the deploy build (cloudbuild-deploy.yaml)
-# `gcloud run deploy` / `services describe` / `services update-traffic`, which get and
-# replace an existing service. Updating a service names its runtime account: actAs on it.
+# ListRevisions, UpdateService, GetOperation; the deploy build (`sightops deploy`,
+# shared/deploy/_cloudrun.py) GetService, UpdateService, GetOperation, GetRevision and,
+# for the promotion through rollback's adapter, ListRevisions. Updating a service names its
+# runtime account: actAs on it.
 EXPECTED_CUSTOM_ROLES = {
     "rollback_traffic": {
         "run.services.get",
@@ -265,7 +267,13 @@ EXPECTED_CUSTOM_ROLES = {
         "run.services.update",
         "run.operations.get",
     },
-    "deploy_release": {"run.services.get", "run.services.update"},
+    "deploy_release": {
+        "run.services.get",
+        "run.services.update",
+        "run.revisions.get",
+        "run.revisions.list",
+        "run.operations.get",
+    },
     "act_as_runtime": {"iam.serviceAccounts.actAs"},
 }
 RUNTIME_SA = (

@@ -149,3 +149,36 @@ def test_a_missing_seed_file_is_a_clean_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot start" in result.stderr
+
+
+def test_all_serves_the_dev_seeds_service_through_the_sight_api_stand_in() -> None:
+    """`make dev` (`all` with dev/cloudrun-seed.json): the service URI Cloud Run reports is
+    answered by the seeded serving revision, so a smoke run against it works."""
+    import httpx
+
+    proc, urls, _ = _start(
+        [
+            "all",
+            "--cloudrun-port", "0",
+            "--slack-port", "0",
+            "--secretmanager-port", "0",
+            "--sightapi-port", "0",
+            "--cloudrun-seed", str(ROOT / "dev" / "cloudrun-seed.json"),
+        ]
+    )  # fmt: skip
+    try:
+        run = run_v2.ServicesClient(
+            transport="rest",
+            client_options={"api_endpoint": urls["cloudrun"]},
+            credentials=AnonymousCredentials(),
+        )
+        name = "projects/sight-local/locations/europe-west1/services/sight-api"
+        deadline = time.monotonic() + 10
+        while not (uri := run.get_service(name=name).uri).startswith(urls["cloudrun"]):
+            assert time.monotonic() < deadline, uri  # routing is set once all listen
+            time.sleep(0.05)
+        answer = httpx.get(uri + "/health", timeout=10)
+        assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+        assert answer.headers["X-Standin-Revision"] == "sight-api-9e8d7c6b-q7d"
+    finally:
+        assert _stop(proc) == 0

@@ -411,7 +411,8 @@ def test_incidents_that_are_not_auto_rollback_triggers_are_skipped_quietly(
     _, _, v3 = env.deploy()
     assert deliver_incident(env, env.incident(v3, **changes)).status_code == 200
     assert env.patches() == 0
-    assert env.actions() == []
+    # Only the ledger's fact of the incident (docs/rollback.md, "Ledger rows").
+    assert [a["kind"] for a in env.actions()] == ["incident"]
 
 
 def test_test_notification_is_skipped(env: Env) -> None:
@@ -712,5 +713,9 @@ def test_a_late_open_notification_of_an_incident_already_reported_closed_changes
     assert deliver_incident(env, env.incident(v3, incident_id=incident_id)).status_code == 200
     assert env.patches() == 0
     assert env.serving() == {v3: 100}
-    assert env.actions() == []
+    # Both states are facts for the ledger; nothing was decided.
+    assert [(a["kind"], a["status"]) for a in env.actions()] == [
+        ("incident", "closed"),
+        ("incident", "open"),
+    ]
     assert env.deps.metrics.counter("events", consumer="rollback", outcome="skipped") >= 2

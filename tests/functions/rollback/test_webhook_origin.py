@@ -98,7 +98,8 @@ def test_an_incident_posted_to_the_webhook_never_moves_traffic_the_channels_copy
     assert env.patches() == 0
     assert env.serving() == {v3: 100}
     assert env.health() == {v1: "good"}, "a webhook incident is no evidence either"
-    assert env.actions() == []
+    # Only the ledger's fact of the incident (docs/rollback.md, "Ledger rows").
+    assert [a["kind"] for a in env.actions()] == ["incident"]
     assert env.deps.metrics.counter("events", consumer="rollback", outcome="skipped") >= 1
 
     # The same notification from the Pub/Sub notification channel (no attributes) acts:
