@@ -1,10 +1,19 @@
-"""``python -m standins cloudrun|slack|secretmanager|sightapi|all`` -- run until signalled.
+"""``python -m standins cloudrun|slack|secretmanager|sightapi|monitoring|all`` -- run until
+signalled.
 
 Examples::
 
     python -m standins cloudrun --port 8701 --cloudrun-seed dev/cloudrun.json
     python -m standins secretmanager --port 8703 --seed .local/secrets.json
     python -m standins all   # cloudrun :8701, slack :8702, secretmanager :8703, sightapi :8704
+    python -m standins cloudrun --route-to http://127.0.0.1:8704   # serve revisions from it
+    python -m standins monitoring   # admin http://127.0.0.1:8705, MetricService gRPC :8706
+
+With ``all``, the Cloud Monitoring stand-in listens on free ports unless
+``--monitoring-port`` / ``--monitoring-grpc-port`` are given (docs/standins.md).
+
+With ``all``, the Cloud Run stand-in serves its services' URIs and tag URLs itself and
+forwards them to the Sight API stand-in (docs/standins.md, "Serving revisions").
 
 Logs one line per request to stderr; prints ``<name> listening on <url>`` per stand-in
 once it accepts connections; exits 0 on SIGTERM / SIGINT.
@@ -24,7 +33,7 @@ from types import FrameType
 
 from flask import Flask
 
-from standins import cloudrun, secretmanager, sightapi, slack
+from standins import cloudrun, monitoring, secretmanager, sightapi, slack
 from standins._server import RunningServer, serve
 
 DEFAULT_PORTS = {  # as `make dev`
@@ -39,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m standins",
         description="Local stand-ins for Cloud Run Admin API v2, Slack webhooks, "
-        "Secret Manager and the Sight API (see docs/standins.md).",
+        "Secret Manager, the Sight API and Cloud Monitoring (see docs/standins.md).",
     )
-    parser.add_argument("which", choices=["cloudrun", "slack", "secretmanager", "sightapi", "all"])
+    parser.add_argument(
+        "which", choices=["cloudrun", "slack", "secretmanager", "sightapi", "monitoring", "all"]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
         "--port", type=int, default=None, help="port of a single stand-in (0 = any free port)"
@@ -67,16 +78,49 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="Cloud Run: GetOperation calls before an update is done (0 = at once)",
     )
+    parser.add_argument(
+        "--route-to",
+        default=None,
+        help="Cloud Run: serve revisions by forwarding to this URL (with `all`: the Sight API "
+        "stand-in)",
+    )
+    parser.add_argument(
+        "--route-seed", type=int, default=None, help="Cloud Run: seed of the traffic split"
+    )
+    parser.add_argument(
+        "--monitoring-port",
+        type=int,
+        default=None,
+        help="Cloud Monitoring admin API (HTTP); default 8705, with `all` any free port",
+    )
+    parser.add_argument(
+        "--monitoring-grpc-port",
+        type=int,
+        default=None,
+        help="Cloud Monitoring MetricService (gRPC); default 8706, with `all` any free port",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
+def _monitoring_ports(args: argparse.Namespace) -> None:
+    """Fixed ports alone, free ports in `all` unless given: a caller that names only the
+    other stand-ins' ports (two stacks side by side) must not collide on 8705/8706."""
+    alone = args.which == "monitoring"
+    if args.monitoring_port is None:
+        args.monitoring_port = 8705 if alone else 0
+    if args.monitoring_grpc_port is None:
+        args.monitoring_grpc_port = 8706 if alone else 0
+
+
 def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
-    names = list(DEFAULT_PORTS) if args.which == "all" else [args.which]
+    names = [*DEFAULT_PORTS, "monitoring"] if args.which == "all" else [args.which]
     apps: dict[str, Flask] = {}
     for name in names:
         if name == "cloudrun":
-            cr_state = cloudrun.CloudRunState(operation_polls=args.operation_polls)
+            cr_state = cloudrun.CloudRunState(
+                operation_polls=args.operation_polls, route_seed=args.route_seed
+            )
             if args.cloudrun_seed is not None:
                 cloudrun.seed_from_json(
                     cr_state, json.loads(args.cloudrun_seed.read_text(encoding="utf-8"))
@@ -86,6 +130,8 @@ def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
             apps[name] = slack.create_app(slack.SlackState())
         elif name == "sightapi":
             apps[name] = sightapi.create_app(sightapi.SightApiState())
+        elif name == "monitoring":
+            apps[name] = monitoring.create_app(monitoring.MonitoringState())
         else:
             sm_state = secretmanager.SecretManagerState()
             if args.seed is not None:
@@ -94,8 +140,21 @@ def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
     return apps
 
 
+def _route(servers: dict[str, RunningServer], route_to: str | None) -> None:
+    """Let the Cloud Run stand-in serve revisions at its own URL, forwarding to the Sight
+    API stand-in (``all``) or to ``--route-to``."""
+    running = servers.get("cloudrun")
+    sight = servers.get("sightapi")
+    upstream = route_to or (sight.url if sight is not None else None)
+    if running is None or upstream is None:
+        return
+    state = running.app.extensions["standin"]
+    state.configure(serve_base=running.url, upstream=upstream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _monitoring_ports(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -118,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     servers: list[tuple[str, RunningServer]] = []
+    metric_service: monitoring.GrpcServer | None = None
     try:
         for name, app in apps.items():
             port = (
@@ -128,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = serve(app, host=args.host, port=port)
             servers.append((name, server))
             log.info("%s listening on %s", name, server.url)
+        if "monitoring" in apps:
+            state = apps["monitoring"].extensions["standin"]
+            metric_service = monitoring.serve_grpc(state, args.host, args.monitoring_grpc_port)
+            log.info("monitoring gRPC listening on %s", metric_service.target)
+        _route(dict(servers), args.route_to)
         while not stop.wait(0.5):
             pass
     except OSError as exc:
@@ -136,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for _, server in servers:
             server.stop()
+        if metric_service is not None:
+            metric_service.stop()
     return 0
 
 
