@@ -3,6 +3,11 @@
 Every line goes through :class:`Redactor` in the formatter, so no code path can log a
 secret by accident: values resolved from Secret Manager are registered as they are
 resolved, and URL passwords / Slack webhook paths are masked by pattern.
+
+Every line written during a delivery carries that delivery's trace (Cloud Logging's
+``trace``, ``spanId`` and ``trace_sampled`` fields) and its ``release_id`` label, read from
+the context the runtime sets (``shared.trace.current``): a handler's own log calls need
+not pass them (docs/release.md).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any
 
 LABELS_KEY = "logging.googleapis.com/labels"
 TRACE_KEY = "logging.googleapis.com/trace"
+SPAN_KEY = "logging.googleapis.com/spanId"
+SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
+RELEASE_LABEL = "release_id"
 MASK = "[REDACTED]"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -113,6 +121,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        _add_trace(entry)
         # Redact each value before encoding (a secret is matched as written, whatever JSON
         # escaping would make of it), and the encoded line once more as the last step.
         line = json.dumps(self._redact_value(entry), ensure_ascii=False)
@@ -168,6 +177,23 @@ def configure_logging(level: str = "INFO", stream: Any = None, *, to_stderr: boo
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def _add_trace(entry: dict[str, Any]) -> None:
+    """The current delivery's trace fields and ``release_id`` label, where the line does
+    not set its own."""
+    from shared.trace import current
+
+    trace = current()
+    if trace is None:
+        return
+    for key, value in trace.log_fields().items():
+        entry.setdefault(key, value)
+    if trace.release_id:
+        found = entry.get(LABELS_KEY)
+        line_labels = dict(found) if isinstance(found, Mapping) else {}
+        line_labels.setdefault(RELEASE_LABEL, trace.release_id)
+        entry[LABELS_KEY] = line_labels
 
 
 def labels(**values: object) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 google-cloud-pubsub honours ``PUBSUB_EMULATOR_HOST``; we set it from Settings before the
 client is built so configuration stays in one place. The client is imported lazily:
 functions that never publish do not pay for grpc at cold start.
+
+A message published during a delivery carries that delivery's release (``release_id``)
+and W3C trace context (``traceparent``, ``tracestate``) as attributes, unless the caller
+set them: its consumer continues the same trace (docs/release.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import TransientError
 from shared.settings import Settings
+from shared.trace import outgoing_attributes
 
 if TYPE_CHECKING:
     from google.cloud.pubsub_v1 import PublisherClient
@@ -87,7 +92,7 @@ class Publisher:
                 data,
                 retry=retry,
                 timeout=self._timeout_s,
-                **dict(attributes or {}),
+                **outgoing_attributes(attributes),
             )
             return str(future.result(timeout=self._timeout_s + 1.0))
         except (

@@ -29,6 +29,7 @@ __all__ = [
     "RollbackConfig",
     "Settings",
     "Topics",
+    "TraceConfig",
     "database_tls",
     "get_settings",
     "strip_tls",
@@ -271,6 +272,27 @@ class HousekeepingConfig(BaseModel):
     rejected_payload_max_bytes: int = Field(default=256 * 1024, ge=1024)
 
 
+class TraceConfig(BaseModel):
+    """OpenTelemetry spans, one trace per release (docs/release.md).
+
+    Env: ``TRACE__EXPORTER=gcp|local|none``, ``TRACE__LOCAL_FILE``, ``TRACE__SAMPLE_RATIO``.
+    Unset exporter: ``gcp`` (Cloud Trace) in production, ``none`` in tests, ``local`` (a
+    JSON-lines file, one span a line, ``$SIGHTOPS_STATE/spans.jsonl``) otherwise.
+    """
+
+    exporter: Literal["gcp", "local", "none"] | None = None
+    local_file: Path | None = None
+    # Head sampling of root spans; a continued trace follows its parent's decision. The
+    # release's trace id is deterministic, so every function decides the same way for it.
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Cloud Trace API endpoint (tests: a local server speaking its REST wire format);
+    # unset: Google's, with Application Default Credentials.
+    endpoint: str | None = None
+    # gcp: spans are batched and flushed at the end of each delivery (CPU may be throttled
+    # between requests), waiting at most this long.
+    flush_timeout_ms: int = Field(default=2_000, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything a sight-ops process is configured by."""
 
@@ -330,6 +352,7 @@ class Settings(BaseSettings):
     intake: IntakeConfig = IntakeConfig()
     kpi: KpiConfig = KpiConfig()
     housekeeping: HousekeepingConfig = HousekeepingConfig()
+    trace: TraceConfig = TraceConfig()
 
     @model_validator(mode="before")
     @classmethod

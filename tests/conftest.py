@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -40,6 +42,19 @@ def _reachable(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# In-process CLI tests must never pick up a running `make dev`'s endpoints
+# (sightops/endpoints.py): the tests say where everything is.
+os.environ["SIGHTOPS_LOCAL"] = "0"
+# Spans of processes built with the default (local) settings go to a file of this run,
+# never into `make dev`'s .local/spans.jsonl (docs/release.md).
+_SPANS_DIR = tempfile.mkdtemp(prefix="sightops-test-spans-")
+os.environ.setdefault("TRACE__LOCAL_FILE", os.path.join(_SPANS_DIR, "spans.jsonl"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(_SPANS_DIR, ignore_errors=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

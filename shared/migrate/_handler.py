@@ -81,14 +81,19 @@ def migration_event(
     event_type: EventType, result: MigrationResult, ctx: Context
 ) -> OpsEvent[MigrationResult]:
     from shared.events import MigrationResult, OpsEvent
+    from shared.release import release_id
 
     key = f"{event_type.value}:{result.build_id}"
+    release = None
+    if result.service and result.commit_sha:  # the release of the build (docs/release.md)
+        release = release_id(result.service, result.commit_sha)
     return OpsEvent[MigrationResult](
         type=event_type,
         id=str(uuid.uuid5(_EVENT_NAMESPACE, key)),
         time=ctx.deps.clock(),
         source=SOURCE,
         service=result.service,
+        release_id=release,
         data=result,
     )
 
@@ -236,6 +241,7 @@ def handle(build: Build, ctx: Context) -> Outcome:
         service=build.service,
         trigger_event_id=ctx.message.event_id,
         final_attempt=attempt is not None and attempt >= cfg.max_delivery_attempts,
+        build_created_at=build.create_time,
     )
     run = run_migrations(ctx.deps, request)
     result = run.result

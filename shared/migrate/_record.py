@@ -14,7 +14,9 @@ the same build continues its row instead of adding one.
 
 Status goes ``started`` -> ``succeeded`` | ``failed``; ``detail`` is the
 ``MigrationResult`` (wire form) plus ``applied``, ``lock_wait_ms`` and ``attempts`` (and
-``rejected`` for a selected build refused for its values). A SUCCESS build migrate does not
+``rejected`` for a selected build refused for its values), and ``build_created_at``: the
+Build resource's ``createTime`` (ISO), where the release metrics start a change's lead
+time (docs/metrics.md). A SUCCESS build migrate does not
 select is recorded differently: a ``skipped`` row without ``dedupe_key``, in the delivery
 transaction (``ctx.record_action``: nothing ran, so nothing must outlive a rollback).
 """
@@ -49,13 +51,15 @@ class RunRecorder:
         service: str | None,
         trigger_event_id: str | None,
         actor: str = "automation",
+        build_created_at: datetime | None = None,
     ) -> None:
         self.key = f"migrate:{build_id}"
         self.service = service
         self.trigger_event_id = trigger_event_id
         self.actor = actor
+        self.build_created_at = build_created_at
         self._table_exists = False
-        self._has_breaking_column = False
+        self._columns: set[str] = set()  # ops.actions columns known to exist
 
     def table_known(self) -> bool:
         """Whether ``ops.actions`` is known to exist (no round trip)."""
@@ -98,6 +102,8 @@ class RunRecorder:
         migration the row reports."""
         if not self._exists(conn, remember=not in_block):
             return
+        if self.build_created_at is not None:
+            detail = {**detail, "build_created_at": self.build_created_at.isoformat()}
         write_action(
             conn,
             kind="migration",
@@ -111,6 +117,8 @@ class RunRecorder:
             finished=status in FINAL,
             on_conflict="update",
             returning=False,  # inside a migration's transaction: no open portal
+            # release and trace ids: declared by alembic 0004, which may be pending
+            trace_columns=self._column(conn, "trace_id", remember=not in_block),
         )
         if detail.get("breaking") and self._breaking_column(conn, remember=not in_block):
             # The declared column rollback's freeze rule reads (docs/rollback.md; 0003).
@@ -125,18 +133,25 @@ class RunRecorder:
     def _breaking_column(self, conn: Connection, *, remember: bool) -> bool:
         """Whether ``ops.actions.breaking`` exists (migration 0003); the detail keeps
         ``breaking`` either way, and 0003 carries it over."""
-        if self._has_breaking_column:
+        return self._column(conn, "breaking", remember=remember)
+
+    def _column(self, conn: Connection, name: str, *, remember: bool) -> bool:
+        """Whether ``ops.actions.<name>`` exists: the run record is written while the
+        migrations that add columns run. Remembered once found (outside a migration)."""
+        if name in self._columns:
             return True
         found = bool(
             conn.execute(
                 text(
                     "SELECT EXISTS (SELECT 1 FROM pg_attribute"
                     " WHERE attrelid = CAST('ops.actions' AS regclass)"
-                    " AND attname = 'breaking' AND NOT attisdropped)"
-                )
+                    " AND attname = :name AND NOT attisdropped)"
+                ),
+                {"name": name},
             ).scalar()
         )
-        self._has_breaking_column = found and remember
+        if found and remember:
+            self._columns.add(name)
         return found
 
 

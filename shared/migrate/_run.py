@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import create_engine, text
@@ -69,6 +70,7 @@ class RunRequest:
     trigger_event_id: str | None = None
     final_attempt: bool = False
     actor: str = "automation"
+    build_created_at: datetime | None = None  # the build's createTime (docs/metrics.md)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class _Run:
             service=self.request.service,
             trigger_event_id=self.request.trigger_event_id,
             actor=self.request.actor,
+            build_created_at=self.request.build_created_at,
         )
 
     # --- result and record -----------------------------------------------------------

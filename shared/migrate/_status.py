@@ -28,6 +28,9 @@ class MigrationStatus:
     graph: GraphStatus | None = None
     graph_error: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: What each store failed with, for a caller to raise once it has shown the rest
+    #: (`sightops migrations status`; docs/cli.md, "Errors").
+    failures: list[Exception] = field(default_factory=list, repr=False)
 
 
 def migration_status(settings: Settings, driver: Driver | None, limit: int = 10) -> MigrationStatus:
@@ -56,6 +59,7 @@ def migration_status(settings: Settings, driver: Driver | None, limit: int = 10)
             conn.rollback()
     except Exception as exc:
         status.postgres_error = _describe(exc)
+        status.failures.append(exc)
     if cfg.graph_enabled and driver is not None:
         try:
             status.graph = GraphMigrator(
@@ -66,4 +70,5 @@ def migration_status(settings: Settings, driver: Driver | None, limit: int = 10)
             ).status()
         except Exception as exc:
             status.graph_error = _describe(exc)
+            status.failures.append(exc)
     return status

@@ -24,8 +24,8 @@ from shared.events._common import format_loc
 from shared.runtime import Deps, process_deps
 from shared.secrets import is_reference
 
-Kind = Literal["build", "smoke", "migration", "rollback", "alert"]
-KINDS: tuple[str, ...] = ("build", "smoke", "migration", "rollback", "alert")
+Kind = Literal["build", "smoke", "migration", "rollback", "release", "alert"]
+KINDS: tuple[str, ...] = ("build", "smoke", "migration", "rollback", "release", "alert")
 #: Labels an alert group can be keyed by.
 GROUP_LABELS = frozenset(
     {"policy_name", "service", "severity", "condition_name", "resource_type", "project"}
@@ -171,6 +171,9 @@ class Filters(_Strict):
         "sight.ops.smoke.failed",
         "sight.ops.migration.*",
         "sight.ops.rollback.*",
+        "sight.ops.release.promoted",  # deployed is quiet: the promotion follows
+        "sight.ops.release.failed",
+        "sight.ops.report.weekly",
     )
     #: Show Cloud Monitoring's "Send test notification".
     alert_test_notifications: bool = True
@@ -178,6 +181,11 @@ class Filters(_Strict):
     #: manual build). Off by default, whatever ``ops_types`` says: such skips are
     #: recorded (``ops.actions``, the runtime's receipt), not worth a human's attention.
     migration_skipped: bool = False
+    #: Post ``sight.ops.rollback.skipped`` too (a revision serving no traffic, a late
+    #: incident notification, a storm's later incidents). Off by default for the same
+    #: reason: the decision is recorded, and during an alert storm one skip per incident
+    #: would bury the one message that matters.
+    rollback_skipped: bool = False
 
 
 # Variables each template may use (documented in docs/notify.md).

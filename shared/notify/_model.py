@@ -52,6 +52,9 @@ _OPS_SEVERITY = {
     EventType.ROLLBACK_FAILED: "critical",
     EventType.ROLLBACK_FROZEN: "critical",
     EventType.KPI_REFRESH_REQUESTED: "info",
+    EventType.RELEASE_DEPLOYED: "info",
+    EventType.RELEASE_PROMOTED: "info",
+    EventType.RELEASE_FAILED: "error",
 }
 ESCALATIONS = frozenset({EventType.ROLLBACK_FAILED, EventType.ROLLBACK_FROZEN})
 
@@ -104,7 +107,7 @@ def incident_severity(incident: Incident) -> str:
 class Notice:
     """One thing worth a message, before routing."""
 
-    kind: str  # build | smoke | migration | rollback | alert
+    kind: str  # build | smoke | migration | rollback | release | report | alert
     type: str  # build.FAILURE, sight.ops.rollback.frozen, alert.open, alert.closed, alert.test
     severity: str
     service: str | None
@@ -149,7 +152,7 @@ def to_notice(event: NotifyEvent, key: str) -> Notice | None:
             event,
         )
     family = event.type.value.split(".")[2]  # sight.ops.<family>.<outcome>
-    if family not in {"smoke", "migration", "rollback"}:
+    if family not in {"smoke", "migration", "rollback", "release", "report"}:
         return None
     return Notice(
         family,

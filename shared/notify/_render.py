@@ -10,8 +10,10 @@ turn into a link or a mention; headers are plain text and get look-alike angle b
 Our own links are ``<url|label>`` with the label escaped and the URL checked (http or
 https, no ``<``, ``>``, ``|``, whitespace). Every registered secret (``shared.log``'s
 redactor: resolved secrets, webhook URLs) is masked in every string of the payload, after
-escaping (the redactor knows the escaped forms) and before any cut. Rendering is pure: no
-clock, no I/O (golden-tested). docs/notify.md.
+escaping (the redactor knows the escaped forms) and before any cut. Every message about
+a release (a build, a migration, a smoke test, a rollback, the release itself) names its
+``release_id`` in its context line (docs/release.md). Rendering is pure: no clock, no I/O
+(golden-tested). docs/notify.md.
 
 The render stage: it may import the stages before it (route, dedup, group), never the
 one after (deliver).
@@ -45,6 +47,7 @@ from shared.events import (
     MigrationResult,
     OpsEvent,
     OpsPayload,
+    ReleaseResult,
     RollbackResult,
     SmokeResult,
 )
@@ -188,6 +191,14 @@ def _fields(facts: Iterable[tuple[str, str | None]]) -> SectionBlock | None:
     return SectionBlock(fields=items[:FIELDS_MAX]) if items else None
 
 
+def _release(event: object) -> str:
+    """The context element naming the release a message is about ("" when none)."""
+    from shared.trace import release_of
+
+    found = release_of(event, {})
+    return f"release `{escape(found)}`" if found else ""
+
+
 def _context(*texts: str) -> ContextBlock:
     return ContextBlock(
         elements=[
@@ -275,7 +286,7 @@ def render_build(build: Build, templates: Templates | None = None) -> SlackMessa
         _fields(facts),
         detail_block,
         _buttons([("Build log", build.log_url)]),
-        _context(f"build `{escape(build.id)}`"),
+        _context(_release(build), f"build `{escape(build.id)}`"),
     )
 
 
@@ -324,7 +335,9 @@ def render_smoke(event: OpsEvent[OpsPayload], templates: Templates) -> SlackMess
         _fields(facts),
         *sections,
         _buttons([("Open service", smoke.url)]),
-        _context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"),
+        _context(
+            _release(event), f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"
+        ),
     )
 
 
@@ -394,7 +407,9 @@ def render_migration(event: OpsEvent[OpsPayload], templates: Templates) -> Slack
         text += f": {escape(result.error)}"
     elif result.reason:
         text += f": {escape(result.reason)}"
-    blocks.append(_context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"))
+    blocks.append(
+        _context(_release(event), f"event `{escape(event.id)}`", f"source `{escape(event.source)}`")
+    )
     return _assemble(text, *blocks)
 
 
@@ -482,11 +497,134 @@ def render_rollback(
     runbook = ROLLBACK_RUNBOOKS.get(outcome)
     if runbook and runbook_base_url:
         blocks.append(_buttons([("Runbook", runbook_base_url + runbook)]))
-    blocks.append(_context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"))
+    blocks.append(
+        _context(_release(event), f"event `{escape(event.id)}`", f"source `{escape(event.source)}`")
+    )
     icon = _ROLLBACK_ICON.get(outcome, ":grey_question:")
     text = f"{icon} {title}: {escape(result.reason)}"
     if escalation and mention:
         text = f"{mention} {text}"
+    return _assemble(text, *blocks)
+
+
+def render_release_report(event: OpsEvent[OpsPayload]) -> SlackMessage:
+    """The weekly release metrics (docs/metrics.md): the overall numbers against the
+    seed's targets, one line per service. Service names come from the ledger: escaped."""
+    from shared.events import ServiceReleaseMetrics, WeeklyReleaseReport
+
+    digest = event.data_as(WeeklyReleaseReport)
+    report, overall = digest.report, digest.report.overall
+    scope = report.service or "all services"
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 100:.1f} %"
+
+    def span(seconds: float | None) -> str:
+        if seconds is None or not 0 <= seconds < 1e12:  # also nan and inf
+            return "n/a"
+        if seconds < 3600:
+            return _seconds(seconds)
+        hours, minutes = int(seconds // 3600), int(seconds % 3600) // 60
+        return f"{hours // 24}d {hours % 24}h" if hours >= 48 else f"{hours}h {minutes:02d}m"
+
+    def judged(shown: str, name: str) -> str:
+        ok = next((t.ok for t in overall.targets if t.name == name), None)
+        return shown + {True: " :white_check_mark:", False: " :x:", None: ""}[ok]
+
+    def line(m: ServiceReleaseMetrics) -> str:
+        return (
+            f"• *{escape(m.service or scope)}*: {m.promoted} promoted"
+            f" ({m.deployment_frequency.per_week:g}/week,"
+            f" {m.deployment_frequency.bucket or 'no deploys'}), {m.failed} failed,"
+            f" {m.rollbacks} rolled back · lead time {span(m.lead_time.median_s)}"
+            f" · change failure {pct(m.change_failure_rate.value)}"
+            f" · restore {span(m.time_to_restore.median_s)}"
+        )
+
+    facts = [
+        ("Window", f"{_time(report.since)} → {_time(report.until)} ({report.days:g} days)"),
+        ("Scope", scope),
+        (
+            "Deployment success (≥ 99 %)",
+            judged(pct(overall.deployment_success_rate.value), "deployment_success_rate"),
+        ),
+        ("Rollback rate (< 1 %)", judged(pct(overall.rollback_rate.value), "rollback_rate")),
+        ("MTTR (< 15 min)", judged(span(overall.mttr_s), "mttr_s")),
+        ("Change failure rate", pct(overall.change_failure_rate.value)),
+        ("Lead time (median)", span(overall.lead_time.median_s)),
+        ("Incident open → closed (median)", span(overall.incident_duration.median_s)),
+    ]
+    lines = [line(m) for m in report.services] or ["(no release facts in the window)"]
+    missed = sum(1 for t in overall.targets if t.ok is False)
+    verdict = f"{missed} target(s) missed" if missed else "no target missed"
+    return _assemble(
+        f":bar_chart: Release metrics {digest.week} ({escape(scope)}): {overall.promoted}"
+        f" promoted, {verdict}",
+        _header(plain(f"Release metrics {digest.week}: {scope}")),
+        _fields(facts),
+        *_lines_sections("Per service", lines, 30),
+        _context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"),
+    )
+
+
+_RELEASE_ICON = {
+    "deployed": ":package:",
+    "promoted": ":large_green_circle:",
+    "failed": ":red_circle:",
+}
+
+
+def _phases(phases: dict[str, float]) -> str | None:
+    """``deploy 38.2s · smoke_tag 8.1s · … · total 1m 15s`` in the order they ran."""
+    if not phases:
+        return None
+    parts = [f"{escape(name)} {_seconds(ms / 1000)}" for name, ms in phases.items()]
+    return " · ".join([*parts, f"total {_seconds(sum(phases.values()) / 1000)}"])
+
+
+def render_release(event: OpsEvent[OpsPayload]) -> SlackMessage:
+    """A release's outcome (``sightops deploy``, docs/deploy.md): ``promoted`` (green: the
+    revision serves 100 %), ``failed`` (red: why, and that nothing was promoted),
+    ``deployed`` (quiet: not notified by default; serves no traffic yet)."""
+    release = event.data_as(ReleaseResult)
+    outcome = _outcome(event)
+    revision = release.revision or "(no revision)"
+    said = {
+        "promoted": f"{revision} serves 100 %",
+        "deployed": f"{revision} serves no traffic yet (tagged)",
+        "failed": release.reason or "the deploy stopped",
+    }.get(outcome, outcome)
+    header = plain(REDACTOR.redact(f"Release {release.release_id} {outcome}"))
+    text = (
+        f"{_RELEASE_ICON.get(outcome, ':grey_question:')} Release "
+        f"{escape(release.release_id)} {outcome}: {escape(said)}"
+    )
+    facts = [
+        ("Service", release.service),
+        ("Revision", release.revision),
+        ("Previous revision", release.previous_revision),
+        ("Region", release.region),
+        ("Commit", release.commit_sha[:7]),
+        ("Build", release.build_id),
+        ("Image", release.image),
+        ("Took", _seconds((release.finished_at - release.started_at).total_seconds())),
+    ]
+    blocks: list[Block | None] = [_header(header), _fields(facts)]
+    if event.type is EventType.RELEASE_FAILED:
+        blocks.append(_section(f"*Why*\n{escape(said)}"))
+        kept = release.previous_revision or "the revision serving before"
+        blocks.append(_section(f"*Nothing was promoted*: traffic stays on `{escape(kept)}`."))
+    phases = _phases(release.phases)
+    if phases:
+        blocks.append(_section(f"*Phases*\n{phases}"))
+    blocks.append(_buttons([("Open service", release.url)]))
+    blocks.append(
+        _context(
+            f"release `{escape(release.release_id)}`",
+            f"event `{escape(event.id)}`",
+            f"source `{escape(event.source)}`",
+        )
+    )
     return _assemble(text, *blocks)
 
 
@@ -610,6 +748,10 @@ def render_ops(event: OpsEvent[OpsPayload], config: NotifyFileConfig) -> SlackMe
         return render_rollback(
             event, config.templates, config.escalation.mention, config.runbook_base_url
         )
+    if family == "release":
+        return render_release(event)
+    if family == "report":
+        return render_release_report(event)
     raise ValueError(f"notify does not render {event.type.value}")
 
 

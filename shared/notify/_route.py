@@ -102,6 +102,8 @@ class Router:
                 return f"{notice.type} is not notified"
             if event.type is EventType.MIGRATION_SKIPPED and not filters.migration_skipped:
                 return "migration skips are recorded, not posted (filters.migration_skipped)"
+            if event.type is EventType.ROLLBACK_SKIPPED and not filters.rollback_skipped:
+                return "rollback skips are recorded, not posted (filters.rollback_skipped)"
             return None
         if notice.type == "alert.test" and not filters.alert_test_notifications:
             return "test notifications are filtered out"

@@ -47,6 +47,7 @@ def write_action(
     returning: bool = True,
     release_id: str | None = None,
     trace_id: str | None = None,
+    trace_columns: bool = True,
 ) -> int | None:
     """Append one row; its id, or None when ``on_conflict="ignore"`` kept an earlier row
     or ``returning`` is False.
@@ -54,15 +55,31 @@ def write_action(
     ``returning=False`` for statements inside a migration's transaction: a RETURNING
     result keeps pg8000's portal (and its snapshot) open until the next statement, which
     ``CREATE INDEX CONCURRENTLY`` would wait for (docs/migrate.md).
+
+    ``release_id`` and ``trace_id`` default to the current delivery's (``shared.trace``),
+    so every row written while a delivery runs belongs to its release and trace
+    (docs/release.md). Both columns are named only when one has a value, and never with
+    ``trace_columns=False``: a row written while migrations run may meet a schema from
+    before they existed (alembic 0004).
     """
     from sqlalchemy import text
 
+    from shared.trace import current
+
+    trace = current() if trace_columns else None
+    if trace is not None:
+        release_id = release_id or trace.release_id
+        trace_id = trace_id or trace.trace_id
+    traced = trace_columns and (release_id is not None or trace_id is not None)
+
     sql = (
         "INSERT INTO ops.actions (kind, service, status, trigger_event_id, actor,"
-        " dedupe_key, detail, started_at, finished_at, release_id, trace_id)"
-        " VALUES (:kind, :service, :status, :trigger, :actor, :dedupe,"
-        " CAST(:detail AS jsonb), :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END,"
-        " :release, :trace)"
+        " dedupe_key, detail, started_at, finished_at"
+        + (", release_id, trace_id" if traced else "")
+        + ") VALUES (:kind, :service, :status, :trigger, :actor, :dedupe,"
+        " CAST(:detail AS jsonb), :now, CASE WHEN :finished THEN CAST(:now AS timestamptz) END"
+        + (", :release, :trace" if traced else "")
+        + ")"
         + _CONFLICT[on_conflict]
         + (" RETURNING id" if returning else "")
     )

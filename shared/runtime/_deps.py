@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # each is imported where first used: a cold start pays for wh
     from shared.pubsub import Publisher
     from shared.secrets import Secrets
     from shared.settings import Settings
+    from shared.trace import Tracing
 
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class Deps:
         publisher: Publisher | None = None,
         secrets: Secrets | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -56,6 +58,7 @@ class Deps:
             ("publisher", publisher),
             ("secrets", secrets),
             ("metrics", metrics),
+            ("tracing", tracing),
         ):
             if value is not None:
                 self.__dict__[name] = value
@@ -98,6 +101,14 @@ class Deps:
 
         return create_metrics(self.settings)
 
+    @cached_property
+    def tracing(self) -> Tracing:
+        """Spans of this process (OpenTelemetry is imported here, on the first delivery)."""
+        from shared.trace import Tracing
+
+        with self._lock:
+            return Tracing(self.settings)
+
     def service(self, factory: Callable[[Deps], T]) -> T:
         """The one ``factory(self)`` of these deps, built on first use."""
         with self._services_lock:
@@ -121,6 +132,8 @@ class Deps:
             created.pop("publisher").close()
         if "metrics" in created:
             created.pop("metrics").close()
+        if "tracing" in created:
+            created.pop("tracing").shutdown()
 
 
 _process_deps: Deps | None = None

@@ -11,7 +11,8 @@ A function's ``main.py`` is decorator -> parse -> handle; everything else is her
 - transient failures roll everything back and answer 503 so Pub/Sub redelivers;
   permanent ones are recorded and acknowledged; a data error from the handler (SQLSTATE
   class 22, text no encoder accepts) rolls back and is kept like an unparseable message;
-- exactly one structured log line per delivery.
+- exactly one structured log line per delivery;
+- one span per delivery, in its release's trace (``shared.trace``, docs/release.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast
@@ -29,7 +31,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from shared.errors import ConfigError, InvalidEventError, SightOpsError, TransientError
 from shared.event_ages import EVENT_CONSUMERS
-from shared.log import LABELS_KEY, TRACE_KEY, redact
+from shared.log import LABELS_KEY, RELEASE_LABEL, TRACE_KEY, redact
 from shared.runtime._actions import write_action
 from shared.runtime._deps import Deps, process_deps
 from shared.runtime._message import (
@@ -42,6 +44,8 @@ from shared.runtime._message import (
 )
 from shared.runtime._rejected import cap_payload
 from shared.runtime._storable import storable, storable_json, storable_text
+from shared.trace import current as current_trace
+from shared.trace import set_outcome
 
 if TYPE_CHECKING:
     # Loaded on the first delivery, never by ``import main`` (docs/architecture.md,
@@ -49,8 +53,12 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from shared.settings import Settings
+    from shared.trace import TraceContext
 
 logger = logging.getLogger("sightops.runtime")
+
+#: Longest piece of an untrusted attribute kept on a span.
+_SHOWN = 200
 
 E = TypeVar("E")
 E_inv = TypeVar("E_inv")
@@ -94,14 +102,17 @@ class Outcome:
 
 @dataclass
 class Context:
-    """Per-delivery context: the deps, the message, the open transaction, and the receipt
-    key the runtime deduplicated on (a handler never recomputes it)."""
+    """Per-delivery context: the deps, the message, the open transaction, the receipt
+    key the runtime deduplicated on (a handler never recomputes it), and the release and
+    trace the delivery belongs to (docs/release.md)."""
 
     consumer: str
     deps: Deps
     message: PubsubMessage
     conn: Connection
     key: str = ""
+    release_id: str | None = None
+    trace_id: str | None = None
 
     def record_action(
         self,
@@ -124,6 +135,8 @@ class Context:
             actor=actor,
             detail=detail,
             finished=finished,
+            release_id=self.release_id,
+            trace_id=self.trace_id,
         )
         assert row is not None  # a row without dedupe key is always inserted
         return row
@@ -156,32 +169,72 @@ class EventHandler(Generic[E]):
         try:
             message = message_from_cloudevent(cloud_event)
         except InvalidEventError as exc:
-            self._reject(deps, salvage_cloudevent(cloud_event), str(exc), started)
+            salvaged = salvage_cloudevent(cloud_event)
+            with self.delivery_span(deps, salvaged):
+                self._reject(deps, salvaged, str(exc), started)
             return
         except Exception as exc:  # the envelope will not parse better on redelivery
-            self._reject(
-                deps,
-                salvage_cloudevent(cloud_event),
-                f"envelope crashed: {type(exc).__name__}: {exc}",
-                started,
-                level=logging.ERROR,
-                error=type(exc).__name__,
-                traceback=traceback.format_exc(limit=8),
-            )
+            salvaged = salvage_cloudevent(cloud_event)
+            with self.delivery_span(deps, salvaged):
+                self._reject_loudly(deps, salvaged, "envelope crashed", exc, started)
             return
         self.handle_message(message, deps)
+
+    def delivery_span(
+        self,
+        deps: Deps,
+        message: PubsubMessage,
+        event: object = None,
+        start_ns: int | None = None,
+    ) -> AbstractContextManager[TraceContext | None]:
+        """The delivery's span ``<consumer> <event type>``, in the trace its attributes or
+        its release name (``shared.trace``); while it is open, logs, actions and
+        published messages carry its trace and release."""
+        from shared.trace import release_of
+
+        try:
+            tracing = deps.tracing
+        except Exception:  # tracing must never stop a delivery
+            logger.exception("%s: tracing unavailable; delivery not traced", self.consumer)
+            return nullcontext()
+        return tracing.span(
+            f"{self.consumer} {message.label[:_SHOWN]}",
+            kind="consumer",
+            traceparent=message.traceparent,
+            tracestate=message.tracestate,
+            release=release_of(event, message.attributes),
+            fallback=message.trace,
+            attributes={
+                "consumer": self.consumer,
+                "event_id": (message.event_id or "")[:_SHOWN] or None,
+                "event_type": (message.event_type or "")[:_SHOWN] or None,
+                "messaging.system": "gcp_pubsub",
+                "messaging.message.id": message.message_id[:_SHOWN] or None,
+                "messaging.destination.name": message.topic,
+                "messaging.gcp_pubsub.message.delivery_attempt": message.delivery_attempt,
+            },
+            start_ns=start_ns,
+        )
 
     def handle_message(self, message: PubsubMessage, deps: Deps | None = None) -> OutcomeStatus:
         """Run one delivery; raises :class:`RetryDelivery` when it must be redelivered."""
         deps = deps or self.deps_factory()
         started = time.perf_counter()
+        start_ns = time.time_ns()
         try:
             event = self.parse(message.data, message.attributes)
-        except InvalidEventError as exc:
-            return self._reject(deps, message, str(exc), started)
         except Exception as exc:
-            return self._crashed(deps, message, "parser", exc, started)
+            with self.delivery_span(deps, message, None, start_ns):
+                if isinstance(exc, InvalidEventError):
+                    return self._reject(deps, message, str(exc), started)
+                return self._crashed(deps, message, "parser", exc, started)
+        with self.delivery_span(deps, message, event, start_ns):
+            return self._deliver(deps, message, event, started)
 
+    def _deliver(
+        self, deps: Deps, message: PubsubMessage, event: E, started: float
+    ) -> OutcomeStatus:
+        """Maximum age, receipt, handler, classification (the delivery's span is open)."""
         event_time = message.event_time
         try:
             max_age = self.max_age_for(deps.settings)
@@ -252,7 +305,17 @@ class EventHandler(Generic[E]):
                         logging.INFO,
                         reason=f"already handled as {key}",
                     )
-                outcome = self.fn(event, Context(self.consumer, deps, message, conn, key))
+                trace = current_trace()
+                ctx = Context(
+                    self.consumer,
+                    deps,
+                    message,
+                    conn,
+                    key,
+                    release_id=trace.release_id if trace else None,
+                    trace_id=trace.trace_id if trace else None,
+                )
+                outcome = self.fn(event, ctx)
                 outcome = outcome or Outcome.handled()
                 if outcome.status != "handled":
                     self._set_receipt(conn, key, outcome.status)
@@ -332,14 +395,8 @@ class EventHandler(Generic[E]):
         be encoded): every redelivery sends the same values and fails the same way. The
         handler's effects were rolled back; keep the message, with no receipt, so it can
         be replayed once the cause is fixed, and say loudly why (the parser let it in)."""
-        return self._reject(
-            deps,
-            message,
-            f"data error: {_describe_data_error(exc)}",
-            started,
-            level=logging.ERROR,
-            error=type(exc).__name__,
-            traceback=traceback.format_exc(limit=8),
+        return self._reject_loudly(
+            deps, message, f"data error: {_describe_data_error(exc)}", exc, started, full=False
         )
 
     def _crashed(
@@ -350,10 +407,27 @@ class EventHandler(Generic[E]):
         message (it is the reproduction) and say loudly why."""
         if isinstance(exc, SightOpsError) and exc.retryable:
             return self._retry(deps, message, exc, started)
+        return self._reject_loudly(deps, message, f"{what} crashed", exc, started)
+
+    def _reject_loudly(
+        self,
+        deps: Deps,
+        message: PubsubMessage,
+        reason: str,
+        exc: Exception,
+        started: float,
+        *,
+        full: bool = True,
+    ) -> OutcomeStatus:
+        """Keep the message as rejected, logged at ERROR with the traceback (called from
+        the ``except`` block): ``reason: <type>: <exception>``, or ``reason`` alone
+        (``full=False``) when it already describes the exception."""
+        if full:
+            reason = f"{reason}: {type(exc).__name__}: {exc}"
         return self._reject(
             deps,
             message,
-            f"{what} crashed: {type(exc).__name__}: {exc}",
+            reason,
             started,
             level=logging.ERROR,
             error=type(exc).__name__,
@@ -434,9 +508,16 @@ class EventHandler(Generic[E]):
             extra["delivery_attempt"] = message.delivery_attempt
         if reason:
             extra["reason"] = redact(reason)
-        trace = cloud_trace(message.trace, deps.settings.gcp_project)
-        if trace:
-            extra[TRACE_KEY] = trace
+        span = current_trace()
+        if span is not None:
+            extra.update(span.log_fields())
+            if span.release_id:
+                extra[LABELS_KEY][RELEASE_LABEL] = span.release_id
+            set_outcome(outcome)
+        else:
+            trace = cloud_trace(message.trace, deps.settings.gcp_project)
+            if trace:
+                extra[TRACE_KEY] = trace
         extra.update({k: v for k, v in fields.items() if k not in extra})
         summary = (
             f"{self.consumer}: {outcome} {message.event_type or 'message'} "
@@ -549,12 +630,15 @@ def _guard_conversion(handler: EventHandler[Any], target: str) -> None:
             message = _message_from_raw(raw, flask.request.path)
             if message is None:
                 what = "the request" if isinstance(exc, HTTPException) else type(exc).__name__
-                handler._reject(
-                    deps,
-                    salvage_cloudevent(_RawDelivery(raw)),
-                    f"delivery could not be converted into a CloudEvent ({what}); kept as received",
-                    started,
-                )
+                salvaged = salvage_cloudevent(_RawDelivery(raw))
+                with handler.delivery_span(deps, salvaged):
+                    handler._reject(
+                        deps,
+                        salvaged,
+                        "delivery could not be converted into a CloudEvent "
+                        f"({what}); kept as received",
+                        started,
+                    )
             else:
                 handler.handle_message(message, deps)
         except RetryDelivery as retry:
@@ -573,7 +657,10 @@ def _escaped(handler: EventHandler[Any], delivery: Any, exc: Exception, started:
     with the traceback) and answered 503, so Pub/Sub redelivers and, if it keeps
     failing, dead-letters the message with its failures logged."""
     try:
-        handler._retry(handler.deps_factory(), salvage_cloudevent(delivery), exc, started)
+        deps = handler.deps_factory()
+        salvaged = salvage_cloudevent(delivery)
+        with handler.delivery_span(deps, salvaged):
+            handler._retry(deps, salvaged, exc, started)
     except RetryDelivery as retry:
         return retry
     except Exception:  # not even the deps or the log line: still redeliver

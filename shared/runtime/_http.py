@@ -5,7 +5,8 @@
 CloudEvent ones. In order, each step cheaper than the next and each refusal answered
 before the function's own code runs: method (405 with ``Allow``) -> auth hook (401, or
 503 when unconfigured) -> body size (413: ``Content-Length`` first, then at most
-limit+1 bytes read, never the whole body) -> the function. Every error it produces has
+limit+1 bytes read, never the whole body) -> the function, all in one span (the
+request's trace context continued; docs/release.md). Every error it produces has
 one JSON body, ``{"error": {"code": "...", "message": "..."}}`` with
 ``Cache-Control: no-store``; an unexpected exception is 500 (503 when it is a database,
 Redis or other known-transient outage) without its details; and exactly one structured
@@ -20,20 +21,24 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.errors import SightOpsError
-from shared.log import LABELS_KEY, TRACE_KEY, redact
+from shared.log import LABELS_KEY, RELEASE_LABEL, TRACE_KEY, redact
 from shared.runtime._deps import Deps, process_deps
 from shared.runtime._message import cloud_trace, request_traceparent
+from shared.trace import current as current_trace
+from shared.trace import set_outcome
 
 if TYPE_CHECKING:
     from flask import Request, Response
 
     from shared.settings import Settings
+    from shared.trace import TraceContext
 
 logger = logging.getLogger("sightops.http")
 
@@ -140,12 +145,55 @@ def _serve(
 ) -> Response:
     started = time.perf_counter()
     deps: Deps | None = None
+    failed: Exception | None = None
+    try:
+        deps = deps_factory()
+    except Exception as exc:  # answered below like any other failure
+        failed = exc
+    with _request_span(function, request, deps):
+        return _answer(function, methods, max_body_bytes, auth, deps, failed, fn, request, started)
+
+
+def _request_span(
+    function: str, request: Request, deps: Deps | None
+) -> AbstractContextManager[TraceContext | None]:
+    """The request's span ``<function> <METHOD>``, continuing the caller's trace context."""
+    if deps is None:
+        return nullcontext()
+    try:
+        tracing = deps.tracing
+    except Exception:  # tracing must never stop a request
+        logger.exception("%s: tracing unavailable; request not traced", function)
+        return nullcontext()
+    return tracing.span(
+        f"{function} {request.method}",
+        kind="server",
+        fallback=request_traceparent(),
+        attributes={
+            "function": function,
+            "http.request.method": request.method,
+            "url.path": request.path[:_PATH_IN_LOG],
+        },
+    )
+
+
+def _answer(
+    function: str,
+    methods: tuple[str, ...],
+    max_body_bytes: BodyLimit,
+    auth: AuthHook | None,
+    deps: Deps | None,
+    failed: Exception | None,
+    fn: HttpFn,
+    request: Request,
+    started: float,
+) -> Response:
     ctx: HttpContext | None = None
     level = logging.INFO
     reason: str | None = None
     fields: dict[str, Any] = {}
     try:
-        deps = deps_factory()
+        deps = _ready(deps, failed)
         _require_method(request, methods)
         if auth is not None:
             auth(request, deps)
@@ -178,6 +226,14 @@ def _serve(
         reason = f"{type(exc).__name__}: {exc}"[:500]
     _log(function, request, response.status_code, outcome, level, started, deps, reason, fields)
     return response
+
+
+def _ready(deps: Deps | None, failed: Exception | None) -> Deps:
+    """The deps, or the error that kept them from being built (answered like any other)."""
+    if failed is not None:
+        raise failed
+    assert deps is not None
+    return deps
 
 
 def _require_method(request: Request, methods: tuple[str, ...]) -> None:
@@ -266,10 +322,17 @@ def _log(
     }
     if reason:
         extra["reason"] = redact(reason)
+    span = current_trace()
+    if span is not None:
+        extra.update(span.log_fields())
+        if span.release_id:
+            extra[LABELS_KEY][RELEASE_LABEL] = span.release_id
+        set_outcome(outcome, {"http.response.status_code": status})
     if deps is not None:
-        trace = cloud_trace(request_traceparent(), deps.settings.gcp_project)
-        if trace:
-            extra[TRACE_KEY] = trace
+        if span is None:
+            trace = cloud_trace(request_traceparent(), deps.settings.gcp_project)
+            if trace:
+                extra[TRACE_KEY] = trace
         deps.metrics.incr("requests", function=function, status=status)
         deps.metrics.timing("request_ms", duration_ms, function=function)
     extra.update({k: v for k, v in fields.items() if k not in extra})

@@ -42,6 +42,25 @@ class PubsubMessage:
         return self.attributes.get("type")
 
     @property
+    def label(self) -> str:
+        """What the message is, for a span name: our ``type``, a build's status, else
+        its topic."""
+        if self.event_type:
+            return self.event_type
+        if self.attributes.get("buildId"):
+            return f"build.{self.attributes.get('status') or 'UNKNOWN'}"
+        return self.topic or "message"
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C trace context the publisher attached (docs/release.md)."""
+        return self.attributes.get("traceparent") or None
+
+    @property
+    def tracestate(self) -> str | None:
+        return self.attributes.get("tracestate") or None
+
+    @property
     def event_time(self) -> datetime | None:
         """When the event happened: our ``time`` attribute if valid, else publish time."""
         stamp = self.attributes.get("time")

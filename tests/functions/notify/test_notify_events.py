@@ -59,7 +59,6 @@ def actions(deps: Deps, **detail: str) -> list[dict[str, Any]]:
         "migration_succeeded",
         "migration_failed",
         "rollback_succeeded",
-        "rollback_skipped",
         "rollback_failed",
         "rollback_frozen",
     ],

@@ -146,3 +146,20 @@ def test_a_migration_skip_is_posted_only_when_the_config_opts_in(
     data, attributes = golden("ops", "migration_skipped")
     assert push(client, "ops-events", envelope(data, attributes)).status_code == 200
     assert len(state.messages(WEBHOOK_PATH)) == posted
+
+
+@pytest.mark.parametrize(
+    ("config", "posted"),
+    [({}, 0), ({"filters": {"rollback_skipped": True}}, 1)],
+    ids=["default", "opted-in"],
+)
+def test_a_rollback_skip_is_posted_only_when_the_config_opts_in(
+    make_notify: NotifyFactory, sink: Any, config: dict[str, Any], posted: int
+) -> None:
+    """A rollback with nothing to do (e.g. one of a storm's later incidents) is recorded,
+    not a message: only succeeded, failed and frozen reach Slack by default."""
+    state, _ = sink
+    client, _ = make_notify(config)
+    data, attributes = golden("ops", "rollback_skipped")
+    assert push(client, "ops-events", envelope(data, attributes)).status_code == 200
+    assert len(state.messages(WEBHOOK_PATH)) == posted

@@ -45,6 +45,8 @@ def sample(event: dict[str, Any], ctx: Context) -> Outcome:
         raise SecretError("cannot access secret projects/p/secrets/s/versions/1: NotFound")
     elif mode == "bug":
         raise KeyError("unexpected")
+    elif mode == "publish":  # a message published during the delivery (docs/release.md)
+        ctx.deps.publisher.publish(event["topic"], b"{}", {"type": "test.published"})
     elif mode == "sql":  # a statement of the handler's own, after an effect to roll back
         ctx.record_action("sample", "before sql", detail={"key": event.get("key")})
         ctx.conn.execute(text(event["sql"]), event.get("params", {}))
