@@ -62,6 +62,8 @@ class EventType(StrEnum):
     RELEASE_DEPLOYED = "sight.ops.release.deployed"
     RELEASE_PROMOTED = "sight.ops.release.promoted"
     RELEASE_FAILED = "sight.ops.release.failed"
+    REPORT_REQUESTED = "sight.ops.report.requested"
+    REPORT_WEEKLY = "sight.ops.report.weekly"
 
 
 def _canonical_uuid(value: str) -> str:
@@ -228,6 +230,106 @@ class ReleaseResult(OpsPayload):
     finished_at: AwareUtcDatetime
 
 
+# --- release metrics (kpi_refresh, docs/metrics.md) ---------------------------------
+
+
+class ReportRequested(OpsPayload):
+    """``sight.ops.report.requested``: compute the release metrics of the last ``days``
+    days (one service, or all) and publish them as ``sight.ops.report.weekly``. Cloud
+    Scheduler sends it weekly to ``kpi-refresh`` (terraform/scheduler.tf)."""
+
+    days: int = Field(default=7, ge=1, le=366)
+    service: ServiceName | None = None
+    failure_window_h: float = Field(default=24.0, gt=0, le=720)
+
+
+class MetricRatio(EventModel):
+    """``numerator / denominator``; ``value`` is None when there is nothing to divide by."""
+
+    value: float | None = None
+    numerator: int = 0
+    denominator: int = 0
+
+
+class MetricDurations(EventModel):
+    """Durations in seconds: median (what fourkeys shows), mean, and how many samples."""
+
+    median_s: float | None = None
+    mean_s: float | None = None
+    samples: int = 0
+
+
+class DeploymentFrequency(EventModel):
+    """Promotions per week over the window, and fourkeys' bucket (``daily``, ``weekly``,
+    ``monthly``, ``yearly``; None without any promotion)."""
+
+    per_week: float = 0.0
+    deploy_days: int = 0
+    bucket: Literal["daily", "weekly", "monthly", "yearly"] | None = None
+
+
+class ChangeFailure(EventModel):
+    """One promoted release counted as a failed change, and why."""
+
+    release_id: str | None = None
+    revision: str | None = None
+    promoted_at: AwareUtcDatetime
+    cause: Literal["rolled_back", "frozen", "incident"]
+    evidence: str | None = None  # the rollback's trigger event id, or the incident id
+
+
+class TargetCheck(EventModel):
+    """One of the seed's targets; ``ok`` is None when there is no value to judge."""
+
+    name: str
+    op: Literal[">=", "<"]
+    threshold: float
+    value: float | None = None
+    ok: bool | None = None
+
+
+class ServiceReleaseMetrics(EventModel):
+    """The release metrics of one service (``service`` None: every service together)."""
+
+    service: str | None = None
+    promoted: int = 0
+    failed: int = 0
+    rollbacks: int = 0
+    deployment_frequency: DeploymentFrequency = Field(default_factory=DeploymentFrequency)
+    lead_time: MetricDurations = Field(default_factory=MetricDurations)
+    change_failure_rate: MetricRatio = Field(default_factory=MetricRatio)
+    time_to_restore: MetricDurations = Field(default_factory=MetricDurations)
+    incident_duration: MetricDurations = Field(default_factory=MetricDurations)
+    deployment_success_rate: MetricRatio = Field(default_factory=MetricRatio)
+    rollback_rate: MetricRatio = Field(default_factory=MetricRatio)
+    mttr_s: float | None = None
+    failures: list[ChangeFailure] = Field(default_factory=list)
+    targets: list[TargetCheck] = Field(default_factory=list)
+
+
+class ReleaseReport(EventModel):
+    """The release metrics of a window: what ``sightops report --json`` prints and
+    ``GET /v1/ops/metrics`` serves (docs/metrics.md)."""
+
+    schema_version: Literal[1] = 1
+    since: AwareUtcDatetime
+    until: AwareUtcDatetime
+    days: float
+    service: str | None = None
+    failure_window_h: float
+    computed_at: AwareUtcDatetime
+    services: list[ServiceReleaseMetrics] = Field(default_factory=list)
+    overall: ServiceReleaseMetrics
+
+
+class WeeklyReleaseReport(OpsPayload):
+    """``sight.ops.report.weekly``: the digest notify posts to Slack; ``week`` is the ISO
+    week it was requested in (``2025-W23``), one digest per week and scope."""
+
+    week: str
+    report: ReleaseReport
+
+
 # --- kpi -----------------------------------------------------------------------------
 
 
@@ -265,6 +367,8 @@ PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
         EventType.RELEASE_DEPLOYED: ReleaseResult,
         EventType.RELEASE_PROMOTED: ReleaseResult,
         EventType.RELEASE_FAILED: ReleaseResult,
+        EventType.REPORT_REQUESTED: ReportRequested,
+        EventType.REPORT_WEEKLY: WeeklyReleaseReport,
     }
 )
 

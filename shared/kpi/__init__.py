@@ -1,6 +1,7 @@
 """Dashboard KPIs: the model, the index-driven aggregates, the stampede-proof cache they
-are served through, and the ``kpi_refresh`` consumer's face (:func:`parse`,
-:func:`dedupe_key`, :func:`handle`). Semantics: docs/kpi.md."""
+are served through, the release metrics (docs/metrics.md), and the ``kpi_refresh``
+consumer's face (:func:`parse`, :func:`dedupe_key`, :func:`handle`). Semantics:
+docs/kpi.md."""
 
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,13 @@ if TYPE_CHECKING:
     # a type alias only (no run-time object): re-exported for annotations, not in __all__
     from shared.kpi.refresh import RefreshInput as RefreshInput
     from shared.kpi.refresh import dedupe_key, handle, parse
+    from shared.kpi.release_metrics import compute_report
+    from shared.kpi.release_report import (
+        ReleaseMetricsService,
+        ReportQuery,
+        compute_release_report,
+        release_metrics_service,
+    )
     from shared.kpi.service import KpiService, OverloadedError, RefreshReport, kpi_service
 else:  # each name is imported on first use (docs/architecture.md, "Cold start")
     __getattr__ = lazy_attributes(
@@ -54,6 +62,13 @@ else:  # each name is imported on first use (docs/architecture.md, "Cold start")
                 "handle",
                 "parse",
             ),
+            "release_metrics": ("compute_report",),
+            "release_report": (
+                "ReleaseMetricsService",
+                "ReportQuery",
+                "compute_release_report",
+                "release_metrics_service",
+            ),
             "service": (
                 "KpiService",
                 "OverloadedError",
@@ -79,11 +94,16 @@ __all__ = [
     "ProjectKpis",
     "ProjectNotFoundError",
     "RefreshReport",
+    "ReleaseMetricsService",
+    "ReportQuery",
     "SingleFlightCache",
     "compute_project_kpis",
+    "compute_release_report",
+    "compute_report",
     "dedupe_key",
     "handle",
     "kpi_service",
     "parse",
+    "release_metrics_service",
     "serve",
 ]

@@ -1,5 +1,6 @@
 """``kpi_refresh``: precompute one project or every active one (topic ``kpi-refresh``),
-or prune the runtime's tables when Cloud Scheduler asks for it on the same topic.
+prune the runtime's tables, or publish the weekly release report, when Cloud Scheduler
+asks for them on the same topic.
 
 :func:`parse`, :func:`dedupe_key` and :func:`handle` are the consumer's face (the same
 for every function, docs/architecture.md). Pruning rides on this topic because
@@ -36,12 +37,12 @@ from shared.runtime import Context, Outcome, PubsubMessage
 if TYPE_CHECKING:
     # Imported where first used, so ``import main`` stays cheap (docs/architecture.md,
     # "Cold start").
-    from shared.events import KpiRefreshRequested
+    from shared.events import KpiRefreshRequested, ReportRequested
     from shared.housekeeping import PruneRequested
     from shared.kpi.service import KpiService
 
     #: What a ``kpi-refresh`` message asks for.
-    RefreshInput = KpiRefreshRequested | PruneRequested
+    RefreshInput = KpiRefreshRequested | PruneRequested | ReportRequested
 
 __all__ = [
     "RefreshInput",
@@ -53,30 +54,41 @@ __all__ = [
 
 
 def parse(data: bytes, attributes: Mapping[str, str]) -> RefreshInput:
-    """A prune request (by its ``type`` attribute) or a refresh request."""
+    """A prune or release report request (by its ``type`` attribute), or a refresh request."""
+    from shared.events import EventType
     from shared.housekeeping import is_prune_request, parse_prune_request
+    from shared.kpi.release_report import parse_report_request
 
     if is_prune_request(attributes):
         return parse_prune_request(data, attributes)
+    if attributes.get("type") == EventType.REPORT_REQUESTED.value:
+        return parse_report_request(data, attributes)
     return parse_refresh_request(data, attributes)
 
 
 def dedupe_key(event: RefreshInput, message: PubsubMessage) -> str:
     """The Pub/Sub message id: unique per publish, stable across redeliveries (scheduled
     messages carry no id of their own)."""
+    from shared.events import ReportRequested
     from shared.housekeeping import PruneRequested
 
     if isinstance(event, PruneRequested):
         return f"prune:{message.message_id}"
+    if isinstance(event, ReportRequested):
+        return f"report:{message.message_id}"
     return f"message:{message.message_id}"
 
 
 def handle(event: RefreshInput, ctx: Context) -> Outcome:
-    """One project, every active one, or a prune."""
+    """One project, every active one, a prune, or the weekly release report."""
+    from shared.events import ReportRequested
     from shared.housekeeping import PruneRequested, handle_prune
+    from shared.kpi.release_report import handle_report_request
 
     if isinstance(event, PruneRequested):
         return handle_prune(event, ctx)
+    if isinstance(event, ReportRequested):
+        return handle_report_request(event, ctx)
     return handle_refresh(event, ctx)
 
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from shared.db import is_transient as db_is_transient
 from shared.errors import SightOpsError, TransientError
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from shared.runtime import Deps
 
 logger = logging.getLogger("sightops.kpi")
+
+T = TypeVar("T")
 
 #: Compute function: project id -> the KPI document's JSON bytes.
 Computer = Callable[[uuid.UUID], bytes]
@@ -108,13 +110,17 @@ class KpiService:
         return kpis.model_dump_json().encode()
 
     def _compute_bounded(self, project_id: uuid.UUID) -> bytes:
+        return self.bounded(lambda: self._compute(project_id))
+
+    def bounded(self, compute: Callable[[], T]) -> T:
         """Compute in one of the instance's slots, or raise ``OverloadedError`` after a
-        short wait. Slots <= the pool size, so a computation never waits for a connection."""
+        short wait. Slots <= the pool size, so a computation never waits for a connection.
+        The release metrics (``shared.kpi.release_report``) share these slots."""
         if not self._slots.acquire(timeout=self.config.compute_slot_wait_s):
             self.deps.metrics.incr("kpi_overloaded", 1.0)
             raise OverloadedError("every KPI computation slot of this instance is busy")
         try:
-            return self._compute(project_id)
+            return compute()
         finally:
             self._slots.release()
 

@@ -70,6 +70,8 @@ EXPECTED_TYPE = {
     "release_deployed.json": EventType.RELEASE_DEPLOYED,
     "release_promoted.json": EventType.RELEASE_PROMOTED,
     "release_failed.json": EventType.RELEASE_FAILED,
+    "report_requested.json": EventType.REPORT_REQUESTED,
+    "report_weekly.json": EventType.REPORT_WEEKLY,
 }
 GOLDENS = sorted(EXPECTED_TYPE)
 
