@@ -93,13 +93,14 @@ resource "google_cloudbuild_trigger" "deploy" {
   }
 
   substitutions = {
-    _EVENT_TYPE = "$(body.message.attributes.type)"
-    _EVENT_ID   = "$(body.message.attributes.id)"
-    _SERVICE    = "$(body.message.data.service)"
-    _BUILD_ID   = "$(body.message.data.build_id)"
-    _COMMIT_SHA = "$(body.message.data.commit_sha)"
-    _REGION     = var.region
-    _IMAGE_REPO = local.image_repo
+    _EVENT_TYPE  = "$(body.message.attributes.type)"
+    _EVENT_ID    = "$(body.message.attributes.id)"
+    _SERVICE     = "$(body.message.data.service)"
+    _BUILD_ID    = "$(body.message.data.build_id)"
+    _COMMIT_SHA  = "$(body.message.data.commit_sha)"
+    _TRACEPARENT = "$(body.message.attributes.traceparent)" # checked by check-event
+    _REGION      = var.region
+    _IMAGE_REPO  = local.image_repo
   }
 
   filter = local.deploy_filter

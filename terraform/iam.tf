@@ -143,3 +143,17 @@ resource "google_project_iam_member" "build_logs" {
   role    = "roles/logging.logWriter"
   member  = each.value
 }
+
+# Spans to Cloud Trace (docs/release.md). Cloud Trace has no resource below the project to
+# grant on, so this is the one project-level role a function holds: cloudtrace.agent can
+# only write spans (traces.patch / batchWrite), never read them or anything else.
+resource "google_project_iam_member" "trace_writer" {
+  for_each = merge(
+    { for name, sa in google_service_account.fn : name => sa.member },
+    { deploy = google_service_account.deploy.member },
+  )
+
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = each.value
+}

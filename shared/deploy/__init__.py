@@ -7,13 +7,20 @@ revision to promoted (docs/deploy.md, "sightops deploy").
 - :class:`CloudRunDeployer` -- the two Cloud Run calls (``shared.cloudrun`` plumbing).
 """
 
-from shared.deploy._cloudrun import CloudRunDeployer, Deployed, RevisionNotReady, create_deployer
+from shared.deploy._cloudrun import (
+    CloudRunDeployer,
+    Deployed,
+    RevisionExists,
+    RevisionNotReady,
+    create_deployer,
+)
 from shared.deploy._request import DeployRequest, InvalidDeployRequest, image_reference
 from shared.deploy._run import (
     PHASES,
     DeployTools,
     PublishFailed,
     ReleaseOutcome,
+    release_event_id,
     revision_name,
     run_deploy,
 )
@@ -27,9 +34,11 @@ __all__ = [
     "InvalidDeployRequest",
     "PublishFailed",
     "ReleaseOutcome",
+    "RevisionExists",
     "RevisionNotReady",
     "create_deployer",
     "image_reference",
+    "release_event_id",
     "revision_name",
     "run_deploy",
 ]

@@ -10,6 +10,11 @@
 2. :meth:`CloudRunDeployer.promote`: rollback's own traffic pin (``CloudRun.pin_traffic``,
    docs/rollback.md): 100 % REVISION to the new revision, tags kept at 0 %, verified.
 
+A release is deployed at most once (docs/deploy.md, "Duplicates"): its revision name is
+derived from it, :meth:`CloudRunDeployer.promoted` finds what an earlier run of it left, and
+a revision that another run created while this one was asking is :class:`RevisionExists`,
+never a failure.
+
 The plumbing (clients, error classes, operation wait) is ``shared.cloudrun``.
 """
 
@@ -33,7 +38,7 @@ from shared.cloudrun import (
     short,
     wait_operation,
 )
-from shared.errors import TransientError
+from shared.errors import SightOpsError, TransientError
 from shared.rollback._cloudrun import CloudRun
 
 if TYPE_CHECKING:
@@ -46,6 +51,15 @@ _LATEST, _REVISION = 1, 2  # TrafficTargetAllocationType
 
 class RevisionNotReady(CloudRunError):
     """The new revision was created but did not become Ready (it cannot serve)."""
+
+
+class RevisionExists(SightOpsError):
+    """Another run of the same release created the revision first (a duplicated
+    ``migration.succeeded``): that run drives the release, this one has nothing to do."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(f"{revision} already exists: another run of this release deployed it")
+        self.revision = revision
 
 
 @dataclass(frozen=True)
@@ -95,15 +109,22 @@ class CloudRunDeployer:
     def deploy_no_traffic(
         self, project: str, region: str, service: str, image: str, revision: str, tag: str
     ) -> Deployed:
-        """Create ``revision`` from ``image`` with no traffic and ``tag`` on it."""
+        """Create ``revision`` from ``image`` with no traffic and ``tag`` on it.
+
+        :class:`RevisionExists` when the revision appears without this call having sent
+        an update that may have created it: another run of the release (a duplicate, whose
+        update Cloud Run refused with 409) got there first."""
         from google.api_core import exceptions as gexc
 
         name = service_name(project, region, service)
         operation: Any = None
         previous: str | None = None
+        maybe_ours = False  # an update of ours may have been applied (outcome unknown)
         for attempt in range(1, self._attempts + 1):
             svc = self._get(name)
             if self._has_revision(name, revision):
+                if not maybe_ours:
+                    raise RevisionExists(revision)
                 break  # an earlier attempt's outcome was unknown, and it was applied
             previous = _primary(svc)
             _no_traffic_template(svc, image, revision, tag)
@@ -122,15 +143,43 @@ class CloudRunDeployer:
             except UpdateOutcomeUnknown:
                 if attempt == self._attempts:
                     raise
+                maybe_ours = True
             self._sleep(self._backoff * 2 ** (attempt - 1))
         if operation is not None:
             wait_operation(operation, self._polling, service, self._operation_timeout)
         return self._deployed(name, revision, tag, previous)
 
+    def promoted(
+        self, project: str, region: str, service: str, revision: str, image: str
+    ) -> str | None:
+        """What an earlier run of the release left: the revision that serves it at 100 %
+        (``revision``, or any revision of ``image``); :class:`RevisionExists` when
+        ``revision`` exists and does not serve (another run drives it, or it failed);
+        None when nothing of it is there yet."""
+        state = self.traffic.read(project, region, service)
+        serving = state.sole_server()
+        info = state.revision(serving) if serving else None
+        if serving is not None and (serving == revision or (info and info.image == image)):
+            return serving
+        if state.revision(revision) is not None:
+            raise RevisionExists(revision)
+        return None
+
     def promote(self, project: str, region: str, service: str, revision: str) -> None:
-        """Pin 100 % to ``revision`` (REVISION allocation, tags kept) and verify it."""
+        """Pin 100 % to ``revision`` (REVISION allocation, tags kept) and verify it.
+
+        Refused because the traffic moved under us (409, or changed since the read) is
+        success when it moved to ``revision``: another run of the same release promoted
+        it first."""
         before = self.traffic.read(project, region, service)
-        after = self.traffic.pin_traffic(before, revision)
+        if before.sole_server() == revision:
+            return
+        try:
+            after = self.traffic.pin_traffic(before, revision)
+        except CloudRunError:
+            if self.traffic.read(project, region, service).sole_server() == revision:
+                return
+            raise
         if after.sole_server() != revision:
             raise CloudRunError(
                 f"UpdateService of {service} finished but {revision} does not serve 100 % "

@@ -42,6 +42,10 @@ class DeployRequest:
     event_id: str | None = None
     event_type: str | None = None
     tag: str = "candidate"
+    #: the ``migration.succeeded`` event's W3C ``traceparent``: the deploy's span continues
+    #: it (docs/release.md). Never refused: an invalid one is ignored and the span is a
+    #: root span in the release's trace, as for a message without one.
+    traceparent: str | None = None
 
     @property
     def image(self) -> str:

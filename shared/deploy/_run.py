@@ -4,11 +4,24 @@
     (100 % REVISION, tags kept) -> smoke the service URL -> release.promoted
 
 Any failure ends the release with ``release.failed`` (its ``reason``, the phases so far)
-and nothing more is done. Before the promotion nothing was promoted: users never saw the
-revision, and rollback, told by the tag URL's ``smoke.failed``, only marks it bad. A
-failed smoke of the service URL after the promotion is a failure of a revision serving
-users: its ``smoke.failed`` is what makes rollback move traffic back, and the release
-ends ``failed`` (not ``promoted``): ``promoted`` means serving *and* verified.
+and nothing more is done. An outage (Cloud Run or Pub/Sub unreachable after the retries)
+also announces ``release.failed`` if it can, then propagates: the CLI's one error line
+names the service and the fix (sightops/_errors.py).
+
+Before the promotion nothing was promoted: users never saw the revision, and rollback,
+told by the tag URL's ``smoke.failed``, only marks it bad. A failed smoke of the service
+URL after the promotion is a failure of a revision serving users: its ``smoke.failed`` is
+what makes rollback move traffic back, and the release ends ``failed`` (not
+``promoted``): ``promoted`` means serving *and* verified.
+
+A release is deployed once (docs/deploy.md, "Duplicates"): Cloud Build's Pub/Sub trigger
+delivers ``migration.succeeded`` at least once, so the revision name and the release
+events' ids are derived from the release, and a run that finds the release promoted, or
+its revision made by another run, ends ``duplicate`` (exit 0) and publishes nothing.
+
+The run is one span of the release's trace (docs/release.md), continuing the
+``migration.succeeded`` event's ``traceparent``, with a child span per phase: everything
+it publishes carries ``traceparent``.
 
 Collaborators are passed in (:class:`DeployTools`) so tests and ``sightops simulate``
 run the same code in-process against the stand-ins and the emulator.
@@ -16,17 +29,20 @@ run the same code in-process against the stand-ins and the emulator.
 
 from __future__ import annotations
 
-import random
-import string
+import hashlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.clock import Clock, utcnow
-from shared.errors import SightOpsError
+from shared.deploy._cloudrun import RevisionExists
+from shared.errors import SightOpsError, TransientError
 from shared.events import EventType, OpsEvent, OpsPayload, ReleaseResult
+from shared.trace import TraceContext, set_outcome
 
 if TYPE_CHECKING:
     import httpx
@@ -34,8 +50,12 @@ if TYPE_CHECKING:
     from shared.deploy._cloudrun import CloudRunDeployer, Deployed
     from shared.deploy._request import DeployRequest
     from shared.smoke import SmokeOptions
+    from shared.trace import Tracing
 
 SOURCE = "sightops-deploy"
+#: Namespace of the release events' ids (uuid5 of release, type and revision).
+_EVENT_IDS = uuid.UUID("0c7b3e52-9a14-4f6d-8e21-5d3a7c9b1f40")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 #: Phase names, in run order: ``ReleaseResult.phases`` keys (milliseconds).
 PHASES = ("deploy", "smoke_tag", "promote", "smoke_service")
@@ -58,18 +78,20 @@ class DeployTools:
     timer: Callable[[], float] = time.perf_counter
     http: httpx.Client | None = None
     sleep: Callable[[float], None] = time.sleep
-    suffix: Callable[[], str] = field(
-        default=lambda: "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
-    )
+    #: spans of the release's trace (``Deps.tracing``); None: no spans, no traceparent
+    tracing: Tracing | None = None
     #: called with one human line per step (the CLI prints them)
     progress: Callable[[str], None] = lambda _line: None
 
 
 @dataclass
 class ReleaseOutcome:
-    """How the release ended, and every event it published, in order."""
+    """How the release ended, and every event it published, in order.
 
-    status: Literal["promoted", "failed"]
+    ``duplicate``: another run of the release promoted it or is driving it; this run
+    published nothing (``reason`` says which)."""
+
+    status: Literal["promoted", "failed", "duplicate"]
     result: ReleaseResult
     events: list[OpsEvent[OpsPayload]]
 
@@ -79,23 +101,55 @@ class ReleaseOutcome:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.status == "promoted" else 1
+        return 1 if self.status == "failed" else 0
 
 
-def revision_name(service: str, commit_sha: str, suffix: str) -> str:
-    """``<service>-<8 hex of the commit>-<suffix>``: which commit a revision runs is
-    visible in every list, and a new deploy of the same commit gets a new name."""
+def revision_name(service: str, commit_sha: str, event_id: str | None = None) -> str:
+    """``<service>-<8 hex of the commit>-<3 chars>``: which commit a revision runs is
+    visible in every list, and the name is the release's (the last 3 characters hash
+    the commit and the event that asked for it): a duplicated event names the same
+    revision, which Cloud Run creates once. At most 62 characters (a service name is at
+    most 49), lowercase: a valid revision name (``<service>-<suffix>``, at most 63)."""
+    digest = int(hashlib.sha256(f"{commit_sha}:{event_id or ''}".encode()).hexdigest(), 16)
+    suffix = ""
+    for _ in range(3):
+        digest, digit = divmod(digest, 36)
+        suffix += _BASE36[digit]
     return f"{service}-{commit_sha[:8]}-{suffix}"
+
+
+def release_event_id(release: str, kind: EventType, revision: str) -> str:
+    """The id of a release event: the same for every run of the release, so the
+    receipts, the ledger and Slack take a duplicate run's event once."""
+    return str(uuid.uuid5(_EVENT_IDS, f"{release}:{kind.value}:{revision}"))
 
 
 def run_deploy(request: DeployRequest, tools: DeployTools) -> ReleaseOutcome:
     """Drive one release; never raises for a failed step (the outcome says it), only
-    :class:`PublishFailed` when the release's own events cannot be published."""
+    :class:`PublishFailed` when the release's own events cannot be published and
+    :class:`TransientError` when Cloud Run stays unreachable."""
     from shared.release import release_id
 
     request.validate()
     run = _Run(request, tools, release_id(request.service, request.commit_sha))
-    return run.go()
+    if tools.tracing is None:
+        return run.go()
+    attributes = {
+        "service": request.service,
+        "revision": run.revision,
+        "build_id": request.build_id,
+        "event_id": request.event_id,
+    }
+    with tools.tracing.span(
+        "sightops deploy",
+        traceparent=request.traceparent,
+        release=run.release,
+        attributes=attributes,
+    ) as trace:
+        run.trace = trace
+        outcome = run.go()
+        set_outcome(outcome.status)
+        return outcome
 
 
 class _Run:
@@ -103,23 +157,30 @@ class _Run:
         self.request = request
         self.tools = tools
         self.release = release
+        self.revision = revision_name(request.service, request.commit_sha, request.event_id)
         self.started: datetime = tools.clock()
         self.phases: dict[str, float] = {}
         self.events: list[OpsEvent[OpsPayload]] = []
         self.deployed: Deployed | None = None
+        self.trace: TraceContext | None = None
 
     def go(self) -> ReleaseOutcome:
-        from shared.errors import TransientError
-
-        req, cloud = self.request, self.tools.cloud_run
-        revision = revision_name(req.service, req.commit_sha, self.tools.suffix())
-        self.tools.progress(f"deploying {req.image} as {revision} (no traffic, tag {req.tag})")
+        req, cloud, revision = self.request, self.tools.cloud_run, self.revision
         try:
+            serving = cloud.promoted(req.project, req.region, req.service, revision, req.image)
+            if serving is not None:
+                return self._duplicate(serving, f"already promoted: {serving} serves 100 %")
+            self.tools.progress(f"deploying {req.image} as {revision} (no traffic, tag {req.tag})")
             with self._phase("deploy"):
                 self.deployed = cloud.deploy_no_traffic(
                     req.project, req.region, req.service, req.image, revision, req.tag
                 )
-        except (SightOpsError, TransientError) as exc:
+        except RevisionExists as exc:
+            return self._duplicate(revision, str(exc))
+        except TransientError as exc:
+            self._announce_outage(f"deploy of {revision} stopped: {exc}")
+            raise
+        except SightOpsError as exc:
             return self._failed(f"deploy of {revision} failed: {exc}")
         deployed = self.deployed
         self._publish(
@@ -135,7 +196,10 @@ class _Run:
         try:
             with self._phase("promote"):
                 cloud.promote(req.project, req.region, req.service, deployed.revision)
-        except (SightOpsError, TransientError) as exc:
+        except TransientError as exc:
+            self._announce_outage(f"promotion of {deployed.revision} stopped: {exc}")
+            raise
+        except SightOpsError as exc:
             return self._failed(f"promotion of {deployed.revision} failed: {exc}")
         self.tools.progress(f"{deployed.revision} serves 100 % of {req.service}")
 
@@ -172,6 +236,7 @@ class _Run:
         )
         self._publish(self.tools.smoke_topic, event)
         failed = event.data.failed_checks
+        set_outcome("failed" if failed else "passed")
         self.tools.progress(f"{event.type.value} at {url}")
         if not failed:
             return None
@@ -182,17 +247,38 @@ class _Run:
         self._publish(self.tools.events_topic, event)
         return ReleaseOutcome("failed", event.data_as(ReleaseResult), self.events)
 
+    def _announce_outage(self, reason: str) -> None:
+        """``release.failed`` for a release an outage stopped, if Pub/Sub takes it; the
+        outage itself is what the caller reports."""
+        with suppress(PublishFailed):
+            event = self._release(EventType.RELEASE_FAILED, reason=reason)
+            self._publish(self.tools.events_topic, event)
+
+    def _duplicate(self, revision: str, reason: str) -> ReleaseOutcome:
+        """Another run of the release got here first: publish nothing, say why."""
+        result = self._result(revision=revision, reason=reason)
+        return ReleaseOutcome("duplicate", result, self.events)
+
     def _release(
         self, kind: EventType, *, url: str | None = None, reason: str | None = None
     ) -> OpsEvent[OpsPayload]:
+        result = self._result(url=url, reason=reason)
+        event: OpsEvent[OpsPayload] = OpsEvent.new(
+            kind, result, source=SOURCE, clock=self.tools.clock
+        )
+        return event.model_copy(update={"id": release_event_id(self.release, kind, self.revision)})
+
+    def _result(
+        self, *, url: str | None = None, reason: str | None = None, revision: str | None = None
+    ) -> ReleaseResult:
         req, deployed = self.request, self.deployed
-        result = ReleaseResult(
+        return ReleaseResult(
             service=req.service,
             region=req.region,
             commit_sha=req.commit_sha,
             release_id=self.release,
             build_id=req.build_id,
-            revision=deployed.revision if deployed else None,
+            revision=deployed.revision if deployed else revision,
             previous_revision=deployed.previous_revision if deployed else None,
             image=(deployed.image if deployed and deployed.image else req.image),
             url=url,
@@ -201,36 +287,39 @@ class _Run:
             started_at=self.started,
             finished_at=self.tools.clock(),
         )
-        event: OpsEvent[OpsPayload] = OpsEvent.new(
-            kind, result, source=SOURCE, clock=self.tools.clock
-        )
-        return event
 
     def _publish(self, topic: str, event: OpsEvent[Any]) -> None:
         try:
             self.tools.publish(topic, event)
         except Exception as exc:  # the release cannot go on unheard
             what = f"{event.type.value} {event.id}"
-            raise PublishFailed(f"could not publish {what} to {topic}: {_why(exc)}") from exc
+            raise PublishFailed(
+                f"release {self.release} stopped: could not publish {what} to {topic}: {_why(exc)}"
+            ) from exc
         self.events.append(event)
 
-    def _phase(self, name: str) -> _Phase:
-        return _Phase(self, name)
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """One phase: a child span of the run's, timed into ``phases`` (milliseconds),
+        also when it fails."""
+        t0 = self.tools.timer()
+        try:
+            with self._span(name):
+                yield
+        finally:
+            self.phases[name] = round((self.tools.timer() - t0) * 1000, 1)
 
-
-class _Phase:
-    """Times one phase into ``phases`` (milliseconds), also when it fails."""
-
-    def __init__(self, run: _Run, name: str) -> None:
-        self.run, self.name = run, name
-        self.t0 = 0.0
-
-    def __enter__(self) -> None:
-        self.t0 = self.run.tools.timer()
-
-    def __exit__(self, *_exc: object) -> None:
-        elapsed = (self.run.tools.timer() - self.t0) * 1000
-        self.run.phases[self.name] = round(elapsed, 1)
+    def _span(self, name: str) -> AbstractContextManager[Any]:
+        if self.tools.tracing is None or self.trace is None:
+            return nullcontext()
+        # A child of the run's span that names the release, so what it publishes
+        # carries traceparent (shared.trace.outgoing_attributes).
+        return self.tools.tracing.span(
+            name,
+            traceparent=self.trace.traceparent,
+            tracestate=self.trace.tracestate,
+            release=self.release,
+        )
 
 
 def _why(exc: BaseException) -> str:

@@ -3,7 +3,9 @@
 What ``cloudbuild-deploy.yaml`` runs after migrate's ``sight.ops.migration.succeeded``.
 Every value can come from an option or from the environment (``DEPLOY_*``), so the build
 passes substitutions through ``env:`` only and never pastes one into a script.
-Exit codes: 0 promoted, 1 the release failed (one line on stderr says why), 2 bad input.
+Exit codes: 0 promoted (or already: a duplicate run publishes nothing), 1 the release
+failed (one line on stderr says why), 2 bad input, 3 Cloud Run or Pub/Sub unreachable or
+refusing us (the root group's line, sightops/_errors.py).
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def deploy(
         str | None,
         typer.Option(envvar="DEPLOY_EVENT_TYPE", help="must be sight.ops.migration.succeeded"),
     ] = None,
+    traceparent: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DEPLOY_TRACEPARENT",
+            help="the event's W3C traceparent: the deploy continues the release's trace",
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="seconds to wait for the new revision", min=1)
     ] = 600.0,
@@ -87,6 +96,7 @@ def deploy(
         event_id=event_id or None,
         event_type=event_type or None,
         tag=tag,
+        traceparent=traceparent or None,
     )
     try:
         request.validate()
@@ -99,31 +109,36 @@ def deploy(
 
 
 def _run(request: DeployRequest, timeout: float) -> int:
-    from shared.deploy import DeployTools, PublishFailed, create_deployer, run_deploy
-    from shared.pubsub import Publisher
-    from shared.secrets import Secrets
+    """Drive the release; an outage (Cloud Run, Pub/Sub, credentials) propagates to the
+    root group, which names the service and the fix."""
+    from shared.deploy import DeployTools, create_deployer, run_deploy
+    from shared.runtime import Deps
     from shared.settings import get_settings
     from shared.smoke import SmokeOptions
+    from sightops.cli import _require_emulator
 
     settings = get_settings()
-    publisher = Publisher(settings)
+    _require_emulator(settings)  # the release must be heard: say a dead emulator at once
+    deps = Deps(settings)
     try:
+        cloud_run = create_deployer(settings, operation_timeout_s=timeout)
         tools = DeployTools(
-            cloud_run=create_deployer(settings, operation_timeout_s=timeout),
-            publish=publisher.publish_event,
-            smoke_options=SmokeOptions.from_settings(settings, Secrets(settings).resolve),
+            cloud_run=cloud_run,
+            publish=deps.publisher.publish_event,
+            smoke_options=SmokeOptions.from_settings(settings, deps.secrets.resolve),
             smoke_topic=settings.topics.smoke_tests,
             events_topic=settings.topics.ops_events,
+            tracing=deps.tracing,
             progress=lambda text: print(text, flush=True),
         )
         outcome = run_deploy(request, tools)
-    except PublishFailed as exc:
-        _line(f"release of {request.service} stopped: {exc}")
-        return 1
     finally:
-        publisher.close()
+        deps.close()  # also flushes the release's spans
     result = outcome.result
     phases = ", ".join(f"{name} {ms / 1000:.1f}s" for name, ms in result.phases.items())
+    if outcome.status == "duplicate":
+        print(f"release {result.release_id}: {result.reason}; nothing to do", flush=True)
+        return 0
     if outcome.status == "promoted":
         print(
             f"release {result.release_id} promoted: {result.revision} serves 100 % ({phases})",

@@ -51,7 +51,15 @@ BUILT_INS = (
 _TOKEN = re.compile(r"\$\$|\$\{(?P<braced>[A-Z_][A-Z0-9_]*)\}|\$(?P<bare>[A-Z_][A-Z0-9_]*)")
 
 #: What the deploy trigger binds from the event (terraform/cloudbuild.tf), all hostile.
-EVENT_BOUND = ("_SERVICE", "_COMMIT_SHA", "_BUILD_ID", "_EVENT_ID", "_EVENT_TYPE", "_TAG")
+EVENT_BOUND = (
+    "_SERVICE",
+    "_COMMIT_SHA",
+    "_BUILD_ID",
+    "_EVENT_ID",
+    "_EVENT_TYPE",
+    "_TAG",
+    "_TRACEPARENT",
+)
 VALID = {
     "_EVENT_TYPE": "sight.ops.migration.succeeded",
     "_EVENT_ID": "7f0c2a4e-1b3d-4c5e-8f90-a1b2c3d4e5f6",
@@ -60,6 +68,7 @@ VALID = {
     "_BUILD_ID": "0b6f2c3e-7d41-4a8e-9c55-2e81f4d7a6b3",
     "_REGION": "europe-west1",
     "_IMAGE_REPO": "europe-west1-docker.pkg.dev/sight-prod/sight",
+    "_TRACEPARENT": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 }
 PROJECT_ID = "sight-prod"
 #: Substitution -> the environment variable `sightops deploy` reads it from.
@@ -72,6 +81,7 @@ DEPLOY_ENV = {
     "_REGION": "DEPLOY_REGION",
     "_IMAGE_REPO": "DEPLOY_IMAGE_REPO",
     "_TAG": "DEPLOY_TAG",
+    "_TRACEPARENT": "DEPLOY_TRACEPARENT",
 }
 
 
@@ -258,6 +268,9 @@ WRONG_SHAPES = [
     ("_BUILD_ID", "-b1"),
     ("_TAG", "Candidate"),
     ("_REGION", "europe west1"),
+    ("_TRACEPARENT", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
+    ("_TRACEPARENT", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"),
+    ("_TRACEPARENT", "x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
 ]
 
 
@@ -273,6 +286,14 @@ def test_check_event_refuses_a_value_of_the_wrong_shape(
     result = pipeline.run(step, substitutions_for(config, {**VALID, name: value}))
     assert result.returncode != 0
     assert "not deploying" in result.stderr
+
+
+def test_check_event_accepts_an_event_without_trace_context(tmp_path: Path) -> None:
+    """A message without a ``traceparent`` attribute binds an empty ``_TRACEPARENT``: the
+    deploy then opens a root span in the release's trace (docs/release.md)."""
+    pipeline, codes = run_deploy(tmp_path, {**VALID, "_TRACEPARENT": ""})
+    assert codes == dict.fromkeys(codes, 0)
+    assert pipeline.deploy_env()["DEPLOY_TRACEPARENT"] == ""
 
 
 def test_check_event_refuses_a_trailing_newline_after_a_valid_commit(tmp_path: Path) -> None:

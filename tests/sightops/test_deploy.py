@@ -4,16 +4,20 @@ the Sight API stand-in, and the real Pub/Sub emulator (docs/deploy.md, "sightops
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from shared.deploy import PHASES
+from shared.deploy import PHASES, release_event_id, revision_name
 from shared.events import (
     EventType,
     OpsEvent,
@@ -22,14 +26,15 @@ from shared.events import (
     SmokeResult,
     parse_ops_message,
 )
-from shared.release import release_id
+from shared.release import release_id, release_trace_id
 from shared.settings import get_settings
+from shared.trace import read_spans
 from sightops.cli import app
 from sightops.pubsub_admin import ensure_subscription, ensure_topic
 from standins import RunningServer, serve
 from standins import sightapi as sightapi_standin
 from standins.cloudrun import CloudRunState, create_app
-from tests.helpers import PROJECT
+from tests.helpers import PROJECT, ROOT
 
 REGION = "europe-west1"
 REPO = f"{REGION}-docker.pkg.dev/{PROJECT}/sight"
@@ -50,6 +55,8 @@ class Topic:
         ensure_topic(publisher, PROJECT, name)
         self._sub = ensure_subscription(subscriber, PROJECT, f"{name}-pull", name)
         self.seen: list[OpsEvent[OpsPayload]] = []
+        #: Pub/Sub attributes of each message seen, by event id
+        self.attributes: dict[str, dict[str, str]] = {}
         self.markers = 0
 
     def pull(self) -> None:
@@ -64,6 +71,7 @@ class Topic:
                 self.markers += 1
             else:
                 self.seen.append(parse_ops_message(msg.data, dict(msg.attributes)))
+                self.attributes[self.seen[-1].id] = dict(msg.attributes)
 
     def published_nothing(self) -> bool:
         """Publish a marker and read up to it: nothing else arrived before (or with) it."""
@@ -115,6 +123,19 @@ class World:
 
     def patches(self) -> int:
         return self.cloudrun.patch_count(PROJECT, REGION, self.service)
+
+    def revisions(self) -> list[str]:
+        listed = self.cloudrun.list_revisions(PROJECT, REGION, self.service)["revisions"]
+        return sorted(r["name"].rsplit("/", 1)[-1] for r in listed)
+
+    def attributes(self, event: OpsEvent[OpsPayload]) -> dict[str, str]:
+        """The Pub/Sub attributes ``event`` was published with."""
+        return {**self.smoke.attributes, **self.ops.attributes}[event.id]
+
+    def forget(self) -> None:
+        """Read from here on: what was published so far is not looked at again."""
+        self.smoke.seen.clear()
+        self.ops.seen.clear()
 
 
 @pytest.fixture(scope="module")
@@ -249,20 +270,47 @@ def test_one_refused_update_from_cloud_run_is_retried(world: World, status: int)
     assert world.events(4)[-1].type is EventType.RELEASE_PROMOTED
 
 
-def test_cloud_run_refusing_every_update_ends_in_one_clear_line(world: World) -> None:
+def test_cloud_run_unavailable_through_every_retry_is_an_outage_line_after_release_failed(
+    world: World,
+) -> None:
+    """An outage is not a failed release of ours: the root group's line names the service
+    and the fix (sightops/_errors.py), exit 3; release.failed still tells the pipeline."""
     world.cloudrun.inject_fault(503, count=10, method="PATCH")
 
     result = world.deploy()
 
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"release {release_id(world.service, NEW)} failed: deploy of ")
-    assert "Cloud Run unavailable: ServiceUnavailable" in line
+    assert line.startswith("error: the Cloud Run Admin API is unreachable at "), line
+    assert "(ServiceUnavailable)" in line and "make dev" in line
     assert "Traceback" not in result.output
     assert world.serving() == {world.old_revision: 100}
     [failed] = world.events(1)
     assert failed.type is EventType.RELEASE_FAILED
-    assert failed.data_as(ReleaseResult).revision is None
+    release = failed.data_as(ReleaseResult)
+    assert release.revision is None
+    assert (release.reason or "").startswith("deploy of ")
+    assert "Cloud Run unavailable: ServiceUnavailable" in (release.reason or "")
+
+
+def test_pubsub_unreachable_is_said_before_cloud_run_is_touched(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that cannot be heard is not started: the emulator's absence is the
+    root group's line, and Cloud Run saw no update."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{closed}")
+    get_settings.cache_clear()
+
+    result = world.deploy()
+
+    assert result.exit_code == 3
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: Pub/Sub is unreachable at 127.0.0.1:{closed}"), line
+    assert "make dev" in line
+    assert world.patches() == 0
 
 
 @pytest.mark.parametrize(
@@ -321,3 +369,174 @@ def test_values_come_from_the_environment_as_cloud_build_passes_them(
     assert promoted.image == world.image
     statuses = world.cloudrun.get_service(PROJECT, REGION, world.service)["trafficStatuses"]
     assert any(t.get("tag") == "canary" and t["revision"] == promoted.revision for t in statuses)
+
+
+# ---- a release is deployed once (docs/deploy.md, "Duplicates") -------------------------
+
+
+def test_a_duplicate_deploy_of_a_promoted_release_is_a_no_op(world: World) -> None:
+    """Cloud Build's Pub/Sub trigger delivers at least once: the same migration.succeeded
+    again finds the release promoted, touches nothing and publishes nothing."""
+    assert world.deploy().exit_code == 0
+    promoted = world.events(4)[-1].data_as(ReleaseResult)
+    revisions, patches = world.revisions(), world.patches()
+    world.forget()
+
+    again = world.deploy()
+
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines() == [
+        f"release {promoted.release_id}: already promoted: {promoted.revision} serves 100 %; "
+        "nothing to do"
+    ]
+    assert world.patches() == patches
+    assert world.revisions() == revisions
+    assert world.serving() == {promoted.revision: 100}
+    assert world.smoke.published_nothing() and world.ops.published_nothing()
+
+
+def test_two_concurrent_deploys_of_one_release_make_one_revision_and_no_release_failed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second run (a subprocess, as a second Cloud Build) creates the release's
+    revision while the first one's UpdateService is on its way: Cloud Run refuses the
+    first (409) and the first finds the revision another run made. It ends at once, exit
+    0, and publishes nothing; the second drives the release to promoted."""
+    monkeypatch.setenv("ROLLBACK__API_TIMEOUT_S", "30")  # the first PATCH waits for the second
+    get_settings.cache_clear()
+    event_id = str(uuid.uuid4())
+    revision = revision_name(world.service, NEW, event_id)
+    args = ["deploy", "--service", world.service, "--commit-sha", NEW, "--event-id", event_id]
+    second: list[subprocess.Popen[str]] = []
+
+    def another_run_creates_the_revision_first() -> None:
+        second.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "sightops.cli", *args],
+                cwd=ROOT,
+                env=dict(os.environ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        deadline = time.monotonic() + 30
+        while revision not in world.revisions() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    world.cloudrun.interleave(another_run_creates_the_revision_first, method="PATCH")
+
+    first = runner.invoke(app, args)
+
+    out, err = second[0].communicate(timeout=60)
+    assert second[0].returncode == 0, err
+    assert f"promoted: {revision} serves 100 %" in out
+    assert first.exit_code == 0, first.output
+    assert f"{revision} already exists: another run of this release deployed it" in first.stdout
+    assert world.revisions() == sorted([world.old_revision, revision])
+    assert world.serving() == {revision: 100}
+    assert [e.type for e in world.events(4)] == [
+        EventType.RELEASE_DEPLOYED,
+        EventType.SMOKE_PASSED,
+        EventType.SMOKE_PASSED,
+        EventType.RELEASE_PROMOTED,
+    ]
+    world.forget()
+    assert world.smoke.published_nothing() and world.ops.published_nothing()
+
+
+def test_a_promotion_refused_because_the_release_was_promoted_meanwhile_is_success(
+    world: World,
+) -> None:
+    """Another run of the same release moves traffic to the same revision just before our
+    promotion's UpdateService: Cloud Run answers 409, and that is not a failed release."""
+    revision = revision_name(world.service, NEW)
+    pinned = {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": revision}
+
+    def the_other_run_promotes() -> None:
+        world.cloudrun.set_traffic(
+            PROJECT,
+            REGION,
+            world.service,
+            [{**pinned, "percent": 100}, {**pinned, "percent": 0, "tag": "candidate"}],
+        )
+
+    world.cloudrun.interleave(the_other_run_promotes, method="PATCH", skip=1)
+
+    result = world.deploy()
+
+    assert result.exit_code == 0, result.output
+    assert world.serving() == {revision: 100}
+    events = world.events(4)
+    assert EventType.RELEASE_FAILED not in [e.type for e in events]
+    assert events[-1].type is EventType.RELEASE_PROMOTED
+
+
+def test_release_events_have_ids_of_the_release_so_a_duplicate_run_is_taken_once(
+    world: World,
+) -> None:
+    """What the receipts and the ledger deduplicate on: uuid5 of the release, the event
+    type and the revision, the same in every run of the release."""
+    event_id = str(uuid.uuid4())
+
+    assert world.deploy("--event-id", event_id).exit_code == 0
+
+    release = release_id(world.service, NEW)
+    revision = revision_name(world.service, NEW, event_id)
+    ids = {e.type: e.id for e in world.events(4) if e.type.value.startswith("sight.ops.release.")}
+    assert ids == {
+        kind: release_event_id(release, kind, revision)
+        for kind in (EventType.RELEASE_DEPLOYED, EventType.RELEASE_PROMOTED)
+    }
+
+
+# ---- one trace per release (docs/release.md) --------------------------------------------
+
+
+@pytest.fixture
+def spans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where this test's spans go (the local exporter's file)."""
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("TRACE__EXPORTER", "local")
+    monkeypatch.setenv("TRACE__LOCAL_FILE", str(path))
+    get_settings.cache_clear()
+    return path
+
+
+def test_the_deploy_continues_the_events_trace_and_everything_it_publishes_carries_it(
+    world: World, spans: Path
+) -> None:
+    trace_id = release_trace_id(release_id(world.service, NEW))
+    migrate_span = "a1b2c3d4e5f60718"
+
+    result = world.deploy("--traceparent", f"00-{trace_id}-{migrate_span}-01")
+
+    assert result.exit_code == 0, result.output
+    recorded = read_spans(spans, trace_id)
+    [run] = [s for s in recorded if s.name == "sightops deploy"]
+    assert run.parent_span_id == migrate_span
+    assert run.attributes["release_id"] == release_id(world.service, NEW)
+    assert run.attributes["outcome"] == "promoted"
+    phases = {s.name: s.span_id for s in recorded if s.parent_span_id == run.span_id}
+    assert set(phases) == set(PHASES)
+    events = world.events(4)
+    deployed, tag_smoke, service_smoke, promoted = events
+    assert {world.attributes(e)["traceparent"].split("-")[1] for e in events} == {trace_id}
+    published_in = [world.attributes(e)["traceparent"].split("-")[2] for e in (deployed, promoted)]
+    assert published_in == [run.span_id, run.span_id]
+    assert world.attributes(tag_smoke)["traceparent"].split("-")[2] == phases["smoke_tag"]
+    assert world.attributes(service_smoke)["traceparent"].split("-")[2] == phases["smoke_service"]
+
+
+@pytest.mark.parametrize("given", [None, "00-not-a-traceparent-01"], ids=["none", "malformed"])
+def test_without_a_valid_traceparent_the_deploy_is_a_root_span_in_the_releases_trace(
+    world: World, spans: Path, given: str | None
+) -> None:
+    trace_id = release_trace_id(release_id(world.service, NEW))
+
+    result = world.deploy(*(["--traceparent", given] if given else []))
+
+    assert result.exit_code == 0, result.output
+    [run] = [s for s in read_spans(spans, trace_id) if s.name == "sightops deploy"]
+    assert run.parent_span_id is None
+    assert {world.attributes(e)["traceparent"].split("-")[1] for e in world.events(4)} == {trace_id}
