@@ -2,8 +2,9 @@
 ``ops.rejected_events`` and the dead-letter hold subscriptions, and their replay to the
 original topic (docs/runbooks/rejected-and-dead-lettered-messages.md; logic in shared/dlq.py).
 
-Every failure an operator can meet (no database, no emulator, an unknown id, a message
-already replayed) is one line on stderr and exit code 2.
+What cannot be done as asked (an unknown id, a message already replayed, no topic known)
+is a :class:`shared.dlq.DlqError`: the root group prints it as one line, exit 2; a store
+that is down is one line naming it and the fix, exit 3 (sightops/_errors.py; docs/cli.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,32 +42,6 @@ class SourceChoice(StrEnum):
 def register(app: typer.Typer) -> None:
     """Add this area's commands and groups to the root app."""
     app.add_typer(dlq_app, name="dlq")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Turn what an operator can run into (services down, bad ids) into one line, exit 2."""
-    from google.api_core.exceptions import GoogleAPICallError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from shared.dlq import DlqError
-    from shared.errors import SightOpsError
-    from shared.log import redact
-
-    try:
-        yield
-    except (DlqError, SightOpsError) as exc:  # TransientError: "database unavailable: ..."
-        _fail(redact(str(exc)))
-    except SQLAlchemyError as exc:
-        _fail(f"database unavailable or refused the query ({type(exc).__name__})")
-    except GoogleAPICallError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        _fail(f"Pub/Sub unavailable or refused the request ({type(exc).__name__}: {first[:160]})")
 
 
 @contextmanager
@@ -174,7 +149,7 @@ def list_messages(
     """
     from shared.log import redact
 
-    with _clean_errors(), _deps() as deps:
+    with _deps() as deps:
         letters = _collect(deps, consumer=consumer, since=_since(since), source=source, limit=limit)
     if as_json:
         typer.echo(json.dumps([_redacted(letter.summary()) for letter in letters], indent=2))
@@ -249,7 +224,7 @@ def show(
     """One message: reason, attributes, payload (JSON or text when it is, else base64)."""
     from shared.dlq import payload_text
 
-    with _clean_errors(), _deps() as deps:
+    with _deps() as deps:
         letter = _find(deps, letter_id)
     form, body = payload_text(letter.payload)
     report = _redacted({**letter.summary(), "payload_format": form, "payload": body})
@@ -316,7 +291,7 @@ def replay(
     if all_ and not consumer:
         raise typer.BadParameter("--all replays one consumer at a time: add --consumer")
     who = _actor(actor)
-    with _clean_errors(), _deps() as deps:
+    with _deps() as deps:
         if all_:
             candidates = _collect(
                 deps, consumer=consumer, since=_since(since), source=source, limit=1000

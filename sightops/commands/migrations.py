@@ -105,7 +105,10 @@ def lint(
 def status(
     limit: Annotated[int, typer.Option(help="how many recent runs to show")] = 10,
 ) -> None:
-    """PostgreSQL current vs head, graph version vs latest file, the last migrate runs."""
+    """PostgreSQL current vs head, graph version vs latest file, the last migrate runs.
+
+    A store that cannot be read is shown beside the other, then its failure is raised for
+    the root group to name the cause and the fix (docs/cli.md, "Errors")."""
     from shared.graph import create_driver
     from shared.migrate import migration_status
     from shared.settings import get_settings
@@ -155,7 +158,9 @@ def status(
         for run in st.runs:
             table.add_row(*_run_row(run))
         console.print(table)
-    if st.postgres_error or st.graph_error or (st.graph and st.graph.problems):
+    if st.failures:
+        raise st.failures[0]
+    if st.graph and st.graph.problems:
         raise typer.Exit(1)
 
 

@@ -459,16 +459,19 @@ def test_bad_input_is_one_clear_line_with_exit_code_2(
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
 
 
-def test_no_database_is_one_clear_line_with_exit_code_2(dlq: Cli) -> None:
+def test_no_database_is_one_line_naming_it_and_the_fix_with_exit_code_3(dlq: Cli) -> None:
     down = "postgresql+asyncpg://sight:sight-local@127.0.0.1:1/sight"  # pragma: allowlist secret
     result = dlq("list", "--source", "rejected", env={"DATABASE_URL": down})
-    assert result.exit_code == 2
-    assert "database unavailable" in result.stderr
+    assert result.exit_code == 3
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: PostgreSQL is unreachable at 127.0.0.1:1/sight (DATABASE_URL)")
+    assert "make dev" in line
     assert "sight-local" not in result.output and "Traceback" not in result.output
 
 
-def test_no_emulator_is_one_clear_line_with_exit_code_2(dlq: Cli) -> None:
+def test_no_emulator_is_one_line_naming_it_and_the_fix_with_exit_code_3(dlq: Cli) -> None:
     result = dlq("list", "--source", "dead-letter", env={"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"})
-    assert result.exit_code == 2
-    assert "Pub/Sub unavailable" in result.stderr
-    assert result.stderr.count("\n") == 1
+    assert result.exit_code == 3
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: Pub/Sub is unreachable at 127.0.0.1:1 (PUBSUB_EMULATOR_HOST)")
+    assert "make dev" in line

@@ -1,5 +1,6 @@
-"""`sightops kpi` when a store is down or the target is wrong: one clear line, no traceback,
-no secret. "Down" is a settings URL pointing at a port nobody listens on, so the shared
+"""`sightops kpi` when a store is down or the target is wrong: one line naming the store,
+where it was looked for and the fix, exit 3 (docs/cli.md, "Errors"); no traceback, no
+secret. "Down" is a settings URL pointing at a port nobody listens on, so the shared
 services keep running for everyone else."""
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
     return result
 
 
+def error_line(result: Result) -> str:
+    """The one line the root group prints for an environment problem (exit 3)."""
+    assert result.exit_code == 3, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "make dev" in line, line
+    return line
+
+
 @pytest.fixture
 def project(deps: Deps) -> Iterator[SightProject]:
     made = insert_project(deps, old_personas=1)
@@ -48,25 +57,23 @@ def project(deps: Deps) -> Iterator[SightProject]:
 REDIS_DOWN = {"REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:1/0"}
 
 
-def test_kpi_inspect_with_redis_down_names_redis_and_exits_1(fresh_process: None) -> None:
+def test_kpi_inspect_with_redis_down_names_redis_and_exits_3(fresh_process: None) -> None:
     result = invoke(["kpi", "inspect", str(uuid.uuid4())], REDIS_DOWN)
-    assert result.exit_code == 1
-    assert "Redis is unavailable" in result.output
+    assert "Redis is unreachable at 127.0.0.1:1 (REDIS_URL)" in error_line(result)
     assert REDIS_PASSWORD not in result.output
 
 
 @pytest.mark.parametrize("all_active", [False, True], ids=["one", "all"])
-def test_kpi_refresh_local_with_redis_down_names_redis_and_exits_1(
+def test_kpi_refresh_local_with_redis_down_names_redis_and_exits_3(
     project: SightProject, fresh_process: None, all_active: bool
 ) -> None:
     target = "--all" if all_active else str(project.id)
     result = invoke(["kpi", "refresh", target, "--local"], REDIS_DOWN)
-    assert result.exit_code == 1
-    assert "Redis is unavailable" in result.output
+    assert "Redis is unreachable at 127.0.0.1:1 (REDIS_URL)" in error_line(result)
     assert REDIS_PASSWORD not in result.output
 
 
-def test_kpi_get_with_postgresql_down_names_postgresql_and_exits_1(fresh_process: None) -> None:
+def test_kpi_get_with_postgresql_down_names_postgresql_and_exits_3(fresh_process: None) -> None:
     url = f"sight:{PG_PASSWORD}@127.0.0.1:1/sight"
     env = {
         "DATABASE_URL": f"postgresql+asyncpg://{url}",
@@ -74,17 +81,16 @@ def test_kpi_get_with_postgresql_down_names_postgresql_and_exits_1(fresh_process
         "DB_CONNECT_TIMEOUT_S": "1",
     }
     result = invoke(["kpi", "get", str(uuid.uuid4())], env)
-    assert result.exit_code == 1
-    assert "PostgreSQL is unavailable" in result.output
+    line = error_line(result)
+    assert "PostgreSQL is unreachable at 127.0.0.1:1/sight (DATABASE_URL)" in line
     assert PG_PASSWORD not in result.output
 
 
-def test_kpi_get_with_neo4j_down_names_neo4j_and_exits_1(
+def test_kpi_get_with_neo4j_down_names_neo4j_and_exits_3(
     project: SightProject, fresh_process: None
 ) -> None:
     result = invoke(["kpi", "get", str(project.id)], {"NEO4J_URI": "bolt://127.0.0.1:1"})
-    assert result.exit_code == 1
-    assert "Neo4j is unavailable" in result.output
+    assert "Neo4j is unreachable at bolt://127.0.0.1:1 (NEO4J_URI)" in error_line(result)
     assert get_settings().neo4j_password.get_secret_value() not in result.output
 
 

@@ -1,5 +1,6 @@
 """`sightops prune [--dry-run]`: the scheduled pruning from a terminal, with its counts; and
-one clear line, no traceback, no secret when the database is down or not migrated."""
+one line naming the cause and the fix, exit 3, no traceback, no secret when the database is
+down or not migrated (docs/cli.md, "Errors")."""
 
 from __future__ import annotations
 
@@ -117,7 +118,9 @@ def test_prune_says_when_the_configured_receipt_retention_is_below_the_floor(
     assert count_in_row(result.output, "ops.event_receipts") == 3
 
 
-def test_prune_with_postgresql_down_is_one_line_and_exit_1(fresh_process: None) -> None:
+def test_prune_with_postgresql_down_names_it_and_the_fix_and_exits_3(
+    fresh_process: None,
+) -> None:
     url = f"sight:{PG_PASSWORD}@127.0.0.1:1/sight"
     env = {
         "DATABASE_URL": f"postgresql+asyncpg://{url}",
@@ -125,10 +128,12 @@ def test_prune_with_postgresql_down_is_one_line_and_exit_1(fresh_process: None) 
         "DB_CONNECT_TIMEOUT_S": "1",
     }
     result = invoke(["prune"], env)
-    assert result.exit_code == 1
-    assert "PostgreSQL is unavailable" in result.output
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: PostgreSQL is unreachable at 127.0.0.1:1/sight (DATABASE_URL)")
+    assert "make dev" in line
     assert PG_PASSWORD not in result.output
-    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_prune_on_an_unmigrated_database_says_so(fresh_process: None) -> None:
@@ -137,6 +142,8 @@ def test_prune_on_an_unmigrated_database_says_so(fresh_process: None) -> None:
         result = invoke(["prune", "--dry-run"], {"DATABASE_URL": url})
     finally:
         drop_database(url)
-    assert result.exit_code == 1
-    assert "not migrated" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: the ops tables do not exist at ")
+    assert "not migrated (`alembic upgrade head`)" in line
