@@ -1,5 +1,7 @@
 """`make dev` (sightops dev) end to end: ready in time, a build message flows to Slack and
-shows on the timeline, and Ctrl-C stops every process it started."""
+shows on the timeline, the golden CI build is migrated, deployed and promoted (the deploy
+trigger runs `sightops deploy`), the CLI in a second terminal finds the stack through the
+endpoints file, and Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sightops.dev import STANDIN_PORTS, dev_env
+from sightops.dev import STANDIN_PORTS
 from sightops.topology import FUNCTIONS
 from tests.helpers import GOLDEN, ROOT
 
@@ -35,7 +38,10 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
     assert not any(port_open(p) for p in DEV_PORTS), "a previous make dev is still running"
     ready = tmp_path / "ready.json"
     out = (tmp_path / "dev.out").open("w+")
-    env = {**os.environ, "COLUMNS": "200"}
+    state = tmp_path / "state"  # logs, spans and the endpoints file; not the repo's .local
+    # SIGHTOPS_LOCAL=1: the commands of the "second terminal" may read the endpoints file
+    # (tests/conftest.py turns that off for the rest of the suite).
+    env = {**os.environ, "COLUMNS": "200", "SIGHTOPS_STATE": str(state), "SIGHTOPS_LOCAL": "1"}
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sightops.cli", "dev", "--ready-file", str(ready)],
@@ -53,26 +59,7 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
         assert json.loads(ready.read_text())["ready_s"] < READY_LIMIT_S
 
         # A build id of its own: notify remembers what it sent (Redis), across runs too.
-        build = json.loads((GOLDEN / "cloudbuild" / "failure.json").read_text())
-        build_id = str(uuid.uuid4())
-        build["data"]["id"] = build["attributes"]["buildId"] = build_id
-        message_file = tmp_path / "build.json"
-        message_file.write_text(json.dumps(build))
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sightops.cli",
-                "events",
-                "publish",
-                "--file",
-                str(message_file),
-            ],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        build_id = publish_build(env, tmp_path, "failure.json")["id"]
         deadline = time.monotonic() + 20
         messages: list[dict[str, object]] = []
         while time.monotonic() < deadline and not messages:
@@ -88,13 +75,16 @@ def test_dev_comes_up_shows_the_timeline_and_stops_what_it_started(
             time.sleep(0.2)
         assert "→ cloud-builds build" in text
         assert "notify: handled" in text
-        # The CLI talks to the same local stack as the functions `make dev` started.
-        rollback_flow({**dev_env(), **env}, text_of=lambda: Path(out.name).read_text())
+        assert (state / "endpoints.json").exists()
+        release_flow(env, tmp_path, text_of=lambda: Path(out.name).read_text())
+        # The CLI in a second terminal finds the stack through the endpoints file alone.
+        rollback_flow(env, text_of=lambda: Path(out.name).read_text())
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     assert proc.returncode == 0
     assert "stopped everything" in Path(out.name).read_text()
+    assert not (state / "endpoints.json").exists(), "a stopped stack's endpoints were left"
     assert not any(port_open(p) for p in DEV_PORTS)
     from google.cloud import pubsub_v1
 
@@ -127,9 +117,56 @@ def serving() -> dict[str, int]:
         for s in admin("GET", "/services")["services"]  # type: ignore[index]
         if s["name"].endswith("/services/sight-api")
     ]
+    # Who serves: revisions with a share (a tag keeps its revision listed at 0 %).
     return {
-        t["revision"]: t.get("percent", 0) for t in service["trafficStatuses"] if t.get("revision")
+        t["revision"]: t["percent"]
+        for t in service["trafficStatuses"]
+        if t.get("revision") and t.get("percent")
     }
+
+
+def cli(env: dict[str, str], *args: str) -> None:
+    """A `sightops` command in the "second terminal"."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sightops.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def wait_for_text(text_of: Callable[[], str], needle: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    text = text_of()
+    while needle not in text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = text_of()
+    return text
+
+
+def publish_build(env: dict[str, str], tmp_path: Path, golden: str) -> dict[str, Any]:
+    """A golden Cloud Build message under a build id of its own, published by the CLI."""
+    build = json.loads((GOLDEN / "cloudbuild" / golden).read_text())
+    build["data"]["id"] = build["attributes"]["buildId"] = str(uuid.uuid4())
+    message_file = tmp_path / golden
+    message_file.write_text(json.dumps(build))
+    cli(env, "events", "publish", "--file", str(message_file))
+    return dict(build["data"])
+
+
+def release_flow(env: dict[str, str], tmp_path: Path, text_of: Callable[[], str]) -> None:
+    """README's try-it: the golden CI build (a build of its own) is migrated, the deploy
+    trigger deploys sight-api at its commit and the new revision serves 100 %."""
+    build = publish_build(env, tmp_path, "success_triggered.json")
+    commit = build["substitutions"]["COMMIT_SHA"]
+    text = wait_for_text(text_of, "→ ops-events sight.ops.release.promoted service=sight-api", 60)
+    assert "→ ops-events sight.ops.migration.succeeded service=sight-api" in text
+    assert "deploy trigger: sightops deploy sight-api started" in text
+    assert "→ ops-events sight.ops.release.promoted service=sight-api" in text
+    [(revision, percent)] = serving().items()
+    assert revision.startswith(f"sight-api-{commit[:8]}-") and percent == 100
 
 
 def rollback_flow(env: dict[str, str], text_of: Callable[[], str]) -> None:
@@ -144,14 +181,7 @@ def rollback_flow(env: dict[str, str], text_of: Callable[[], str]) -> None:
         "/traffic",
         {**SERVICE, "traffic": [{"type": "REVISION", "revision": bad_name, "percent": 100}]},
     )
-    cli = [sys.executable, "-m", "sightops.cli"]
-    subprocess.run(
-        [*cli, "revisions", "sight-api", "--mark-good", good_name, "--reason", "dev test"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    cli(env, "revisions", "sight-api", "--mark-good", good_name, "--reason", "dev test")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     payload = {
         "service": "sight-api",
@@ -162,29 +192,11 @@ def rollback_flow(env: dict[str, str], text_of: Callable[[], str]) -> None:
         "finished_at": now,
         "checks": [{"name": "health", "ok": False, "status_code": 500, "error": "boom"}],
     }
-    subprocess.run(
-        [
-            *cli,
-            "events",
-            "publish",
-            "--type",
-            "sight.ops.smoke.failed",
-            "--data",
-            json.dumps(payload),
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    cli(env, "events", "publish", "--type", "sight.ops.smoke.failed", "--data", json.dumps(payload))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and serving() != {good_name: 100}:
         time.sleep(0.2)
     assert serving() == {good_name: 100}
-    while time.monotonic() < deadline:
-        text = text_of()
-        if "→ ops-events sight.ops.rollback.succeeded" in text:
-            break
-        time.sleep(0.2)
+    text = wait_for_text(text_of, "→ ops-events sight.ops.rollback.succeeded", 30)
     assert "→ smoke-tests sight.ops.smoke.failed service=sight-api" in text
     assert "→ ops-events sight.ops.rollback.succeeded service=sight-api" in text

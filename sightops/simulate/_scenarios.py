@@ -1,0 +1,451 @@
+"""The scenario table: what each scenario does to the stack and what its verdict checks
+(docs/simulate.md). Each is also a test (tests/simulate/test_scenarios.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sightops.simulate._run import Facts, Run
+
+PROMOTED = "sight.ops.release.promoted"
+DEPLOYED = "sight.ops.release.deployed"
+RELEASE_FAILED = "sight.ops.release.failed"
+MIGRATION_OK = "sight.ops.migration.succeeded"
+MIGRATION_FAILED = "sight.ops.migration.failed"
+SMOKE_PASSED = "sight.ops.smoke.passed"
+SMOKE_FAILED = "sight.ops.smoke.failed"
+ROLLED_BACK = "sight.ops.rollback.succeeded"
+FROZEN = "sight.ops.rollback.frozen"
+ROLLBACK_SKIPPED = "sight.ops.rollback.skipped"
+
+Check = tuple[str, bool, str]
+STORM_INCIDENTS = 8
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    drive: Callable[[Run], None]
+    expect: Callable[[Facts], list[Check]]
+
+
+def _table(tag: str) -> str:
+    return f"sim_{tag}_{uuid.uuid4().hex[:8]}"
+
+
+def clean_migration() -> tuple[str, str, str | None]:
+    """A new table: what most releases bring."""
+    name = _table("notes")
+    return (
+        "add_notes",
+        f'op.execute("CREATE TABLE {name} (id bigint PRIMARY KEY, body text)")',
+        None,
+    )
+
+
+# ---- the checks every release shares -------------------------------------------------
+
+
+def check(name: str, ok: bool, detail: object = "") -> Check:
+    return (name, bool(ok), str(detail))
+
+
+def promoted_checks(f: Facts) -> list[Check]:
+    new = f.new_revision
+    return [
+        check(
+            "the migration ran once and succeeded",
+            f.count("migration", "succeeded") == 1,
+            [(a.kind, a.status) for a in f.actions if a.kind == "migration"],
+        ),
+        check(
+            # one per delivered migration.succeeded, as Cloud Build's trigger runs them: a
+            # duplicate finds its release already deployed and exits 0 doing nothing
+            "every deploy exited 0",
+            bool(f.deploy_exit_codes) and set(f.deploy_exit_codes) == {0},
+            f.deploy_exit_codes,
+        ),
+        check("a new revision was deployed", new is not None and new != f.last_good, new),
+        check(
+            "deployed, both smokes passed, promoted: each event once",
+            f.events.get(DEPLOYED) == 1
+            and f.events.get(SMOKE_PASSED) == 2
+            and f.events.get(PROMOTED) == 1,
+            f.events,
+        ),
+        check(
+            "the ledger has the release deployed and promoted",
+            f.count("release", "deployed") == 1 and f.count("release", "promoted") == 1,
+            [(a.kind, a.status) for a in f.actions if a.kind == "release"],
+        ),
+    ]
+
+
+# ---- green ---------------------------------------------------------------------------
+
+
+def drive_green(run: Run) -> None:
+    run.seed()
+    run.release(clean_migration())
+    run.wait_any(PROMOTED, RELEASE_FAILED)
+    run.wait_traffic({run.promoted_revision(): 100})
+    run.wait_actions("release", "promoted")
+    run.wait_slack("promoted")
+    run.wait_deploy()
+
+
+def expect_green(f: Facts) -> list[Check]:
+    order = [t for t in f.event_order if t.startswith(("build.", "sight.ops."))]
+    expected = ["build.SUCCESS", MIGRATION_OK, DEPLOYED, SMOKE_PASSED, SMOKE_PASSED, PROMOTED]
+    return [
+        *promoted_checks(f),
+        check(
+            "traffic moved: the new revision serves 100 %",
+            f.new_revision is not None and f.traffic_after == {f.new_revision: 100},
+            f"{f.traffic_before} -> {f.traffic_after}",
+        ),
+        check("events in pipeline order", order == expected, order),
+        check(
+            "nothing rolled back",
+            not any(k.startswith("sight.ops.rollback.") for k in f.events),
+            f.events,
+        ),
+        check(
+            "Slack was told the release was promoted",
+            any("promoted" in s for s in f.slack),
+            f.slack,
+        ),
+        check(
+            "one trace: every event, action and log line of the release carries its id",
+            all(f.trace_ids.get(k) == [f.release_trace_id] for k in ("events", "actions", "logs")),
+            f"{f.trace_ids} (expected {f.release_trace_id})",
+        ),
+    ]
+
+
+# ---- failed migration ----------------------------------------------------------------
+
+
+def drive_failed_migration(run: Run) -> None:
+    run.seed()
+    table = _table("half")
+    try:
+        run.release(
+            (
+                "fails_halfway",
+                f'op.execute("CREATE TABLE {table} (id int PRIMARY KEY)")\n'
+                f'op.execute("INSERT INTO {table} VALUES (1), (1)")',
+                None,
+            )
+        )
+        run.wait_event(MIGRATION_FAILED)
+        run.wait_slack("Migration failed")
+        run.settle(1.0)  # a deploy, if one were wrongly triggered, would show by now
+    finally:
+        run.h.drop_migration(run.migration)  # rolled back: it leaves with its release
+
+
+def expect_failed_migration(f: Facts) -> list[Check]:
+    return [
+        check("migration.failed published once", f.events.get(MIGRATION_FAILED) == 1, f.events),
+        check(
+            "the ledger has the failed run",
+            f.count("migration", "failed") == 1 and f.count("migration", "succeeded") == 0,
+            [(a.kind, a.status) for a in f.actions],
+        ),
+        check("no deploy ran", f.deploy_exit_codes == [], f.deploy_exit_codes),
+        check(
+            "no release event",
+            not any(k.startswith("sight.ops.release.") for k in f.events),
+            f.events,
+        ),
+        check("no revision was created", f.revisions == [f.last_good], f.revisions),
+        check("traffic untouched", f.traffic_after == f.traffic_before, f.traffic_after),
+        check("Slack was told", any("Migration failed" in s for s in f.slack), f.slack),
+    ]
+
+
+# ---- bad release: the smoke run on the service URL fails after promotion -------------
+
+
+def _promote_then_break(
+    run: Run, migration: tuple[str, str, str | None] | None = None, **how: object
+) -> str:
+    """A release promoted as usual, whose image then goes bad (``how``: the Sight API
+    stand-in's image behaviour; default: its health check answers 503)."""
+    run.seed()
+    run.release(migration)
+    run.wait_any(PROMOTED, RELEASE_FAILED)
+    revision = run.promoted_revision()
+    run.wait_traffic({revision: 100})
+    run.wait_deploy()
+    run.h.break_image(run.current.image, **(how or {"failing_checks": ["health"]}))
+    return revision
+
+
+def _rolled_back(run: Run) -> None:
+    """rollback.succeeded, the last good revision serving 100 % again, Slack told."""
+    run.wait_event(ROLLED_BACK)
+    assert run.last_good is not None
+    run.wait_traffic({run.last_good: 100})
+    run.wait_slack("Rollback succeeded")
+
+
+def drive_bad_release(run: Run) -> None:
+    revision = _promote_then_break(run)
+    run.smoke_service(revision)
+    _rolled_back(run)
+
+
+def expect_bad_release(f: Facts) -> list[Check]:
+    return [
+        *promoted_checks(f),
+        check("the smoke run after promotion failed", f.events.get(SMOKE_FAILED) == 1, f.events),
+        check(
+            "traffic is back on the last good revision",
+            f.traffic_after == {f.last_good: 100},
+            f"{f.traffic_before} -> {f.traffic_after}",
+        ),
+        check(
+            "one rollback",
+            f.events.get(ROLLED_BACK) == 1 and f.count("rollback", "succeeded") == 1,
+            [(a.kind, a.status) for a in f.actions if a.kind == "rollback"],
+        ),
+        check(
+            "Slack was told of the rollback",
+            any("Rollback succeeded" in s for s in f.slack),
+            f.slack,
+        ),
+    ]
+
+
+# ---- breaking migration, then the smoke fails: freeze and escalate -------------------
+
+
+def drive_breaking_then_bad(run: Run) -> None:
+    table = _table("legacy")
+    # The schema before the release: a table the release's migration drops a column of.
+    run.h.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, legacy text)")
+    revision = _promote_then_break(
+        run, ("drop_legacy", f'op.drop_column("{table}", "legacy")', "drop-column")
+    )
+    run.smoke_service(revision)
+    run.wait_event(FROZEN)
+    run.wait_slack("Rollback frozen")
+
+
+def expect_breaking_then_bad(f: Facts) -> list[Check]:
+    migration = [a for a in f.actions if a.kind == "migration"]
+    return [
+        *promoted_checks(f),
+        check(
+            "the migration was breaking",
+            [a.breaking for a in migration] == [True],
+            [a.breaking for a in migration],
+        ),
+        check("the smoke run after promotion failed", f.events.get(SMOKE_FAILED) == 1, f.events),
+        check(
+            "rollback froze: frozen event and freeze row",
+            f.events.get(FROZEN) == 1 and f.count("freeze") == 1 and not f.events.get(ROLLED_BACK),
+            [(a.kind, a.status) for a in f.actions],
+        ),
+        check("traffic not moved back", f.traffic_after == {f.new_revision: 100}, f.traffic_after),
+        check(
+            "Slack escalated: the frozen message mentions the channel",
+            any("frozen" in s.lower() and "<!here>" in s for s in f.slack),
+            f.slack,
+        ),
+    ]
+
+
+# ---- late alert -----------------------------------------------------------------------
+
+
+def drive_late_alert(run: Run) -> None:
+    revision = _promote_then_break(run, error_rate=0.3)
+    run.h.publish_incident(run.service, revision, policy=f"{run.service} 5xx error rate")
+    _rolled_back(run)
+
+
+def expect_late_alert(f: Facts) -> list[Check]:
+    return [
+        *promoted_checks(f),
+        check("no smoke failed: the alert caught it", not f.events.get(SMOKE_FAILED), f.events),
+        check(
+            "the incident is in the ledger",
+            f.count("incident", "open") == 1,
+            [(a.kind, a.status) for a in f.actions],
+        ),
+        check("one rollback", f.events.get(ROLLED_BACK) == 1, f.events),
+        check(
+            "traffic is back on the last good revision",
+            f.traffic_after == {f.last_good: 100},
+            f.traffic_after,
+        ),
+    ]
+
+
+# ---- alert storm ----------------------------------------------------------------------
+
+
+def drive_alert_storm(run: Run) -> None:
+    revision = _promote_then_break(run, error_rate=0.3)
+    policy = f"{run.service} 5xx error rate"
+    for _ in range(STORM_INCIDENTS):
+        run.h.publish_incident(run.service, revision, policy=policy)
+    # One decision per incident in the ledger (skips are logged at DEBUG only).
+    run.wait_actions("rollback", "succeeded")
+    run.wait_actions("rollback", "skipped", STORM_INCIDENTS - 1)
+    run.wait_outcomes("notify", STORM_INCIDENTS, event_type="monitoring-alerts")
+    run.wait_slack(policy)
+    run.settle(2.0)  # a second group message would come now: none should
+
+
+def expect_alert_storm(f: Facts) -> list[Check]:
+    alerts = [s for s in f.slack if "error rate" in s]
+    after = [s for s in f.slack if "Migration" not in s and "promoted" not in s]
+    return [
+        *promoted_checks(f),
+        check(
+            f"{STORM_INCIDENTS} incidents, all in the ledger",
+            f.count("incident", "open") == STORM_INCIDENTS,
+            f.count("incident", "open"),
+        ),
+        check(
+            "one rollback",
+            f.events.get(ROLLED_BACK) == 1 and f.count("rollback", "succeeded") == 1,
+            f.events,
+        ),
+        check(
+            "traffic is back on the last good revision",
+            f.traffic_after == {f.last_good: 100},
+            f.traffic_after,
+        ),
+        check(
+            "notify grouped the storm: one Slack message for the alerts", len(alerts) == 1, alerts
+        ),
+        check(
+            "no Slack spam: the alerts' message and the rollback's, nothing more",
+            len(after) <= 2,
+            after,
+        ),
+    ]
+
+
+# ---- duplicated and reordered deliveries -----------------------------------------------
+
+
+def drive_duplicates(run: Run) -> None:
+    h = run.h
+    seen: set[str] = set()
+
+    def duplicate(entry: object) -> None:
+        from sightops.stack import TimelineEntry
+
+        assert isinstance(entry, TimelineEntry)
+        if entry.source != "topic" or not run.concerns(entry):
+            return
+        kind = entry.event_type or ("build" if "buildId" in entry.attributes else "")
+        if kind in ("build", MIGRATION_OK, DEPLOYED) and kind not in seen:
+            seen.add(kind)
+            h.republish(entry)  # the same message twice more, in the middle of the release
+            h.republish(entry)
+
+    h.recorder.add_hook(duplicate)
+    try:
+        run.seed()
+        run.release(clean_migration())
+        run.wait_any(PROMOTED, RELEASE_FAILED)
+        revision = run.promoted_revision()
+        run.wait_traffic({revision: 100})
+        # Reordered: the tag's smoke.passed comes again after the promotion (older news).
+        [first_pass] = [
+            e
+            for e in h.recorder.entries(run.mark)
+            if e.source == "topic" and run.concerns(e) and e.event_type == SMOKE_PASSED
+        ][:1]
+        h.republish(first_pass)
+        run.wait_actions("release", "promoted")
+        run.wait_slack("promoted")
+        run.wait_deploy()
+        run.settle(2.0)
+    finally:
+        h.recorder.clear_hooks()
+
+
+def expect_duplicates(f: Facts) -> list[Check]:
+    return [
+        *promoted_checks(f),
+        check(
+            "duplicates were delivered",
+            f.messages.get(MIGRATION_OK, 0) >= 3 and f.messages.get("build.SUCCESS", 0) >= 3,
+            f.messages,
+        ),
+        check(
+            "the runtime answered them as duplicates",
+            f.outcomes.get("migrate:duplicate", 0) >= 2,
+            f.outcomes,
+        ),
+        check("one new revision", len(f.revisions) == 2, f.revisions),
+        check(
+            "traffic on the new revision", f.traffic_after == {f.new_revision: 100}, f.traffic_after
+        ),
+        check(
+            "one Slack message per release event",
+            sum("promoted" in s for s in f.slack) == 1,
+            f.slack,
+        ),
+    ]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "green",
+            "build SUCCESS → migrate → deploy without traffic → smoke tag → "
+            "promote → smoke service → Slack",
+            drive_green,
+            expect_green,
+        ),
+        Scenario(
+            "failed-migration",
+            "the release's migration fails: nothing is deployed",
+            drive_failed_migration,
+            expect_failed_migration,
+        ),
+        Scenario(
+            "bad-release",
+            "smoke fails after promotion: traffic back on the last good revision",
+            drive_bad_release,
+            expect_bad_release,
+        ),
+        Scenario(
+            "breaking-then-bad",
+            "a breaking migration, then smoke fails: freeze and escalate, traffic stays",
+            drive_breaking_then_bad,
+            expect_breaking_then_bad,
+        ),
+        Scenario(
+            "late-alert",
+            "an auto_rollback incident catches the bad release later: rollback",
+            drive_late_alert,
+            expect_late_alert,
+        ),
+        Scenario(
+            "alert-storm",
+            f"{STORM_INCIDENTS} incidents during a release: one rollback, one Slack message",
+            drive_alert_storm,
+            expect_alert_storm,
+        ),
+        Scenario(
+            "duplicates",
+            "duplicated and reordered deliveries mid-release: each action once",
+            drive_duplicates,
+            expect_duplicates,
+        ),
+    )
+}
