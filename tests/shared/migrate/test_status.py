@@ -91,7 +91,7 @@ def test_cli_status_prints_both_stores_and_the_last_runs(
     assert "b-cli-1" in result.output and "succeeded" in result.output
 
 
-def test_cli_status_with_postgres_down_says_so_and_exits_nonzero(
+def test_cli_status_with_postgres_down_shows_the_graph_then_names_the_cause_and_fix(
     configured: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pydantic import SecretStr
@@ -104,5 +104,10 @@ def test_cli_status_with_postgres_down_says_so_and_exits_nonzero(
     )
     monkeypatch.setattr("shared.settings.get_settings", lambda: down)
     result = CliRunner().invoke(app, ["migrations", "status"], env={"COLUMNS": "200"})
-    assert result.exit_code == 1
-    assert "PostgreSQL: unavailable" in result.output
+    assert result.exit_code == 3  # the environment (docs/cli.md, "Errors")
+    assert "PostgreSQL: unavailable" in result.stdout
+    assert "Neo4j: version None, latest file 2 behind" in result.stdout  # the other store, read
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: PostgreSQL is unreachable at 127.0.0.1:1/sight (DATABASE_URL)")
+    assert "make dev" in line
+    assert "sight:x@" not in result.output
