@@ -121,7 +121,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        _add_trace(entry)
+        add_trace(entry)
         # Redact each value before encoding (a secret is matched as written, whatever JSON
         # escaping would make of it), and the encoded line once more as the last step.
         line = json.dumps(self._redact_value(entry), ensure_ascii=False)
@@ -179,9 +179,9 @@ def configure_logging(level: str = "INFO", stream: Any = None, *, to_stderr: boo
     root.setLevel(level.upper())
 
 
-def _add_trace(entry: dict[str, Any]) -> None:
+def add_trace(entry: dict[str, Any]) -> None:
     """The current delivery's trace fields and ``release_id`` label, where the line does
-    not set its own."""
+    not set its own (the formatter; the runtime's outcome lines, whose ``extra`` says it)."""
     from shared.trace import current
 
     trace = current()

@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from shared.errors import ConfigError, InvalidEventError, SightOpsError, TransientError
 from shared.event_ages import EVENT_CONSUMERS
-from shared.log import LABELS_KEY, RELEASE_LABEL, TRACE_KEY, redact
+from shared.log import LABELS_KEY, TRACE_KEY, add_trace, redact
 from shared.runtime._actions import write_action
 from shared.runtime._deps import Deps, process_deps
 from shared.runtime._message import (
@@ -510,9 +510,7 @@ class EventHandler(Generic[E]):
             extra["reason"] = redact(reason)
         span = current_trace()
         if span is not None:
-            extra.update(span.log_fields())
-            if span.release_id:
-                extra[LABELS_KEY][RELEASE_LABEL] = span.release_id
+            add_trace(extra)
             set_outcome(outcome)
         else:
             trace = cloud_trace(message.trace, deps.settings.gcp_project)

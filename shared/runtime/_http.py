@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.errors import SightOpsError
-from shared.log import LABELS_KEY, RELEASE_LABEL, TRACE_KEY, redact
+from shared.log import LABELS_KEY, TRACE_KEY, add_trace, redact
 from shared.runtime._deps import Deps, process_deps
 from shared.runtime._message import cloud_trace, request_traceparent
 from shared.trace import current as current_trace
@@ -324,9 +324,7 @@ def _log(
         extra["reason"] = redact(reason)
     span = current_trace()
     if span is not None:
-        extra.update(span.log_fields())
-        if span.release_id:
-            extra[LABELS_KEY][RELEASE_LABEL] = span.release_id
+        add_trace(extra)
         set_outcome(outcome, {"http.response.status_code": status})
     if deps is not None:
         if span is None:
