@@ -7,7 +7,9 @@ it replaces, so the official client libraries run against it unmodified:
   for ``google.cloud.run_v2`` with ``transport="rest"``;
 - :mod:`standins.slack` -- a Slack incoming-webhook sink, for ``slack_sdk.WebhookClient``;
 - :mod:`standins.secretmanager` -- Secret Manager v1 ``AccessSecretVersion``, for
-  ``google.cloud.secretmanager`` with ``transport="rest"``.
+  ``google.cloud.secretmanager`` with ``transport="rest"``;
+- :mod:`standins.storage` -- the Cloud Storage JSON API v1 (buckets, objects, resumable
+  uploads, ranged downloads), for ``google.cloud.storage.Client``.
 
 Every stand-in has an app factory ``create_app(state=None)``; the state object is
 thread-safe and offers, as Python methods, the same seeding / fault-injection /

@@ -1,5 +1,5 @@
-"""``python -m standins cloudrun|slack|secretmanager|sightapi|monitoring|all`` -- run until
-signalled.
+"""``python -m standins cloudrun|slack|secretmanager|sightapi|monitoring|storage|all`` -- run
+until signalled; ``python -m standins traffic`` -- send traffic for a while.
 
 Examples::
 
@@ -8,12 +8,20 @@ Examples::
     python -m standins all   # cloudrun :8701, slack :8702, secretmanager :8703, sightapi :8704
     python -m standins cloudrun --route-to http://127.0.0.1:8704   # serve revisions from it
     python -m standins monitoring   # admin http://127.0.0.1:8705, MetricService gRPC :8706
+    python -m standins storage --storage-dir .local/gcs --storage-bucket sight-backups  # :8707
 
-With ``all``, the Cloud Monitoring stand-in listens on free ports unless
-``--monitoring-port`` / ``--monitoring-grpc-port`` are given (docs/standins.md).
+With ``all``, the Cloud Monitoring and Cloud Storage stand-ins listen on free ports unless
+``--monitoring-port`` / ``--monitoring-grpc-port`` / ``--storage-port`` are given
+(docs/standins.md).
 
 With ``all``, the Cloud Run stand-in serves its services' URIs and tag URLs itself and
-forwards them to the Sight API stand-in (docs/standins.md, "Serving revisions").
+forwards them to the Sight API stand-in (docs/standins.md, "Serving revisions"), and
+records every request a revision answers (status, measured latency) into the Cloud
+Monitoring stand-in, which then accepts alignment periods down to 1 s (the local
+canary's; the real API's minimum, 60 s, stays the default of ``monitoring`` alone).
+
+``python -m standins traffic --url URL --rps N --duration S`` sends steady traffic to a
+URL (standins/traffic.py) and prints what came back.
 
 Logs one line per request to stderr; prints ``<name> listening on <url>`` per stand-in
 once it accepts connections; exits 0 on SIGTERM / SIGINT.
@@ -33,7 +41,7 @@ from types import FrameType
 
 from flask import Flask
 
-from standins import cloudrun, monitoring, secretmanager, sightapi, slack
+from standins import cloudrun, monitoring, secretmanager, sightapi, slack, storage
 from standins._server import RunningServer, serve
 
 DEFAULT_PORTS = {  # as `make dev`
@@ -48,10 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m standins",
         description="Local stand-ins for Cloud Run Admin API v2, Slack webhooks, "
-        "Secret Manager, the Sight API and Cloud Monitoring (see docs/standins.md).",
+        "Secret Manager, the Sight API, Cloud Monitoring and Cloud Storage "
+        "(see docs/standins.md).",
     )
     parser.add_argument(
-        "which", choices=["cloudrun", "slack", "secretmanager", "sightapi", "monitoring", "all"]
+        "which",
+        choices=[
+            "cloudrun",
+            "slack",
+            "secretmanager",
+            "sightapi",
+            "monitoring",
+            "storage",
+            "all",
+            "traffic",
+        ],
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
@@ -99,6 +118,40 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Cloud Monitoring MetricService (gRPC); default 8706, with `all` any free port",
     )
+    parser.add_argument(
+        "--monitoring-min-alignment-s",
+        type=float,
+        default=None,
+        help="Cloud Monitoring: the smallest alignmentPeriod accepted; default 60 (the real "
+        "API's), with `all` 1 (the local canary's)",
+    )
+    parser.add_argument(
+        "--storage-port",
+        type=int,
+        default=None,
+        help="Cloud Storage JSON API; default 8707, with `all` any free port",
+    )
+    parser.add_argument(
+        "--storage-dir",
+        type=Path,
+        default=None,
+        help="Cloud Storage: keep object bytes in files under this directory (default: memory)",
+    )
+    parser.add_argument(
+        "--storage-bucket",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Cloud Storage: create this bucket at start (uniform access; repeatable)",
+    )
+    traffic = parser.add_argument_group("traffic (standins/traffic.py)")
+    traffic.add_argument("--url", default=None, help="where to send it, e.g. a service URI")
+    traffic.add_argument("--rps", type=float, default=10.0, help="requests per second")
+    traffic.add_argument("--duration", type=float, default=60.0, help="seconds (Ctrl-C: sooner)")
+    traffic.add_argument(
+        "--path", action="append", default=None, help="path to request (repeat: random pick)"
+    )
+    traffic.add_argument("--traffic-seed", type=int, default=None, help="seed of the path pick")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -111,10 +164,12 @@ def _monitoring_ports(args: argparse.Namespace) -> None:
         args.monitoring_port = 8705 if alone else 0
     if args.monitoring_grpc_port is None:
         args.monitoring_grpc_port = 8706 if alone else 0
+    if args.storage_port is None:
+        args.storage_port = 8707 if args.which == "storage" else 0
 
 
 def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
-    names = [*DEFAULT_PORTS, "monitoring"] if args.which == "all" else [args.which]
+    names = [*DEFAULT_PORTS, "monitoring", "storage"] if args.which == "all" else [args.which]
     apps: dict[str, Flask] = {}
     for name in names:
         if name == "cloudrun":
@@ -131,12 +186,25 @@ def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
         elif name == "sightapi":
             apps[name] = sightapi.create_app(sightapi.SightApiState())
         elif name == "monitoring":
-            apps[name] = monitoring.create_app(monitoring.MonitoringState())
+            minimum = args.monitoring_min_alignment_s
+            if minimum is None:
+                minimum = 1.0 if args.which == "all" else 60.0
+            apps[name] = monitoring.create_app(
+                monitoring.MonitoringState(min_alignment_period_s=minimum)
+            )
+        elif name == "storage":
+            gcs_state = storage.StorageState(storage_dir=args.storage_dir)
+            for bucket in args.storage_bucket:
+                gcs_state.create_bucket(bucket)
+            apps[name] = storage.create_app(gcs_state)
         else:
             sm_state = secretmanager.SecretManagerState()
             if args.seed is not None:
                 sm_state.seed_file(args.seed)
             apps[name] = secretmanager.create_app(sm_state)
+    if "cloudrun" in apps and "monitoring" in apps:
+        # Cloud Run's request metrics come from the requests its router answers
+        apps["cloudrun"].extensions["standin"].record_to(apps["monitoring"].extensions["standin"])
     return apps
 
 
@@ -152,6 +220,34 @@ def _route(servers: dict[str, RunningServer], route_to: str | None) -> None:
     state.configure(serve_base=running.url, upstream=upstream)
 
 
+def _traffic(args: argparse.Namespace, log: logging.Logger) -> int:
+    """Send steady traffic for ``--duration`` seconds (or until signalled); print the
+    report as JSON on stdout."""
+    if not args.url or not args.url.startswith(("http://", "https://")):
+        log.error("traffic needs --url http(s)://...")
+        return 2
+    from standins.traffic import Traffic
+
+    try:
+        sender = Traffic(args.url, args.rps, path=args.path or ["/health"], seed=args.traffic_seed)
+    except ValueError as exc:
+        log.error("cannot start: %s", exc)  # noqa: TRY400 - a one-line reason is enough
+        return 2
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    log.info("traffic: %g requests/s to %s for %gs", args.rps, args.url, args.duration)
+    sender.start(args.duration)
+    stop.wait(args.duration)
+    report = sender.stop()
+    print(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _monitoring_ports(args)
@@ -161,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s",
     )
     log = logging.getLogger("standins")
+    if args.which == "traffic":
+        return _traffic(args, log)
     try:
         apps = build_apps(args)
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -203,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
         if metric_service is not None:
             metric_service.stop()
+        if "storage" in apps:
+            apps["storage"].extensions["standin"].close()  # its files under --storage-dir
     return 0
 
 

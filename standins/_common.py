@@ -397,12 +397,14 @@ def install_request_hooks(
     fault_response: Callable[[FaultRule], Response],
     logger: logging.Logger,
     redact: Callable[[str], str] = lambda path: path,
+    record_body: Callable[[], Any] = request_body,
 ) -> None:
     """Record every API request, apply injected faults, log one line per request.
 
     Admin requests (``/_admin/...``) are neither recorded nor subject to faults. The
     log line carries method, path (through ``redact``), status and duration -- never a
-    body.
+    body. ``record_body`` gives what the request log keeps of the body (a stand-in that
+    streams large uploads keeps a size instead of reading them into memory).
     """
 
     @app.before_request
@@ -411,7 +413,7 @@ def install_request_hooks(
         if request.path.startswith(ADMIN_PREFIX):
             return None
         g.log_index = log.record(
-            request.method, request.path, dict(request.args.items()), request_body()
+            request.method, request.path, dict(request.args.items()), record_body()
         )
         rule = log.take_fault(request.method, request.path)
         if rule is not None:

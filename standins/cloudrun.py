@@ -21,7 +21,9 @@ Serving (when ``serve_base`` is set, docs/standins.md "Serving revisions"): the 
 URI ``{serve_base}/_serve/P/L/S`` and each tag URL ``{serve_base}/_serve/P/L/TAG---S``
 are answered here by forwarding to ``upstream`` (the Sight API stand-in), choosing the
 revision by the traffic in effect (weighted, seeded) or by the tag, with the headers
-``X-Standin-Revision`` / ``X-Standin-Image`` / ``X-Standin-Service``.
+``X-Standin-Revision`` / ``X-Standin-Image`` / ``X-Standin-Service``. With a recorder
+(:meth:`CloudRunState.record_to`, the Cloud Monitoring stand-in's state), every answer
+of a revision is recorded as Cloud Run would count it: status and measured latency.
 
 Admin API under ``/_admin/`` (JSON); the same operations are methods of
 :class:`CloudRunState`. See ``docs/standins.md``.
@@ -36,11 +38,12 @@ import random
 import re
 import string
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from flask import Flask, Response, request
 
@@ -324,6 +327,20 @@ class _Interleaved:
     action: Callable[[], object]
 
 
+class RequestRecorder(Protocol):
+    """Where served requests are counted (``standins.monitoring.MonitoringState``)."""
+
+    def record(
+        self,
+        project: str,
+        location: str,
+        service: str,
+        revision: str,
+        status_code: int,
+        latency_ms: float,
+    ) -> None: ...
+
+
 class CloudRunState(FaultInjection):
     """Services, revisions and operations of the stand-in; every method is thread-safe.
 
@@ -350,6 +367,7 @@ class CloudRunState(FaultInjection):
         serve_base: str | None = None,
         upstream: str | None = None,
         route_seed: int | None = None,
+        monitoring: RequestRecorder | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._clock = clock
@@ -370,6 +388,26 @@ class CloudRunState(FaultInjection):
         self.upstream = upstream.rstrip("/") if upstream else None
         self._route_rng = random.Random(route_seed)
         self._routed: dict[str, dict[str, int]] = {}
+        self.monitoring = monitoring
+
+    def record_to(self, monitoring: RequestRecorder | None) -> None:
+        """Record every request a revision answers into ``monitoring`` (None: stop)."""
+        with self._lock:
+            self.monitoring = monitoring
+
+    def record_served(
+        self,
+        project: str,
+        location: str,
+        service: str,
+        revision: str,
+        status_code: int,
+        latency_ms: float,
+    ) -> None:
+        """One request answered by ``revision``, as Cloud Run's request metrics count it."""
+        recorder = self.monitoring
+        if recorder is not None:
+            recorder.record(project, location, service, revision, status_code, latency_ms)
 
     # ------------------------------------------------------------------ config / reset
 
@@ -417,6 +455,7 @@ class CloudRunState(FaultInjection):
                 "project_number": self.project_number,
                 "serve_base": self.serve_base,
                 "upstream": self.upstream,
+                "recording": self.monitoring is not None,
             }
 
     def reset(self) -> None:
@@ -1281,6 +1320,7 @@ class _Forwarder:
         except StandinError as exc:
             return _plain(exc.code, exc.message)
         if not st.upstream:
+            st.record_served(project, location, service, revision, 503, 0.0)
             return _plain(503, "The stand-in has no upstream to serve revisions from.")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         headers.update(
@@ -1292,6 +1332,7 @@ class _Forwarder:
         )
         import httpx
 
+        started = time.perf_counter()
         try:
             answer = self._http().request(
                 request.method,
@@ -1301,7 +1342,12 @@ class _Forwarder:
                 headers=headers,
             )
         except httpx.HTTPError as exc:
+            # a dead revision is a 5xx to the client, and Cloud Run counts it so
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            st.record_served(project, location, service, revision, 502, elapsed_ms)
             return _plain(502, f"upstream failed: {type(exc).__name__}")
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        st.record_served(project, location, service, revision, answer.status_code, elapsed_ms)
         out = Response(answer.content, answer.status_code)
         for key, value in answer.headers.items():
             if key.lower() not in _HOP_BY_HOP:

@@ -14,22 +14,38 @@ By default the sink also enforces the Block Kit limits that make Slack reject a 
 header over 150) and answers ``400 no_text`` for a payload with neither ``text`` nor
 ``blocks`` nor ``attachments``; ``strict=False`` turns that off.
 
+Interactivity, as a Slack app with interactive buttons does it (docs/console.md, "Acting
+from Slack"): :meth:`SlackState.send_interaction` (``POST /_admin/interactions``) clicks a
+button of a received message as a user: it POSTs Slack's ``block_actions`` payload
+(``application/x-www-form-urlencoded``, ``payload=<json>``) to the app's Request URL,
+signed as Slack signs (``v0`` HMAC-SHA256 of ``v0:<timestamp>:<body>`` with the signing
+secret, headers ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature``). Its
+``response_url`` points back here (``POST /actions/<message>/<token>``), where the app's
+update of the original message is recorded (``updates`` of the message). The Web API's
+``usergroups.users.list`` answers from :meth:`SlackState.set_usergroup`.
+
 Admin API under ``/_admin/`` (JSON); the same operations are methods of
 :class:`SlackState`. See ``docs/standins.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from flask import Flask, Response, request
 
@@ -132,6 +148,8 @@ class SlackState:
         self.strict = strict
         self._faults: list[SlackFault] = []
         self._received: list[SlackMessage] = []
+        self._updates: dict[int, list[Any]] = {}
+        self._usergroups: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- faults
 
@@ -245,6 +263,106 @@ class SlackState:
                 "accepted_by_path": dict(by_path),
             }
 
+    # ----------------------------------------------------------------- interactivity
+
+    def set_usergroup(self, group_id: str, users: list[str]) -> None:
+        """What ``usergroups.users.list`` answers for ``group_id``."""
+        with self._lock:
+            self._usergroups[group_id] = list(users)
+
+    def usergroup(self, group_id: str) -> list[str] | None:
+        with self._lock:
+            found = self._usergroups.get(group_id)
+            return list(found) if found is not None else None
+
+    def interaction_payload(
+        self,
+        index: int,
+        action_id: str,
+        *,
+        user_id: str,
+        response_url: str,
+        user_name: str = "someone",
+        team_id: str = "T0LOCAL",
+    ) -> JSON:
+        """Slack's ``block_actions`` payload for a click on the button ``action_id`` of the
+        accepted message ``index`` (0 = the oldest)."""
+        with self._lock:
+            accepted = [m for m in self._received if m.status == 200]
+            if not 0 <= index < len(accepted):
+                raise StandinError(404, f"no message {index}")
+            message = accepted[index]
+        blocks = message.body.get("blocks", []) if isinstance(message.body, dict) else []
+        for block in blocks:
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if element.get("action_id") == action_id:
+                    action_ts = f"{time.time():.6f}"
+                    return {
+                        "type": "block_actions",
+                        "team": {"id": team_id, "domain": "sight-local"},
+                        "user": {"id": user_id, "username": user_name, "team_id": team_id},
+                        "api_app_id": "A0LOCAL",
+                        "container": {
+                            "type": "message",
+                            "message_ts": f"{message.received_at.timestamp():.6f}",
+                            "channel_id": "C0LOCAL",
+                            "is_ephemeral": False,
+                        },
+                        "trigger_id": secrets.token_hex(8),
+                        "channel": {"id": "C0LOCAL", "name": "sight-ops"},
+                        "message": {
+                            "type": "message",
+                            "ts": f"{message.received_at.timestamp():.6f}",
+                            "text": message.body.get("text", ""),
+                            "blocks": blocks,
+                        },
+                        "response_url": response_url,
+                        "actions": [
+                            {
+                                "type": "button",
+                                "block_id": block.get("block_id", ""),
+                                "action_id": action_id,
+                                "value": element.get("value", ""),
+                                "text": element.get("text"),
+                                "action_ts": action_ts,
+                            }
+                        ],
+                    }
+        raise StandinError(404, f"message {index} has no button {action_id!r}")
+
+    def send_interaction(
+        self,
+        url: str,
+        payload: JSON,
+        *,
+        signing_secret: str,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> tuple[int, str, bytes, dict[str, str]]:
+        """POST ``payload`` to the app's Request URL as Slack does: form-encoded, signed.
+        ``timestamp`` / ``signature`` override what Slack would send (tests of a stale or
+        forged request). Returns (status, body, the request body, the request headers),
+        so the very same request can be delivered again."""
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature or slack_signature(signing_secret, stamp, body),
+        }
+        status, text = deliver(url, body, headers, timeout_s)
+        return status, text, body, headers
+
+    def respond(self, index: int, body: Any) -> None:
+        """The app's answer on a ``response_url``: kept as an update of message ``index``."""
+        with self._lock:
+            self._updates.setdefault(index, []).append(body)
+
+    def updates(self, index: int) -> list[Any]:
+        with self._lock:
+            return list(self._updates.get(index, []))
+
     def clear(self) -> None:
         """Forget received posts (faults stay)."""
         with self._lock:
@@ -254,6 +372,22 @@ class SlackState:
         with self._lock:
             self._received.clear()
             self._faults.clear()
+
+
+def slack_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
+    """``v0=<hex>``: HMAC-SHA256 of ``v0:<timestamp>:<body>`` (Slack's request signing)."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def deliver(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> tuple[int, str]:
+    """One POST to the app (stdlib: the stand-in needs no HTTP client of its own)."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - the test names the app's URL
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310
+            return answer.status, answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
 
 
 def _parse_payload(raw: bytes, content_type: str) -> tuple[Any, str | None]:
@@ -343,7 +477,65 @@ def create_app(state: SlackState | None = None) -> Flask:
     def admin_messages() -> Response:
         path = request.args.get("path")
         which = st.received(path) if request.args.get("all") else st.messages(path)
-        return json_response({"messages": [m.to_json() for m in which]})
+        shown = [m.to_json() for m in which]
+        if not path and not request.args.get("all"):
+            for index, item in enumerate(shown):
+                item["updates"] = st.updates(index)
+        return json_response({"messages": shown})
+
+    @app.post("/actions/<int:index>/<token>")
+    def response_url(index: int, token: str) -> Response:
+        """A response_url handed out with an interaction: the app updates the message."""
+        body, error = _parse_payload(request.get_data(), request.content_type or "")
+        if error is not None:
+            return Response(error, status=400, content_type="text/plain")
+        st.respond(index, body)
+        return Response("ok", status=200, content_type="text/plain")
+
+    @app.post("/_admin/interactions")
+    def admin_interaction() -> Response:
+        """Click a button of message ``message`` as ``user_id``, signed with
+        ``signing_secret``; answers what the app answered (and the request, to replay it)."""
+        body = admin_json()
+        try:
+            index = int(body.get("message", -1))
+            payload = st.interaction_payload(
+                index,
+                str(body["action_id"]),
+                user_id=str(body.get("user_id", "U0LOCAL")),
+                user_name=str(body.get("user_name", "someone")),
+                response_url=f"{request.host_url.rstrip('/')}/actions/{index}/"
+                f"{secrets.token_hex(8)}",
+            )
+            status, text, sent, headers = st.send_interaction(
+                str(body["url"]),
+                payload,
+                signing_secret=str(body["signing_secret"]),
+                timestamp=int(body["timestamp"]) if body.get("timestamp") is not None else None,
+                signature=body.get("signature"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StandinError(400, f"bad interaction request: {exc}") from exc
+        return json_response(
+            {"status": status, "body": text, "request_body": sent.decode(), "headers": headers}
+        )
+
+    @app.post("/_admin/usergroups")
+    def admin_usergroup() -> Response:
+        body = admin_json()
+        st.set_usergroup(str(body["id"]), [str(u) for u in body.get("users", [])])
+        return json_response({}, 201)
+
+    @app.route("/api/usergroups.users.list", methods=["GET", "POST"])
+    def usergroups_users_list() -> Response:
+        """The Web API method, as slack_sdk's WebClient calls it (token in the header)."""
+        if not (request.headers.get("Authorization") or "").startswith("Bearer "):
+            return json_response({"ok": False, "error": "not_authed"})
+        group = request.values.get("usergroup", "")
+        users = st.usergroup(group)
+        if users is None:
+            return json_response({"ok": False, "error": "no_such_subteam"})
+        return json_response({"ok": True, "users": users})
 
     @app.delete("/_admin/messages")
     def admin_clear() -> Response:

@@ -19,6 +19,7 @@ from standins import RunningServer, serve
 from standins import cloudrun as cloudrun_standin
 from standins import secretmanager as secretmanager_standin
 from standins import slack as slack_standin
+from standins import storage as storage_standin
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 REGEN = os.environ.get("STANDINS_REGEN_GOLDEN") == "1"
@@ -115,4 +116,17 @@ def secrets_server(
     secrets_state: secretmanager_standin.SecretManagerState,
 ) -> Iterator[RunningServer]:
     with serve(secretmanager_standin.create_app(secrets_state)) as server:
+        yield server
+
+
+@pytest.fixture
+def storage_state() -> Iterator[storage_standin.StorageState]:
+    state = storage_standin.StorageState()
+    yield state
+    state.close()
+
+
+@pytest.fixture
+def storage_server(storage_state: storage_standin.StorageState) -> Iterator[RunningServer]:
+    with serve(storage_standin.create_app(storage_state)) as server:
         yield server

@@ -17,6 +17,7 @@ from shared.smoke import SmokeOptions, run_checks
 from standins import RunningServer, serve
 from standins import sightapi as sightapi_standin
 from standins.cloudrun import CloudRunState, create_app
+from standins.monitoring import MonitoringState
 from tests.standins.conftest import Web
 
 PROJECT, REGION, SERVICE = "sight-local", "europe-west1", "sight-api"
@@ -27,6 +28,7 @@ V1, V2 = "repo/sight-api:v1", "repo/sight-api:v2"
 class Served:
     cloudrun: CloudRunState
     sight: sightapi_standin.SightApiState
+    monitoring: MonitoringState
     server: RunningServer
     sight_server: RunningServer
     http: httpx.Client
@@ -69,14 +71,15 @@ class Served:
 @pytest.fixture
 def served() -> Iterator[Served]:
     sight = sightapi_standin.SightApiState(seed=5)
-    cloudrun = CloudRunState(seed=7, route_seed=11)
+    monitoring = MonitoringState()
+    cloudrun = CloudRunState(seed=7, route_seed=11, monitoring=monitoring)
     with (
         serve(sightapi_standin.create_app(sight)) as sight_server,
         serve(create_app(cloudrun)) as server,
         httpx.Client(timeout=10) as http,
     ):
         cloudrun.configure(serve_base=server.url, upstream=sight_server.url)
-        yield Served(cloudrun, sight, server, sight_server, http)
+        yield Served(cloudrun, sight, monitoring, server, sight_server, http)
 
 
 def test_the_service_uri_and_tag_urls_are_served_by_the_stand_in(served: Served) -> None:
@@ -236,3 +239,80 @@ def test_the_official_client_reads_the_served_uris(served: Served) -> None:
     [tagged] = [t for t in svc.traffic_statuses if t.tag == "candidate"]
     assert tagged.uri == served.uri("candidate")
     assert served.http.get(tagged.uri + "/health").headers["X-Standin-Revision"] == "sight-api-v2"
+
+
+# ---------------------------------------------------------------------------- recording
+
+
+def recorded(served: Served) -> dict[tuple[str, str], int]:
+    """Requests the Monitoring stand-in counted, per (revision, response_code_class)."""
+    out: dict[tuple[str, str], int] = {}
+    for series in served.monitoring.series(SERVICE):
+        key = (series["revision"], series["response_code_class"])
+        out[key] = out.get(key, 0) + series["requests"]
+    return out
+
+
+def test_every_answer_of_a_revision_is_recorded_with_its_status_in_monitoring(
+    served: Served,
+) -> None:
+    served.revisions()
+    served.split(50, 50)
+    served.sight.set_image(V2, error_rate=0.3)
+    statuses: dict[tuple[str, int], int] = {}
+    for path in ("/health", "/docs", "/api/health/db", "/nope") * 25:
+        answer = served.http.get(served.uri() + path)
+        key = (answer.headers["X-Standin-Revision"], answer.status_code)
+        statuses[key] = statuses.get(key, 0) + 1
+
+    expected: dict[tuple[str, str], int] = {}
+    for (revision, status), n in statuses.items():
+        key = (revision, f"{status // 100}xx")
+        expected[key] = expected.get(key, 0) + n
+    assert recorded(served) == expected
+    assert expected[("sight-api-v1", "4xx")] > 0  # the unknown path: counted, not an error
+    assert expected[("sight-api-v2", "5xx")] > 0
+
+
+def test_tag_url_requests_are_recorded_for_the_tagged_revision(served: Served) -> None:
+    served.revisions()
+    for _ in range(3):
+        served.http.get(served.uri("candidate") + "/health")
+
+    assert recorded(served) == {("sight-api-v2", "2xx"): 3}
+
+
+def test_the_recorded_latency_is_the_measured_time_of_the_revisions_answer(
+    served: Served,
+) -> None:
+    served.revisions()
+    served.sight.set_image(V1, latency_ms=120)
+    served.http.get(served.uri() + "/health")
+    served.http.get(served.uri("candidate") + "/health")
+
+    mean = {
+        s["revision"]: s["points"][0]["latency_mean_ms"] for s in served.monitoring.series(SERVICE)
+    }
+    assert 120 <= mean["sight-api-v1"] < 1000
+    assert mean["sight-api-v2"] < 120
+
+
+def test_a_dead_revision_counts_as_a_5xx_of_that_revision(served: Served) -> None:
+    served.revisions()
+    served.cloudrun.configure(upstream="http://127.0.0.1:9")  # discard port: nothing listens
+
+    assert served.http.get(served.uri() + "/health").status_code == 502
+    assert recorded(served) == {("sight-api-v1", "5xx"): 1}
+
+
+def test_requests_no_revision_answers_are_not_recorded_and_recording_can_stop(
+    served: Served,
+) -> None:
+    served.revisions()
+    base = f"{served.server.url}/_serve/{PROJECT}/{REGION}"
+    assert served.http.get(f"{base}/nope/health").status_code == 404
+    served.cloudrun.record_to(None)
+    assert served.http.get(served.uri() + "/health").status_code == 200
+
+    assert recorded(served) == {}
+    assert served.cloudrun.config()["recording"] is False

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from google.auth.credentials import AnonymousCredentials
@@ -18,6 +19,7 @@ from google.cloud import run_v2, secretmanager
 from slack_sdk.webhook import WebhookClient
 
 ROOT = Path(__file__).resolve().parents[2]
+GRPC_LINE = re.compile(r"monitoring gRPC listening on (\S+)")
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
@@ -153,10 +155,18 @@ def test_a_missing_seed_file_is_a_clean_error(tmp_path: Path) -> None:
 
 def test_all_serves_the_dev_seeds_service_through_the_sight_api_stand_in() -> None:
     """`make dev` (`all` with dev/cloudrun-seed.json): the service URI Cloud Run reports is
-    answered by the seeded serving revision, so a smoke run against it works."""
+    answered by the seeded serving revision, so a smoke run against it works, and Cloud
+    Monitoring counts the request."""
+    import grpc
     import httpx
+    from google.cloud import monitoring_v3
+    from google.cloud.monitoring_v3.services.metric_service.transports import (
+        MetricServiceGrpcTransport,
+    )
 
-    proc, urls, _ = _start(
+    from shared.canary import MonitoringReader
+
+    proc, urls, lines = _start(
         [
             "all",
             "--cloudrun-port", "0",
@@ -177,8 +187,42 @@ def test_all_serves_the_dev_seeds_service_through_the_sight_api_stand_in() -> No
         while not (uri := run.get_service(name=name).uri).startswith(urls["cloudrun"]):
             assert time.monotonic() < deadline, uri  # routing is set once all listen
             time.sleep(0.05)
+        began = datetime.now(UTC).replace(microsecond=0)
         answer = httpx.get(uri + "/health", timeout=10)
         assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
         assert answer.headers["X-Standin-Revision"] == "sight-api-9e8d7c6b-q7d"
+
+        end = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()))  # its sample ends
+        while not (found := [m.group(1) for m in map(GRPC_LINE.search, lines) if m]):
+            assert time.monotonic() < deadline, "".join(lines)  # stderr is read by a thread
+            time.sleep(0.05)
+        [target] = found
+        channel = grpc.insecure_channel(target)
+        client = monitoring_v3.MetricServiceClient(
+            transport=MetricServiceGrpcTransport(channel=channel)
+        )
+        latencies = MonitoringReader(client, alignment_s=1).baseline(
+            project="sight-local",
+            region="europe-west1",
+            service="sight-api",
+            stable="sight-api-9e8d7c6b-q7d",
+            start=began,
+            end=end,
+        )
+        client.transport.close()
+        assert latencies is not None and latencies.total == 1
     finally:
         assert _stop(proc) == 0
+
+
+def test_all_records_the_cloud_run_stand_ins_answers_in_the_monitoring_stand_in() -> None:
+    from standins.__main__ import _parser, build_apps
+
+    apps = build_apps(_parser().parse_args(["all"]))
+    monitoring = apps["monitoring"].extensions["standin"]
+
+    assert apps["cloudrun"].extensions["standin"].monitoring is monitoring
+    assert monitoring.min_alignment_period_s == 1  # the local canary's periods
+    alone = build_apps(_parser().parse_args(["monitoring"]))["monitoring"]
+    assert alone.extensions["standin"].min_alignment_period_s == 60  # the real API's
