@@ -3,8 +3,16 @@
 - :func:`analyse`, :func:`fold`, :func:`start` -- the sequential tests of one step,
   canary against stable, pure (``_analysis``);
 - :func:`next_step` and :class:`StepPlan` -- what the verdict means for the traffic (``_plan``);
+- :class:`MonitoringReader` -- Cloud Run's request metrics from Cloud Monitoring as those
+  inputs (``_monitoring``);
 - the typed inputs (:class:`Interval`, :class:`Sample`, :class:`Histogram`) and the
-  evidence record (:class:`Evidence`) (``_model``).
+  evidence record (:class:`Evidence`) (``_model``);
+- :func:`parse`, :func:`dedupe_key`, :func:`handle` -- the canary function's face
+  (``_function``);
+- :class:`Canaries` -- lock, re-read, analyse, move the split, record, publish
+  (``_orchestrator``); ``_store`` -- ``ops.canaries``;
+- :func:`manual_tick`, :func:`manual_promote`, :func:`manual_rollback`,
+  :func:`canary_status` -- the CLI adapter (``_cli``).
 """
 
 from typing import TYPE_CHECKING
@@ -13,6 +21,8 @@ from shared._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from shared.canary._analysis import AnalysisConfig, AnalysisState, analyse, fold, start
+    from shared.canary._cli import canary_status, manual_promote, manual_rollback, manual_tick
+    from shared.canary._function import dedupe_key, handle, parse
     from shared.canary._model import (
         Evidence,
         Histogram,
@@ -23,12 +33,24 @@ if TYPE_CHECKING:
         exponential_bounds,
         linear_bounds,
     )
+    from shared.canary._monitoring import (
+        MonitoringError,
+        MonitoringReader,
+        MonitoringUnavailable,
+        create_metric_client,
+        create_monitoring_reader,
+        monitoring_reader_for,
+    )
+    from shared.canary._orchestrator import Canaries, CanaryError, Decision, Report
     from shared.canary._plan import Action, Next, StepPlan, next_step
+    from shared.canary._store import CanaryRow
 else:  # each name is imported on first use: docs/architecture.md, "Cold start"
     __getattr__ = lazy_attributes(
         __name__,
         {
             "_analysis": ("AnalysisConfig", "AnalysisState", "analyse", "fold", "start"),
+            "_cli": ("canary_status", "manual_promote", "manual_rollback", "manual_tick"),
+            "_function": ("dedupe_key", "handle", "parse"),
             "_model": (
                 "Evidence",
                 "Histogram",
@@ -39,7 +61,17 @@ else:  # each name is imported on first use: docs/architecture.md, "Cold start"
                 "exponential_bounds",
                 "linear_bounds",
             ),
+            "_monitoring": (
+                "MonitoringError",
+                "MonitoringReader",
+                "MonitoringUnavailable",
+                "create_metric_client",
+                "create_monitoring_reader",
+                "monitoring_reader_for",
+            ),
+            "_orchestrator": ("CanaryError", "Canaries", "Decision", "Report"),
             "_plan": ("Action", "Next", "StepPlan", "next_step"),
+            "_store": ("CanaryRow",),
         },
     )
 
@@ -47,18 +79,36 @@ __all__ = [
     "Action",
     "AnalysisConfig",
     "AnalysisState",
+    "Canaries",
+    "CanaryError",
+    "CanaryRow",
+    "Decision",
     "Evidence",
     "Histogram",
     "Interval",
+    "MonitoringError",
+    "MonitoringReader",
+    "MonitoringUnavailable",
     "Next",
+    "Report",
     "Sample",
     "StepPlan",
     "TestEvidence",
     "Verdict",
     "analyse",
+    "canary_status",
+    "create_metric_client",
+    "create_monitoring_reader",
+    "dedupe_key",
     "exponential_bounds",
     "fold",
+    "handle",
     "linear_bounds",
+    "manual_promote",
+    "manual_rollback",
+    "manual_tick",
+    "monitoring_reader_for",
     "next_step",
+    "parse",
     "start",
 ]

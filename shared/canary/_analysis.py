@@ -10,8 +10,11 @@ Per test and per step:
 
 - ROLLBACK when the mixture likelihood ratio of ``r`` in ``alternatives`` against
   ``r = 1`` reaches ``1 / alpha``. It is a nonnegative supermartingale while the canary
-  is no worse, so by Ville's inequality a healthy canary is rolled back with probability
-  at most ``alpha`` however often it is analysed;
+  is no worse, so by Ville's inequality a healthy canary is rolled back by that test in
+  that step with probability at most ``alpha`` however often it is analysed. The
+  ``alpha`` of the tests and steps of a release add up to ``false_rollback``
+  (:meth:`AnalysisConfig.alpha_of`), so by the union bound a canary that is no worse is
+  rolled back with probability at most ``false_rollback`` per release;
 - the test passes when the likelihood ratio of ``r = 1`` against ``r = worse_ratio``
   reaches ``1 / false_promote`` (a canary ``worse_ratio`` times worse passes with
   probability at most ``false_promote``); PROMOTE_STEP once both tests passed and the
@@ -44,15 +47,25 @@ class AnalysisConfig:
     """The test's parameters, the same for every service (docs/canary.md, "Parameters")."""
 
     #: probability of rolling back a canary that is no worse, per release (all analysed
-    #: steps, both tests): each test of each step gets an equal share
+    #: steps, both tests): split over the steps by ``step_weights`` and between the tests
+    #: by ``errors_share``
     false_rollback: float = 0.01
     #: steps analysed per release (5 → 25 → 50 → 100 analyses three)
     analysed_steps: int = 3
+    #: each analysed step's share of ``false_rollback``, first step first, summing to 1;
+    #: None: half to the first step (where a bad canary is cheapest to stop and evidence
+    #: comes slowest), the rest equally to the others
+    step_weights: tuple[float, ...] | None = None
+    #: the errors test's share of a step's budget; the latency test, whose events are
+    #: several times as frequent (5 % of requests against a fraction of a percent of
+    #: 5xx), gets the rest
+    errors_share: float = 0.8
     #: probability that a test passes a canary ``worse_ratio`` times worse, per step
     false_promote: float = 0.05
     worse_ratio: float = 3.0
-    #: the rate ratios the rollback mixture weighs equally
-    alternatives: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
+    #: the rate ratios the rollback mixture weighs equally: 3-45x within a factor of
+    #: sqrt(2) of one, nothing inside the indifference zone below ``worse_ratio``
+    alternatives: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)
     latency_quantile: float = 0.95
     #: canary requests in the step before a promotion
     min_requests: int = 100
@@ -66,18 +79,52 @@ class AnalysisConfig:
             raise ValueError("error rates must be within (0, 1)")
         if self.analysed_steps < 1:
             raise ValueError("analysed_steps must be at least 1")
+        if not 0 < self.errors_share < 1:
+            raise ValueError("errors_share must be within (0, 1)")
         if not self.alternatives or any(r <= 1 for r in self.alternatives):
             raise ValueError("alternatives must be rate ratios above 1")
         if self.worse_ratio <= 1:
             raise ValueError("worse_ratio must be above 1")
         if not 0.5 <= self.latency_quantile < 1:
             raise ValueError("latency_quantile must be within [0.5, 1)")
+        steps = self.step_weights
+        if steps is None:
+            first = 1.0 if self.analysed_steps == 1 else 0.5
+            rest = (1 - first) / max(1, self.analysed_steps - 1)
+            steps = (first,) + (rest,) * (self.analysed_steps - 1)
+        if len(steps) != self.analysed_steps:
+            raise ValueError(f"step_weights must have {self.analysed_steps} weights")
+        if any(w <= 0 for w in steps) or not math.isclose(sum(steps), 1.0, abs_tol=1e-9):
+            raise ValueError(f"step_weights must be positive and sum to 1, not {list(steps)}")
+        object.__setattr__(self, "step_weights", tuple(steps))
         object.__setattr__(self, "_log_alternatives", tuple(math.log(r) for r in self.alternatives))
+
+    def alpha_of(self, test: Literal["errors", "latency"], step: int | None = None) -> float:
+        """False-rollback probability of ``test`` in the analysed step ``step`` (0: the
+        first). Summed over both tests and every step they make ``false_rollback``.
+
+        ``step=None`` gives every step an equal share instead of ``step_weights``. A
+        caller passes ``step`` for every step of a release or for none: mixing the two
+        could spend more than ``false_rollback``.
+        """
+        if step is None:
+            share = 1 / self.analysed_steps
+        elif 0 <= step < self.analysed_steps:
+            assert self.step_weights is not None  # set by __post_init__
+            share = self.step_weights[step]
+        else:
+            raise ValueError(f"step {step} is not one of the {self.analysed_steps} analysed")
+        split = self.errors_share if test == "errors" else 1 - self.errors_share
+        return self.false_rollback * share * split
+
+    def rollback_at_of(self, test: Literal["errors", "latency"], step: int | None = None) -> float:
+        """The log-likelihood ratio at which ``test`` rolls back in ``step``: log(1/alpha)."""
+        return math.log(1 / self.alpha_of(test, step))
 
     @property
     def alpha(self) -> float:
-        """False-rollback probability of one test in one step."""
-        return self.false_rollback / (2 * self.analysed_steps)
+        """False-rollback probability of the errors test in one step of equal shares."""
+        return self.alpha_of("errors")
 
     @property
     def rollback_at(self) -> float:
@@ -94,6 +141,8 @@ class _Test:
 
     name: Literal["errors", "latency"]
     log_lr: tuple[float, ...]
+    #: log(1 / alpha) of this test in this step
+    rollback_at: float
     log_lr_bad: float = 0.0
     canary_requests: int = 0
     canary_events: int = 0
@@ -129,6 +178,7 @@ class _Test:
         return _Test(
             self.name,
             log_lr,
+            self.rollback_at,
             log_lr_bad,
             self.canary_requests + n_c,
             self.canary_events + x_c,
@@ -145,7 +195,7 @@ class _Test:
 
     def worse(self, config: AnalysisConfig) -> bool:
         return (
-            self.log_mixture() >= config.rollback_at
+            self.log_mixture() >= self.rollback_at
             and self.canary_requests >= config.min_rollback_requests
             and self.canary_events >= config.min_events
         )
@@ -165,7 +215,7 @@ class _Test:
             self.stable_events,
             round(self.log_mixture(), 4),
             round(-self.log_lr_bad, 4),
-            round(config.rollback_at, 4),
+            round(self.rollback_at, 4),
             round(config.promote_at, 4),
             self.threshold_ms,
         )
@@ -190,15 +240,25 @@ class AnalysisState:
         return self.decided or _evidence(self, Verdict.CONTINUE)
 
 
-def start(config: AnalysisConfig | None = None, baseline: Histogram | None = None) -> AnalysisState:
+def start(
+    config: AnalysisConfig | None = None,
+    baseline: Histogram | None = None,
+    step: int | None = None,
+) -> AnalysisState:
     """The state at the start of a step: no evidence either way.
 
     ``baseline``: the stable revision's latencies before the step (say the 30 minutes
     before it), so that the latency test has its boundary from the first interval on.
+    ``step``: which analysed step this is (0: the first), for its share of the
+    false-rollback budget (``AnalysisConfig.step_weights``); None: equal shares.
     """
     config = config or AnalysisConfig()
     zeros = (0.0,) * len(config.alternatives)
-    state = AnalysisState(config, _Test("errors", zeros), _Test("latency", zeros))
+    state = AnalysisState(
+        config,
+        _Test("errors", zeros, config.rollback_at_of("errors", step)),
+        _Test("latency", zeros, config.rollback_at_of("latency", step)),
+    )
     if baseline is not None and baseline.total:
         state = replace(state, bounds=baseline.bounds, reference=baseline.padded())
     return state
@@ -208,9 +268,11 @@ def analyse(
     intervals: Iterable[Interval],
     config: AnalysisConfig | None = None,
     baseline: Histogram | None = None,
+    step: int | None = None,
 ) -> Evidence:
-    """The verdict on a step from its intervals since the step started, oldest first."""
-    state = start(config, baseline)
+    """The verdict on a step from its intervals since the step started, oldest first
+    (``step`` as for :func:`start`)."""
+    state = start(config, baseline, step)
     for interval in intervals:
         state = fold(state, interval)
         if state.decided is not None:
@@ -290,7 +352,7 @@ def _evidence(state: AnalysisState, verdict: Verdict, worse: Sequence[_Test] = (
     if verdict is Verdict.ROLLBACK:
         names = {t.name for t in worse}
         reason = "canary worse than stable on " + " and ".join(
-            f"{t.name} ({_rates(t)}, log LR {t.log_mixture():.2f} >= {config.rollback_at:.2f})"
+            f"{t.name} ({_rates(t)}, log LR {t.log_mixture():.2f} >= {t.rollback_at:.2f})"
             for t in worse
         )
         tests = [

@@ -24,6 +24,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from shared.canary._model import Evidence, Verdict
+from shared.settings import CanaryPlan, check_steps
 
 
 class Action(StrEnum):
@@ -44,14 +45,14 @@ class StepPlan:
     max_step_time: timedelta = timedelta(minutes=30)
 
     def __post_init__(self) -> None:
-        if not self.steps or self.steps[-1] != 100:
-            raise ValueError(f"steps must end at 100, not {list(self.steps)}")
-        if any(not 0 < s <= 100 for s in self.steps) or any(
-            a >= b for a, b in zip(self.steps, self.steps[1:], strict=False)
-        ):
-            raise ValueError(f"steps must increase within 1..100, not {list(self.steps)}")
+        check_steps(self.steps)
         if self.max_step_time <= timedelta(0):
             raise ValueError("max_step_time must be positive")
+
+    @classmethod
+    def of(cls, plan: CanaryPlan) -> StepPlan:
+        """The step plan of one service's settings (``canary.services``)."""
+        return cls(tuple(plan.steps), timedelta(seconds=plan.max_step_s))
 
     @property
     def analysed_steps(self) -> int:

@@ -3,6 +3,10 @@
     deploy (no traffic, tagged) -> release.deployed -> smoke the tag URL -> promote
     (100 % REVISION, tags kept) -> smoke the service URL -> release.promoted
 
+A service opted in to the canary (``canary.services``, docs/canary.md) is not promoted:
+once its tag URL passed the smoke, the run publishes ``canary.requested`` and ends
+``canary``; the canary function steps the traffic and ends the release itself.
+
 Any failure ends the release with ``release.failed`` (its ``reason``, the phases so far)
 and nothing more is done. An outage (Cloud Run or Pub/Sub unreachable after the retries)
 also announces ``release.failed`` if it can, then propagates: the CLI's one error line
@@ -32,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from shared.clock import Clock, utcnow
 from shared.deploy._cloudrun import RevisionExists
 from shared.errors import SightOpsError, TransientError
-from shared.events import EventType, OpsEvent, OpsPayload, ReleaseResult
+from shared.events import CanaryRequest, EventType, OpsEvent, OpsPayload, ReleaseResult
 from shared.trace import TraceContext, set_outcome
 
 if TYPE_CHECKING:
@@ -82,6 +86,9 @@ class DeployTools:
     tracing: Tracing | None = None
     #: called with one human line per step (the CLI prints them)
     progress: Callable[[str], None] = lambda _line: None
+    #: services opted in to the canary (``canary.services``): handed to the canary
+    #: function after the tag smoke instead of promoted (docs/canary.md)
+    canary_services: Collection[str] = frozenset()
 
 
 @dataclass
@@ -89,9 +96,10 @@ class ReleaseOutcome:
     """How the release ended, and every event it published, in order.
 
     ``duplicate``: another run of the release promoted it or is driving it; this run
-    published nothing (``reason`` says which)."""
+    published nothing (``reason`` says which). ``canary``: the tagged revision passed
+    its smoke and the canary function now drives the release (``canary.requested``)."""
 
-    status: Literal["promoted", "failed", "duplicate"]
+    status: Literal["promoted", "failed", "duplicate", "canary"]
     result: ReleaseResult
     events: list[OpsEvent[OpsPayload]]
 
@@ -192,6 +200,8 @@ class _Run:
             tag_smoke = self._smoke(deployed.tag_url)
         if tag_smoke is not None:
             return self._failed(f"smoke on the tag URL failed ({tag_smoke}); nothing was promoted")
+        if req.service in self.tools.canary_services:
+            return self._hand_to_canary(deployed)
 
         try:
             with self._phase("promote"):
@@ -242,6 +252,38 @@ class _Run:
             return None
         return ", ".join(f"{c.name}: {c.error or 'failed'}" for c in failed)
 
+    def _hand_to_canary(self, deployed: Deployed) -> ReleaseOutcome:
+        """``canary.requested`` instead of the promotion. ``stable_revision`` is what
+        serves 100 % now (None when traffic is split: the canary then stops, it needs one
+        revision to compare against)."""
+        req = self.request
+        try:
+            state = self.tools.cloud_run.traffic.read(req.project, req.region, req.service)
+        except TransientError as exc:
+            self._announce_outage(f"hand-off of {deployed.revision} to the canary stopped: {exc}")
+            raise
+        except SightOpsError as exc:
+            return self._failed(f"hand-off of {deployed.revision} to the canary failed: {exc}")
+        request = CanaryRequest(
+            service=req.service,
+            region=req.region,
+            project=req.project,
+            release_id=self.release,
+            revision=deployed.revision,
+            stable_revision=state.sole_server(),
+            tag_url=deployed.tag_url,
+            commit_sha=req.commit_sha,
+            build_id=req.build_id,
+            requested_at=self.tools.clock(),
+        )
+        event = self._event(EventType.CANARY_REQUESTED, request)
+        self._publish(self.tools.events_topic, event)
+        self.tools.progress(f"{deployed.revision} handed to the canary ({event.type.value})")
+        reason = f"{deployed.revision} passed its tag smoke; the canary function steps traffic"
+        return ReleaseOutcome(
+            "canary", self._result(url=deployed.tag_url, reason=reason), self.events
+        )
+
     def _failed(self, reason: str) -> ReleaseOutcome:
         event = self._release(EventType.RELEASE_FAILED, reason=reason)
         self._publish(self.tools.events_topic, event)
@@ -262,9 +304,12 @@ class _Run:
     def _release(
         self, kind: EventType, *, url: str | None = None, reason: str | None = None
     ) -> OpsEvent[OpsPayload]:
-        result = self._result(url=url, reason=reason)
+        return self._event(kind, self._result(url=url, reason=reason))
+
+    def _event(self, kind: EventType, payload: OpsPayload) -> OpsEvent[OpsPayload]:
+        """An event of the release, its id the release's (a duplicate run's is the same)."""
         event: OpsEvent[OpsPayload] = OpsEvent.new(
-            kind, result, source=SOURCE, clock=self.tools.clock
+            kind, payload, source=SOURCE, clock=self.tools.clock
         )
         return event.model_copy(update={"id": release_event_id(self.release, kind, self.revision)})
 

@@ -316,6 +316,42 @@ class Harness:
         response.raise_for_status()
         return sorted(r["name"].rsplit("/", 1)[-1] for r in response.json().get("revisions", []))
 
+    def set_traffic(self, service: str, split: Mapping[str, int]) -> None:
+        """A human's traffic change, as ``gcloud run services update-traffic`` makes it:
+        UpdateService with ``updateMask=traffic`` on the Cloud Run Admin API v2, then
+        the operation polled until done."""
+        response = self.http.patch(
+            f"{self.env['CLOUD_RUN_ENDPOINT']}/v2/projects/{self.project}"
+            f"/locations/{REGION}/services/{service}",
+            params={"updateMask": "traffic"},
+            json={
+                "traffic": [
+                    {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": r, "percent": p}
+                    for r, p in split.items()
+                ]
+            },
+        )
+        response.raise_for_status()
+        operation = response.json()
+        deadline = time.monotonic() + 10.0
+        while not operation.get("done"):  # gcloud waits for the operation too
+            if time.monotonic() > deadline:
+                raise ScenarioTimeout(f"the traffic update of {service} did not finish")
+            time.sleep(0.1)
+            polled = self.http.get(f"{self.env['CLOUD_RUN_ENDPOINT']}/v2/{operation['name']}")
+            polled.raise_for_status()
+            operation = polled.json()
+        if operation.get("error"):
+            raise RuntimeError(f"the traffic update of {service} failed: {operation['error']}")
+
+    def publish_tick(self, service: str) -> None:
+        """``sight.ops.canary.tick`` for ``service``: what Cloud Scheduler publishes every
+        minute, here as our own event (the canary's tests cover Scheduler's id-less form)."""
+        from shared.events import CanaryTick, EventType, OpsEvent
+
+        tick = OpsEvent.new(EventType.CANARY_TICK, CanaryTick(service=service), "simulate")
+        self.publish("ops-events", *tick.to_pubsub())
+
     # ---- the Sight API stand-in ----------------------------------------------------
     def break_image(self, image: str, **how: Any) -> None:
         """Make ``image`` bad in the Sight API stand-in: every revision of it answers

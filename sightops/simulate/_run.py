@@ -60,6 +60,10 @@ class Facts(BaseModel):
     release_trace_id: str | None = None
     #: the release's trace ids by kind of record (events, actions, logs); "-": none
     trace_ids: dict[str, list[str]] = Field(default_factory=dict)
+    #: the service's newest ``ops.canaries`` row: status, percent, reason (docs/canary.md)
+    canary: dict[str, Any] | None = None
+    #: the ledger's health of each revision of the service (``ops.revisions``)
+    health: dict[str, str] = Field(default_factory=dict)
 
     def count(self, kind: str, status: str | None = None) -> int:
         return sum(1 for a in self.actions if a.kind == kind and status in (None, a.status))
@@ -76,14 +80,22 @@ class Row(BaseModel):
 class Run:
     """A scenario's handle on the stack; every helper waits on the recorded timeline."""
 
-    def __init__(self, harness: Harness, scenario: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        harness: Harness,
+        scenario: str,
+        *,
+        timeout_s: float = 60.0,
+        service: str | None = None,
+    ) -> None:
         self.h = harness
         self.scenario = scenario
-        self.service = f"{scenario[:20].rstrip('-')}-{uuid.uuid4().hex[:6]}"
+        self.service = service or f"{scenario[:20].rstrip('-')}-{uuid.uuid4().hex[:6]}"
         self.timeout_s = timeout_s
         self.mark = harness.recorder.mark()
         self.started = datetime.now(UTC)
         self.releases: list[Release] = []
+        self.baseline: Release | None = None
         self.last_good: str | None = None
         self.traffic_before: dict[str, int] = {}
         self.message_ids: set[str] = set()
@@ -95,6 +107,7 @@ class Run:
     def seed(self) -> str:
         """The service as it is before the scenario: one revision, known good, serving."""
         baseline = Release(self.service, new_commit(), str(uuid.uuid4()))
+        self.baseline = baseline
         self.last_good = self.h.create_service(baseline)
         self.wait_actions("health", "good")
         self.traffic_before = self.h.traffic(self.service)
@@ -225,6 +238,30 @@ class Run:
         )
         self.notes.append(f"sightops smoke {url} exited {done.returncode}")
         return done.returncode
+
+    def tick_until(self, *event_types: str, every_s: float = 1.0) -> TimelineEntry:
+        """Publish a canary tick for the service every ``every_s`` (Cloud Scheduler's job,
+        sped up) until one of ``event_types`` of the service is published."""
+        import time
+
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            self.h.publish_tick(self.service)
+            try:
+                return self.h.recorder.wait_for(
+                    lambda e: (
+                        e.source == "topic" and self.concerns(e) and e.event_type in event_types
+                    ),
+                    f"one of {', '.join(event_types)} of {self.service}",
+                    since=self.mark,
+                    timeout_s=min(every_s, max(0.0, deadline - time.monotonic())),
+                )[0]
+            except ScenarioTimeout:
+                if time.monotonic() >= deadline:
+                    raise ScenarioTimeout(
+                        f"ticked {self.service} for {self.timeout_s:.0f}s: no "
+                        f"{' or '.join(event_types)}"
+                    ) from None
 
     def settle(self, seconds: float) -> None:
         """Give stragglers (redeliveries, a deploy that must not start) time to show."""
@@ -447,8 +484,24 @@ class Run:
             milestones=self._milestones(entries, t0),
             release_trace_id=release_trace_id(facts_release) if facts_release else None,
             trace_ids=_trace_ids(facts_release, entries, actions, self.h.stack.state_dir / "log"),
+            canary=self._canary(),
+            health={
+                r["revision"]: r["health"]
+                for r in self.h.rows(
+                    "SELECT revision, health FROM ops.revisions WHERE service = :s",
+                    s=self.service,
+                )
+            },
         )
         return facts, rows
+
+    def _canary(self) -> dict[str, Any] | None:
+        rows = self.h.rows(
+            "SELECT status, percent, reason, revision, stable_revision FROM ops.canaries"
+            " WHERE service = :s ORDER BY started_at DESC LIMIT 1",
+            s=self.service,
+        )
+        return rows[0] if rows else None
 
 
 def _first(

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sightops.simulate._run import Facts, Run
@@ -19,9 +19,27 @@ SMOKE_FAILED = "sight.ops.smoke.failed"
 ROLLED_BACK = "sight.ops.rollback.succeeded"
 FROZEN = "sight.ops.rollback.frozen"
 ROLLBACK_SKIPPED = "sight.ops.rollback.skipped"
+CANARY_STARTED = "sight.ops.canary.started"
+CANARY_PROMOTED = "sight.ops.canary.promoted"
+CANARY_ROLLED_BACK = "sight.ops.canary.rolled_back"
+CANARY_HELD = "sight.ops.canary.held"
+CANARY_STOPPED = "sight.ops.canary.stopped"
+CANARY_ENDED = (CANARY_PROMOTED, CANARY_ROLLED_BACK, CANARY_HELD, CANARY_STOPPED)
 
 Check = tuple[str, bool, str]
 STORM_INCIDENTS = 8
+
+#: The canary scenarios' plan (CANARY__SERVICES, set when the stack starts): one analysed
+#: step, 50 % then 100 %; a healthy canary without a verdict within ``max_step_s`` is
+#: promoted at the limit when its evidence leans "not worse" (docs/canary.md, "The step
+#: plan"), so no run waits for the statistics' slowest tail.
+CANARY_PLAN = {"steps": [50, 100], "max_step_s": 20}
+#: Traffic through the service URL while a canary runs, and the error rate of both images
+#: (the stable's too): errors on both sides give the errors test evidence to pass on.
+#: At 100 requests/s and 5 %, the analysis reaches a verdict on a healthy canary in a
+#: median of 7 s (1 %: 17 s, up to 80 s, too slow for a test).
+CANARY_RPS = 100.0
+BASE_ERROR_RATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,8 @@ class Scenario:
     summary: str
     drive: Callable[[Run], None]
     expect: Callable[[Facts], list[Check]]
+    #: its service is opted in to the canary (a name fixed when the stack starts)
+    canary: bool = False
 
 
 def _table(tag: str) -> str:
@@ -401,6 +421,167 @@ def expect_duplicates(f: Facts) -> list[Check]:
     ]
 
 
+# ---- canary: the release steps its traffic by evidence ---------------------------------
+
+
+def _canary(run: Run, image: Mapping[str, object], *, human: bool = False) -> None:
+    """A release of a service opted in to the canary, through the deploy path: `sightops
+    deploy` hands it to the canary function after its tag smoke, the canary gives it
+    50 %; then ``image`` is how the new image behaves (the Sight API stand-in), real
+    requests go through the service URL and a tick comes every second until the canary
+    ends. ``human``: someone moves the traffic mid-canary."""
+    from standins.traffic import Traffic
+
+    h = run.h
+    run.seed()
+    assert run.baseline is not None
+    h.break_image(run.baseline.image, error_rate=BASE_ERROR_RATE)
+    run.release()
+    started = run.wait_event(CANARY_STARTED)[0].json_data()
+    # Only now: the tag smoke must pass for the canary to start at all.
+    h.break_image(run.current.image, **{"error_rate": BASE_ERROR_RATE, **image})
+    url = str(h.service(run.service)["uri"])
+    with Traffic(url, rps=CANARY_RPS, path="/health", seed=14) as traffic:
+        if human:
+            assert run.last_good is not None
+            h.publish_tick(run.service)  # one analysis first: the canary is under way
+            run.wait_outcomes("canary", 1, event_type="sight.ops.canary.tick")
+            split = {run.last_good: 90, str(started["revision"]): 10}
+            h.set_traffic(run.service, split)
+            run.wait_traffic(split)
+        run.tick_until(*CANARY_ENDED)
+    report = traffic.stop()
+    run.notes.append(f"traffic: {report.to_json()}")
+
+
+def canary_checks(f: Facts, status: str) -> list[Check]:
+    canary = f.canary or {}
+    return [
+        check("every deploy exited 0", f.deploy_exit_codes == [0], f.deploy_exit_codes),
+        check(
+            "deployed, handed to the canary, started once",
+            f.events.get(DEPLOYED) == 1
+            and f.events.get(CANARY_STARTED) == 1
+            and f.events.get(SMOKE_PASSED) == 1,
+            f.events,
+        ),
+        check(f"ops.canaries says {status}", canary.get("status") == status, canary),
+    ]
+
+
+def drive_canary_good(run: Run) -> None:
+    _canary(run, {})
+    run.wait_event(PROMOTED)
+    run.wait_traffic({run.promoted_revision(): 100})
+    run.wait_actions("release", "promoted")
+
+
+def expect_canary_good(f: Facts) -> list[Check]:
+    return [
+        *canary_checks(f, "promoted"),
+        check(
+            "canary.promoted, then release.promoted, once each",
+            f.events.get(CANARY_PROMOTED) == 1 and f.events.get(PROMOTED) == 1,
+            f.events,
+        ),
+        check(
+            "the new revision serves 100 %",
+            f.new_revision is not None and f.traffic_after == {f.new_revision: 100},
+            f"{f.traffic_before} -> {f.traffic_after}",
+        ),
+        check(
+            "the ledger: canary started and promoted, the release promoted",
+            f.count("canary", "started") == 1
+            and f.count("canary", "promote") == 1
+            and f.count("release", "promoted") == 1,
+            [(a.kind, a.status) for a in f.actions],
+        ),
+        check("nothing rolled back", not f.events.get(RELEASE_FAILED), f.events),
+    ]
+
+
+def drive_canary_rolled_back(run: Run, **image: object) -> None:
+    _canary(run, image)
+    run.wait_event(RELEASE_FAILED)
+    assert run.last_good is not None
+    run.wait_traffic({run.last_good: 100})
+
+
+def rolled_back_checks(f: Facts, test: str) -> list[Check]:
+    canary = f.canary or {}
+    return [
+        *canary_checks(f, "rolled_back"),
+        check(
+            f"rolled back on {test}",
+            f"worse than stable on {test}" in str(canary.get("reason")),
+            canary.get("reason"),
+        ),
+        check(
+            "canary.rolled_back and release.failed, no promotion",
+            f.events.get(CANARY_ROLLED_BACK) == 1
+            and f.events.get(RELEASE_FAILED) == 1
+            and not f.events.get(PROMOTED),
+            f.events,
+        ),
+        check(
+            "traffic is back on the stable revision",
+            f.traffic_after == {f.last_good: 100},
+            f"{f.traffic_before} -> {f.traffic_after}",
+        ),
+        check(
+            "the ledger marks the canary's revision bad",
+            f.new_revision is not None and f.health.get(f.new_revision) == "bad",
+            f.health,
+        ),
+        check("one rollback row", f.count("canary", "rollback") == 1, f.actions),
+    ]
+
+
+def drive_canary_bad(run: Run) -> None:
+    drive_canary_rolled_back(run, error_rate=0.3)
+
+
+def expect_canary_bad(f: Facts) -> list[Check]:
+    return rolled_back_checks(f, "errors")
+
+
+def drive_canary_slow(run: Run) -> None:
+    drive_canary_rolled_back(run, latency_ms=150.0)
+
+
+def expect_canary_slow(f: Facts) -> list[Check]:
+    return rolled_back_checks(f, "latency")
+
+
+def drive_canary_human(run: Run) -> None:
+    _canary(run, {}, human=True)
+
+
+def expect_canary_human(f: Facts) -> list[Check]:
+    canary = f.canary or {}
+    return [
+        *canary_checks(f, "stopped"),
+        check("canary.stopped once", f.events.get(CANARY_STOPPED) == 1, f.events),
+        check(
+            "the human's split stands: 90 % stable, 10 % canary",
+            f.new_revision is not None and f.traffic_after == {f.last_good: 90, f.new_revision: 10},
+            f.traffic_after,
+        ),
+        check(
+            "the canary says someone else changed the traffic",
+            "someone else changed it" in str(canary.get("reason")),
+            canary.get("reason"),
+        ),
+        check(
+            "no promotion, no rollback",
+            not f.events.get(PROMOTED)
+            and not f.events.get(RELEASE_FAILED)
+            and f.count("canary", "rollback") == 0,
+            f.events,
+        ),
+    ]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -446,6 +627,34 @@ SCENARIOS: dict[str, Scenario] = {
             "duplicated and reordered deliveries mid-release: each action once",
             drive_duplicates,
             expect_duplicates,
+        ),
+        Scenario(
+            "canary-good",
+            "a healthy release through the canary: 50 % on evidence, then promoted",
+            drive_canary_good,
+            expect_canary_good,
+            canary=True,
+        ),
+        Scenario(
+            "canary-bad",
+            "the canary answers 30 % 5xx (stable 5 %): rolled back on errors",
+            drive_canary_bad,
+            expect_canary_bad,
+            canary=True,
+        ),
+        Scenario(
+            "canary-slow",
+            "the canary answers 150 ms slower: rolled back on latency",
+            drive_canary_slow,
+            expect_canary_slow,
+            canary=True,
+        ),
+        Scenario(
+            "canary-human",
+            "someone moves the traffic mid-canary: the canary stops, the split stays",
+            drive_canary_human,
+            expect_canary_human,
+            canary=True,
         ),
     )
 }

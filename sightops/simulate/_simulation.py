@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import traceback
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from sightops.simulate._harness import Harness, Recorder, ScenarioTimeout
 from sightops.simulate._run import Facts, Row, Run
-from sightops.simulate._scenarios import SCENARIOS
+from sightops.simulate._scenarios import CANARY_PLAN, SCENARIOS
 from sightops.stack import DEV_CI_TRIGGER_ID, ROOT, Stack, TimelineEntry, isolated_config
 
 #: Grouping of the simulation's notify config: an alert group's first message after 1 s
@@ -64,6 +65,11 @@ class Simulation:
         self.database_url: str | None = None
         self.stack: Stack | None = None
         self.harness: Harness | None = None
+        # The canary scenarios' services are opted in when the stack starts (sightops
+        # deploy and the canary function read CANARY__SERVICES once): one name each.
+        run = uuid.uuid4().hex[:6]
+        self.canary_services = {name: f"{name}-{run}" for name, s in SCENARIOS.items() if s.canary}
+        self._ran: set[str] = set()
 
     def start(self) -> Simulation:
         from sightops.stack import scratch_database
@@ -80,6 +86,11 @@ class Simulation:
             "SIGHTOPS_SIM_MIGRATIONS": str(migrations),
             "NOTIFY__CONFIG_FILE": str(self._notify_config()),
             "TRACE__EXPORTER": "local",
+            "CANARY__SERVICES": json.dumps(
+                {service: CANARY_PLAN for service in self.canary_services.values()}
+            ),
+            # no latency baseline before the step: the service is seconds old
+            "CANARY__BASELINE_S": "0",
         }
         config = isolated_config(self.state_dir, self.database_url, extra_env=extra)
         self.stack = Stack(config, sink=self.recorder)
@@ -125,7 +136,11 @@ class Simulation:
     def run(self, name: str, *, timeout_s: float = 60.0) -> Verdict:
         scenario = SCENARIOS[name]
         assert self.harness is not None, "start() the simulation first"
-        run = Run(self.harness, name, timeout_s=timeout_s)
+        service = self.canary_services.get(name)
+        if service is not None and name in self._ran:
+            raise ValueError(f"{name} runs once per simulation: its service is opted in by name")
+        self._ran.add(name)
+        run = Run(self.harness, name, timeout_s=timeout_s, service=service)
         error = None
         try:
             scenario.drive(run)

@@ -3,6 +3,7 @@ the Sight API stand-in, and the real Pub/Sub emulator (docs/deploy.md, "sightops
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from shared.deploy import PHASES, release_event_id, revision_name
 from shared.events import (
+    CanaryRequest,
     EventType,
     OpsEvent,
     OpsPayload,
@@ -540,3 +542,96 @@ def test_without_a_valid_traceparent_the_deploy_is_a_root_span_in_the_releases_t
     [run] = [s for s in read_spans(spans, trace_id) if s.name == "sightops deploy"]
     assert run.parent_span_id is None
     assert {world.attributes(e)["traceparent"].split("-")[1] for e in world.events(4)} == {trace_id}
+
+
+# ---- hand-off to the canary (docs/deploy.md, "Canary"; docs/canary.md) -----------------
+
+
+def opt_in(monkeypatch: pytest.MonkeyPatch, *services: str) -> None:
+    """``canary.services`` as the environment gives it."""
+    plan = {"steps": [5, 25, 50, 100], "max_step_s": 1800}
+    monkeypatch.setenv("CANARY__SERVICES", json.dumps(dict.fromkeys(services, plan)))
+    get_settings.cache_clear()
+
+
+def test_a_canary_service_is_handed_to_the_canary_after_its_tag_smoke_instead_of_promoted(
+    world: World, spans: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opt_in(monkeypatch, world.service)
+    trace_id = release_trace_id(release_id(world.service, NEW))
+
+    result = world.deploy("--traceparent", f"00-{trace_id}-a1b2c3d4e5f60718-01")
+
+    assert result.exit_code == 0, result.output
+    deployed, tag_smoke, requested = world.events(3)
+    assert [e.type for e in (deployed, tag_smoke, requested)] == [
+        EventType.RELEASE_DEPLOYED,
+        EventType.SMOKE_PASSED,
+        EventType.CANARY_REQUESTED,
+    ]
+    revision = deployed.data_as(ReleaseResult).revision
+    assert world.serving() == {world.old_revision: 100}, "the canary moves traffic, not deploy"
+    request = requested.data_as(CanaryRequest)
+    assert (request.revision, request.stable_revision) == (revision, world.old_revision)
+    assert (request.project, request.region, request.build_id) == (PROJECT, REGION, BUILD)
+    assert request.tag_url == tag_smoke.data_as(SmokeResult).url
+    assert request.release_id == release_id(world.service, NEW) == requested.release_id
+    assert request.commit_sha == NEW
+    # published like the release events: the release's attributes, in the run's span
+    assert world.attributes(requested)["release_id"] == request.release_id
+    assert (
+        world.attributes(requested)["traceparent"].split("-")[:3]
+        == world.attributes(deployed)["traceparent"].split("-")[:3]
+    )
+    [run] = [s for s in read_spans(spans, trace_id) if s.name == "sightops deploy"]
+    assert run.attributes["outcome"] == "canary"
+    last = result.stdout.splitlines()[-1]
+    assert f"release {request.release_id} handed to the canary" in last
+    assert f"sightops canary status {world.service}" in last
+    assert not result.stderr
+
+
+def test_a_second_run_of_a_release_the_canary_drives_publishes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opt_in(monkeypatch, world.service)
+    assert world.deploy().exit_code == 0
+    world.events(3)
+    revisions, patches = world.revisions(), world.patches()
+    world.forget()
+
+    again = world.deploy()
+
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.stdout
+    assert (world.revisions(), world.patches()) == (revisions, patches)
+    assert world.smoke.published_nothing() and world.ops.published_nothing()
+
+
+def test_a_canary_service_whose_tag_smoke_fails_is_not_handed_to_the_canary(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opt_in(monkeypatch, world.service)
+    world.sight.set_image(world.image, failing_checks=["health"])
+
+    result = world.deploy()
+
+    assert result.exit_code == 1
+    assert [e.type for e in world.events(3)] == [
+        EventType.RELEASE_DEPLOYED,
+        EventType.SMOKE_FAILED,
+        EventType.RELEASE_FAILED,
+    ]
+    assert world.serving() == {world.old_revision: 100}
+
+
+def test_a_service_not_opted_in_is_promoted_as_before(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opt_in(monkeypatch, "some-other-service")
+
+    result = world.deploy()
+
+    assert result.exit_code == 0, result.output
+    assert world.events(4)[-1].type is EventType.RELEASE_PROMOTED
+    assert len(world.serving()) == 1 and world.old_revision not in world.serving()

@@ -20,10 +20,14 @@ from sqlalchemy.engine import make_url
 
 from sightops.simulate import SCENARIOS, Facts, Simulation, Verdict
 from sightops.simulate._scenarios import (
+    CANARY_PROMOTED,
+    CANARY_ROLLED_BACK,
+    CANARY_STOPPED,
     DEPLOYED,
     FROZEN,
     MIGRATION_FAILED,
     PROMOTED,
+    RELEASE_FAILED,
     ROLLED_BACK,
     SMOKE_FAILED,
     STORM_INCIDENTS,
@@ -112,6 +116,35 @@ def duplicated_and_reordered_deliveries_act_once(f: Facts) -> None:
     assert sum("promoted" in s for s in f.slack) == 1
 
 
+def canary_promotes_a_healthy_release_by_evidence(f: Facts) -> None:
+    assert f.canary is not None and f.canary["status"] == "promoted"
+    assert f.events[CANARY_PROMOTED] == f.events[PROMOTED] == 1
+    assert f.traffic_after == {f.new_revision: 100}
+    # 50 % first (the canary's step), then 100 %: never straight to the new revision
+    assert f.traffic_moves >= 2
+    assert f.count("canary", "started") == f.count("canary", "promote") == 1
+    assert f.count("release", "promoted") == 1 and RELEASE_FAILED not in f.events
+
+
+def canary_rolls_back_on(test: str) -> Callable[[Facts], None]:
+    def shows(f: Facts) -> None:
+        assert f.canary is not None and f.canary["status"] == "rolled_back"
+        assert f"canary worse than stable on {test}" in f.canary["reason"]
+        assert f.events[CANARY_ROLLED_BACK] == f.events[RELEASE_FAILED] == 1
+        assert PROMOTED not in f.events
+        assert f.traffic_after == {f.last_good: 100}
+        assert f.new_revision is not None and f.health[f.new_revision] == "bad"
+
+    return shows
+
+
+def canary_stops_when_a_human_moves_the_traffic_and_leaves_their_split(f: Facts) -> None:
+    assert f.canary is not None and f.canary["status"] == "stopped"
+    assert f.events[CANARY_STOPPED] == 1
+    assert f.traffic_after == {f.last_good: 90, f.new_revision: 10}
+    assert PROMOTED not in f.events and RELEASE_FAILED not in f.events
+
+
 SHOWS: dict[str, Callable[[Facts], None]] = {
     "green": green_moves_traffic_to_the_new_revision_under_one_trace,
     "failed-migration": failed_migration_deploys_nothing,
@@ -120,6 +153,10 @@ SHOWS: dict[str, Callable[[Facts], None]] = {
     "late-alert": late_alert_rolls_the_promoted_revision_back,
     "alert-storm": alert_storm_is_one_rollback_and_one_slack_message,
     "duplicates": duplicated_and_reordered_deliveries_act_once,
+    "canary-good": canary_promotes_a_healthy_release_by_evidence,
+    "canary-bad": canary_rolls_back_on("errors"),
+    "canary-slow": canary_rolls_back_on("latency"),
+    "canary-human": canary_stops_when_a_human_moves_the_traffic_and_leaves_their_split,
 }
 
 

@@ -1,0 +1,1 @@
+"""Deployable source of the canary function (main.py)."""
