@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local stack: scripts/services/down.sh [--record FILE] [postgres|redis|neo4j|pubsub ...]
-# Without --record: stops the named services (default: all four); stopping a stopped service
+# Stop the local stack: scripts/services/down.sh [--record FILE] [postgres|redis|neo4j|pubsub|neo4j-scratch ...]
+# Without --record: stops the named services (default: all four and neo4j-scratch); stopping a stopped service
 # is a no-op. With --record FILE: stops only the services listed in FILE (written by
 # `up.sh --record FILE`), then deletes FILE; a missing FILE means there is nothing to stop.
 set -euo pipefail
@@ -21,7 +21,7 @@ if [[ -n "$record" ]]; then
     fi
     while read -r s; do
         case "$s" in
-        postgres | redis | neo4j | pubsub) services+=("$s") ;;
+        postgres | redis | neo4j | pubsub | neo4j-scratch) services+=("$s") ;;
         "") ;;
         *) log "ignoring unknown service '$s' in $record" ;;
         esac
@@ -32,7 +32,7 @@ if [[ -n "$record" ]]; then
         exit 0
     fi
 elif [[ ${#services[@]} -eq 0 ]]; then
-    services=("${SIGHTOPS_ALL_SERVICES[@]}")
+    services=("${SIGHTOPS_ALL_SERVICES[@]}" "${SIGHTOPS_ON_DEMAND_SERVICES[@]}")
 fi
 
 ensure_state_dirs

@@ -40,6 +40,9 @@ SIGHTOPS_HOST=127.0.0.1
 
 # shellcheck disable=SC2034 # used by up.sh / down.sh
 SIGHTOPS_ALL_SERVICES=(postgres redis neo4j pubsub)
+# Started only when named (`up.sh neo4j-scratch`); `down.sh` without names stops them too.
+# shellcheck disable=SC2034 # used by down.sh
+SIGHTOPS_ON_DEMAND_SERVICES=(neo4j-scratch)
 
 # Timeouts (seconds). Readiness is timed from the moment the server is launched; installs
 # (downloads) have their own, longer bounds.
@@ -458,7 +461,7 @@ parse_stack_args() {
             shift
             ;;
         -h | --help) _stack_usage 0 ;;
-        postgres | redis | neo4j | pubsub)
+        postgres | redis | neo4j | pubsub | neo4j-scratch)
             services+=("$1")
             shift
             ;;

@@ -8,8 +8,10 @@
 # clones; first install downloads ~128 MB with mvn). Data: $SIGHTOPS_STATE/neo4j
 # (Neo4j's own debug.log is in $SIGHTOPS_STATE/neo4j/logs), launcher output
 # $SIGHTOPS_STATE/log/neo4j.log, pidfile = process-group leader.
+# SIGHTOPS_NEO4J_SVC names another instance with its own data dir, log, pidfile and lock
+# (neo4j-scratch.sh: the restore drills' second Neo4j, docs/backups.md).
 set -euo pipefail
-SVC=neo4j
+SVC="${SIGHTOPS_NEO4J_SVC:-neo4j}"
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -26,11 +28,11 @@ N4J_JAVA_SRC="$N4J_SRC_DIR/SightNeo4j.java"
 N4J_CACHE="$SIGHTOPS_CACHE/neo4j-$NEO4J_VERSION"
 N4J_LIB="$N4J_CACHE/lib"
 N4J_CLASSES="$N4J_CACHE/classes"
-N4J_HOME="$SIGHTOPS_STATE/neo4j"
-N4J_LOG="$SIGHTOPS_LOG_DIR/neo4j.log"
+N4J_HOME="$SIGHTOPS_STATE/$SVC"
+N4J_LOG="$SIGHTOPS_LOG_DIR/$SVC.log"
 N4J_INSTALL_LOG="$SIGHTOPS_LOG_DIR/neo4j-install.log"
-N4J_PIDFILE="$SIGHTOPS_RUN_DIR/neo4j.pid"
-N4J_READY="$SIGHTOPS_RUN_DIR/neo4j.ready"
+N4J_PIDFILE="$SIGHTOPS_RUN_DIR/$SVC.pid"
+N4J_READY="$SIGHTOPS_RUN_DIR/$SVC.ready"
 
 # Always needed by Neo4j 5 on Java 17 (the same flags its own launcher passes).
 N4J_JAVA_REQUIRED=(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the local stack: scripts/services/up.sh [--record FILE] [postgres|redis|neo4j|pubsub ...]
-# Default: all four. Each service that is not already running and healthy is installed (if
+# Start the local stack: scripts/services/up.sh [--record FILE] [postgres|redis|neo4j|pubsub|neo4j-scratch ...]
+# Default: all four (neo4j-scratch, the restore drills' second Neo4j, only when named). Each service that is not already running and healthy is installed (if
 # needed) and started; services start in parallel. Prints one line per service with its
 # readiness time. Exits non-zero (after showing the tail of the failing service's log) if any
 # service does not become ready within 60 s (120 s on a first install / fresh data dir).

@@ -1,0 +1,1 @@
+"""Deployable source of the backup and backup_drill functions (main.py)."""
