@@ -1,0 +1,1 @@
+"""Deployable source of the console and slack_actions functions (main.py)."""
