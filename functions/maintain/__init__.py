@@ -1,0 +1,1 @@
+"""Deployable source of the maintain function (main.py)."""
