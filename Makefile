@@ -39,7 +39,7 @@ test: venv lint check-infra
 FUZZ_EXAMPLES ?= 2000
 POOL_DELIVERIES ?= 10000
 FAULT_MESSAGES ?= 12
-# canary A/A runs: false rollbacks within the stated 1 % (docs/canary.md; about 10 s)
+# canary A/A runs at both cadences: false rollbacks within the stated 1 % (docs/canary.md; about 16 s)
 CANARY_AA_RUNS ?= 1000
 proof: venv
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/test.sh -m proof --show-capture=no tests/proof $(PYTEST_ARGS)

@@ -179,8 +179,13 @@ check detect-secrets "$(inputs_key .secrets.baseline "${secret_inputs[@]}")" det
 # can break the wiring as surely as a .tf edit.
 wiring_inputs=("${tf_files[@]}" pyproject.toml sightops/topology.py sightops/package.py
     shared/settings.py shared/kpi/refresh.py shared/housekeeping.py cloudbuild.yaml cloudbuild-deploy.yaml
-    docs/deploy.md dev/cloudrun-seed.json)
-while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions shared/events shared/deploy -type f \( -name '*.py' -o -name '*.md' \) | sort)
+    docs/deploy.md docs/observability.md dev/cloudrun-seed.json shared/log.py shared/event_ages.py
+    shared/metrics.py
+    tests/helpers.py)
+# The watch tests run the real handlers' outcome lines (runtime, rollback, notify) and the
+# canary's parser against terraform/'s filters (tests/infra/test_watch_wiring.py).
+while IFS= read -r f; do wiring_inputs+=("$f"); done < <(find tests/infra docs/runbooks functions shared/events shared/deploy \
+    shared/runtime shared/canary shared/rollback shared/notify shared/maintain shared/console shared/backup -type f \( -name '*.py' -o -name '*.md' \) | sort)
 check terraform-wiring "$(inputs_key "${wiring_inputs[@]}")" wiring_tests
 
 if [[ ${#failures[@]} -gt 0 ]]; then

@@ -14,9 +14,9 @@ everything else is a :class:`CloudRunError` (permanent: a retry cannot fix it).
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import PermanentError, TransientError
 
@@ -78,6 +78,34 @@ def create_clients(settings: Settings) -> tuple[run_v2.ServicesClient, run_v2.Re
         )
         return services, revisions
     return run_v2.ServicesClient(), run_v2.RevisionsClient()
+
+
+class TrafficSpec(Protocol):
+    """One traffic entry as our code holds it (``shared.rollback.TrafficItem``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def revision(self) -> str: ...
+    @property
+    def percent(self) -> int: ...
+    @property
+    def tag(self) -> str: ...
+
+
+def traffic_targets(spec: Iterable[TrafficSpec]) -> list[run_v2.TrafficTarget]:
+    """The ``traffic`` of an UpdateService body (``LATEST`` entries name no revision)."""
+    from google.cloud import run_v2
+
+    return [
+        run_v2.TrafficTarget(
+            type_=1 if item.type == "LATEST" else 2,  # TRAFFIC_TARGET_ALLOCATION_TYPE_*
+            revision=item.revision if item.type != "LATEST" else "",
+            percent=item.percent,
+            tag=item.tag,
+        )
+        for item in spec
+    ]
 
 
 def read_retry(api_timeout_s: float) -> Any:

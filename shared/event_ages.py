@@ -22,6 +22,10 @@ MAX_EVENT_AGE_S: dict[str, Callable[[Settings], float]] = {
     "rollback": lambda s: s.rollback.max_event_age_s,
     "notify": lambda s: s.notify.max_event_age_s,
     "kpi_refresh": lambda s: s.kpi.refresh_max_age_s,
+    "backup": lambda s: s.backup.max_event_age_s,
+    "backup_drill": lambda s: s.backup.max_event_age_s,
+    "maintain": lambda s: s.maintain.max_event_age_s,
+    "canary": lambda s: s.canary.max_event_age_s,
 }
 #: Every deployed Pub/Sub consumer (functions/*/main.py).
 EVENT_CONSUMERS: tuple[str, ...] = tuple(MAX_EVENT_AGE_S)

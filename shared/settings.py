@@ -7,12 +7,14 @@ references.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -21,9 +23,14 @@ from shared.events import MigrateSelector
 
 __all__ = [
     "EVENT_CONSUMERS",
+    "BackupConfig",
+    "CanaryConfig",
+    "CanaryPlan",
+    "ConsoleConfig",
     "HousekeepingConfig",
     "IntakeConfig",
     "KpiConfig",
+    "MaintainConfig",
     "MigrateConfig",
     "NotifyConfig",
     "RollbackConfig",
@@ -89,11 +96,17 @@ def sync_database_url(async_url: str) -> str:
 
 
 class Topics(BaseModel):
+    """Pub/Sub topic names (terraform/pubsub.tf creates them; sightops/topology.py wires them)."""
+
+    # Each topic's name where it differs from the design's (e.g. a staging project's).
     cloud_builds: str = "cloud-builds"
     smoke_tests: str = "smoke-tests"
     monitoring_alerts: str = "monitoring-alerts"
     ops_events: str = "ops-events"
     kpi_refresh: str = "kpi-refresh"
+    billing_budget: str = "billing-budget"  # Cloud Billing publishes budgets here (notify)
+    maintenance: str = "maintenance"
+    backup_requests: str = "backup-requests"
 
 
 # Per-function configuration, nested so env reads e.g. ``ROLLBACK__MAX_PER_WINDOW=3``.
@@ -128,10 +141,12 @@ class MigrateConfig(BaseModel):
     lock_timeout_ms: int = Field(default=5_000, ge=1)
     statement_timeout_ms: int = Field(default=300_000, ge=1)
 
+    # The alembic.ini migrate runs (None: the repository's).
     alembic_ini: Path | None = None
     # Directories of revision files; None = what alembic.ini says (alembic/versions).
     version_locations: list[Path] | None = None
 
+    # Run the Neo4j schema migrations too, from graph_migrations_dir (None: graph/migrations).
     graph_enabled: bool = True
     graph_migrations_dir: Path | None = None
     # Bookkeeping node labels (tests use unique ones: Neo4j Community has one database).
@@ -175,7 +190,10 @@ class NotifyConfig(BaseModel):
     defaults that file may override.
     """
 
+    # The YAML file of routes, filters and templates (None: the built-in defaults).
     config_file: str | None = None
+    # Alertmanager's grouping defaults (the file's `grouping` wins): wait before a new
+    # group's first message, between its updates, and before repeating a firing group.
     group_wait_s: float = Field(default=10.0, ge=0)
     group_interval_s: float = Field(default=60.0, gt=0)
     repeat_interval_s: float = Field(default=4 * 3600.0, gt=0)
@@ -206,8 +224,11 @@ class IntakeConfig(BaseModel):
     the new name is not set (:meth:`Settings._intake_from_notify`).
     """
 
+    # HTTP Basic credentials of Cloud Monitoring's webhook channel (values, or Secret
+    # Manager references); unset: every request is refused (503).
     username: SecretStr | None = None
     password: SecretStr | None = None
+    # Bodies larger than this are refused (413) before they are read.
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
 
 
@@ -246,6 +267,12 @@ class KpiConfig(BaseModel):
     refresh_budget_s: float = Field(default=240.0, gt=0)
     # Refresh requests older than this are dropped (the next schedule supersedes them).
     refresh_max_age_s: float = Field(default=900.0, gt=0)
+    # Alert noise in the release report (docs/metrics.md, "Alert noise"): an incident that
+    # closed by itself within this long, nothing done on its service meanwhile, is a likely
+    # false positive...
+    noise_close_within_s: float = Field(default=900.0, gt=0)
+    # ...and a policy with more of them than this in a calendar month is flagged (the seed's 5).
+    noise_max_per_month: int = Field(default=5, ge=0)
 
 
 class HousekeepingConfig(BaseModel):
@@ -257,6 +284,7 @@ class HousekeepingConfig(BaseModel):
     redelivery, so that floor wins over a smaller configured retention.
     """
 
+    # How long receipts and rejected events are kept (receipts: never below the floor).
     receipts_retention_s: float = Field(default=7 * 86400.0, gt=0)
     receipts_margin_s: float = Field(default=3600.0, ge=60)  # clock skew, publish delays
     rejected_retention_s: float = Field(default=30 * 86400.0, gt=0)
@@ -272,6 +300,52 @@ class HousekeepingConfig(BaseModel):
     rejected_payload_max_bytes: int = Field(default=256 * 1024, ge=1024)
 
 
+class MaintainConfig(BaseModel):
+    """The maintain function: routine database care (docs/maintain.md).
+
+    Env: ``MAINTAIN__REINDEX_BLOAT_RATIO=0.5``, ``MAINTAIN__SCHEMAS='["public"]'``. The
+    advisory lock is migrate's (``MIGRATE__LOCK_NAME``), so maintenance never overlaps a
+    migration.
+    """
+
+    # Schemas whose tables are ANALYZEd and whose indexes are checked (Sight's tables).
+    schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)
+    # Rebuild an index when the estimated share of it a fresh build would not need reaches
+    # this (0.5: the index is at least twice the size a rebuild would give)...
+    reindex_bloat_ratio: float = Field(default=0.5, gt=0, lt=1)
+    # ...and it is at least this big (a small index costs nothing to keep as it is).
+    min_index_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    # Wait this long for the migration lock; then the run is skipped (no retry: the next
+    # scheduled run is the retry).
+    lock_wait_s: float = Field(default=60.0, gt=0)
+    lock_poll_s: float = Field(default=0.1, gt=0)
+    # Session timeouts: lock_timeout for ANALYZE and REINDEX's lock waits (it waits for
+    # older transactions too); a statement timeout each for reading the catalogs, for one
+    # ANALYZE and for one REINDEX INDEX CONCURRENTLY.
+    lock_timeout_ms: int = Field(default=10_000, ge=1)
+    inspect_timeout_ms: int = Field(default=30_000, ge=1)
+    analyze_timeout_ms: int = Field(default=120_000, ge=1)
+    reindex_timeout_ms: int = Field(default=300_000, ge=1)
+    # The run's time budget once the lock is held: no REINDEX starts later, and none may
+    # run past it (lock_wait_s + budget_s stays under the function's timeout, 540 s).
+    budget_s: float = Field(default=360.0, gt=0)
+    # At most this many rebuilds per run, biggest reclaim first; the rest are deferred.
+    max_reindexes: int = Field(default=5, ge=0)
+    # maintenance_work_mem for the rebuilds (pgvector's HNSW build is slow when its graph
+    # does not fit); None: the server's setting.
+    maintenance_work_mem_mb: int | None = Field(default=None, ge=1)
+    # Decide, record and publish, rebuild nothing.
+    dry_run: bool = False
+    # Neo4j: every index and constraint must be ONLINE; POPULATING is reported once it
+    # has lasted this long (seen in earlier runs' records). graph_name_pattern: a regular
+    # expression an index name must match to be checked (None: every index).
+    graph_enabled: bool = True
+    graph_populating_max_s: float = Field(default=3600.0, gt=0)
+    graph_name_pattern: str | None = None
+    # Older requests are dropped as stale (the next scheduled run supersedes them).
+    max_event_age_s: float = Field(default=6 * 3600.0, gt=0)
+
+
 class TraceConfig(BaseModel):
     """OpenTelemetry spans, one trace per release (docs/release.md).
 
@@ -280,6 +354,8 @@ class TraceConfig(BaseModel):
     JSON-lines file, one span a line, ``$SIGHTOPS_STATE/spans.jsonl``) otherwise.
     """
 
+    # Where spans go (unset: gcp in production, none in tests, local otherwise) and the
+    # local exporter's file (unset: $SIGHTOPS_STATE/spans.jsonl).
     exporter: Literal["gcp", "local", "none"] | None = None
     local_file: Path | None = None
     # Head sampling of root spans; a continued trace follows its parent's decision. The
@@ -293,6 +369,119 @@ class TraceConfig(BaseModel):
     flush_timeout_ms: int = Field(default=2_000, ge=0)
 
 
+def check_steps(steps: Sequence[int]) -> None:
+    """Canary steps rise within 1..100 and end at 100. Here, not in shared.canary, so that
+    reading settings never loads the canary (every function's package would carry it)."""
+    if not steps or steps[-1] != 100:
+        raise ValueError(f"steps must end at 100, not {list(steps)}")
+    if any(not 0 < s <= 100 for s in steps) or any(a >= b for a, b in itertools.pairwise(steps)):
+        raise ValueError(f"steps must increase within 1..100, not {list(steps)}")
+
+
+class CanaryPlan(BaseModel):
+    """One service's traffic steps (percent to the canary, rising, ending at 100) and the
+    time limit per step (docs/canary.md, "The step plan")."""
+
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
+    max_step_s: float = Field(default=1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _valid_plan(self) -> CanaryPlan:
+        check_steps(self.steps)
+        return self
+
+
+class CanaryConfig(BaseModel):
+    """The canary function (docs/canary.md, "The function"). Env: ``CANARY__SERVICES=
+    '{"sight-api": {"steps": [5, 25, 50, 100], "max_step_s": 1800}}'`` opts services in."""
+
+    # Services whose deploys go through a canary, each with its plan (sightops deploy).
+    services: dict[str, CanaryPlan] = Field(default_factory=dict)
+    # Where the services live (None: ``gcp_project`` / ``gcp_region``); a request's own win.
+    project: str | None = None
+    region: str | None = None
+    # Monitoring's alignment period (Cloud Run's points are 60 s samples; local stack: 1)
+    alignment_s: int = Field(default=60, ge=1)
+    # the newest points Monitoring may still be filling are left out (local stack: 0)
+    visibility_delay_s: float = Field(default=180.0, ge=0)
+    # the stable revision's latencies this long before a step fix the latency boundary
+    baseline_s: float = Field(default=1800.0, ge=0)
+    # host:port of the Monitoring stand-in (insecure gRPC); None: the real API with ADC
+    monitoring_endpoint: str | None = None
+    tick_s: float = Field(default=60.0, gt=0)  # `sightops dev`'s local ticker
+    max_event_age_s: float = Field(default=900.0, gt=0)  # older deliveries are stale
+    lock_wait_s: float = Field(default=30.0, gt=0)  # the per-service lock (rollback's)
+    operation_timeout_s: float = Field(default=45.0, gt=0)  # < the push ack deadline (60 s)
+    api_timeout_s: float = Field(default=10.0, gt=0)  # each Cloud Run / Monitoring call
+    dry_run: bool = False  # decide, record and publish, never move traffic
+
+    def plan_for(self, service: str) -> CanaryPlan:
+        """The service's plan (the default one when it names none); ``StepPlan.of`` turns
+        it into the canary's step plan."""
+        return self.services.get(service, CanaryPlan())
+
+
+class ConsoleConfig(BaseModel):
+    """The console and slack_actions functions (docs/console.md). Env:
+    ``CONSOLE__BASE_URL=https://sightops-console-xyz.a.run.app``,
+    ``CONSOLE__SLACK_ALLOWED='["U012AB3CD", "S0614TZR7"]'``."""
+
+    # Where people open the console: every Slack message about a release links to
+    # <base_url>/releases/<release_id> (None: no link).
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s<>|]+$")
+    # The dead-letter hold subscriptions /messages reads (FUNCTION--TOPIC--dead-letter,
+    # terraform/pubsub.tf); empty: only ops.rejected_events is shown.
+    dead_letter_holds: list[str] = Field(default_factory=list)
+    api_timeout_s: float = Field(default=5.0, gt=0)  # each Cloud Run / Pub/Sub read of a page
+    page_size: int = Field(default=100, ge=1, le=1000)  # releases and messages per page
+    # Slack interactivity: the app's signing secret (a value or a Secret Manager
+    # reference; None: every interaction is refused), who may act (user ids U.../W...,
+    # user group ids S...), the bot token that expands a group into its members, and the
+    # Web API base (make dev: the Slack stand-in; None: https://slack.com/api/).
+    slack_signing_secret: SecretStr | None = None
+    slack_allowed: list[str] = Field(default_factory=list)
+    slack_bot_token: SecretStr | None = None
+    slack_api_url: str | None = None
+
+    @field_validator("base_url", "slack_api_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        """``CONSOLE__BASE_URL=""`` (Terraform's default) means no console."""
+        return None if value == "" else value
+
+
+class BackupConfig(BaseModel):
+    """The backup and backup_drill functions and ``sightops backup`` (docs/backups.md).
+
+    Env: ``BACKUP__BUCKET=sight-prod-backups``, ``BACKUP__SCRATCH_NEO4J_URI=bolt://...``.
+    """
+
+    # The Cloud Storage bucket backups are written to and restored from.
+    bucket: str = "sightops-backups"
+    # Cloud Storage JSON API endpoint (make dev / tests: the stand-in); None: Google's, ADC.
+    storage_endpoint: str | None = None
+    # Upload and download chunk: the most an object transfer holds in memory (a multiple
+    # of 256 KiB, as resumable uploads require).
+    chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024, multiple_of=256 * 1024)
+    compresslevel: int = Field(default=6, ge=1, le=9)
+    schemas: list[str] = Field(default_factory=lambda: ["public", "ops"])
+    # COPY of one large table may take minutes; the function's timeout bounds the whole run.
+    statement_timeout_s: float = Field(default=3000.0, gt=0)
+    # The drill restores into CREATE DATABASE <prefix><id> on the backed-up server...
+    scratch_database_prefix: str = Field(default="sightops_restore_", pattern=r"^[a-z_][a-z0-9_]*$")
+    # ...and into this Neo4j, which it WIPES first (never the production graph).
+    scratch_neo4j_uri: str = "bolt://127.0.0.1:7689"
+    scratch_neo4j_user: str = "neo4j"
+    scratch_neo4j_password: SecretStr = SecretStr("sight-local-neo4j")
+    # Keep a drill's scratch database when the restore differs (to look at it by hand).
+    keep_failed_restore: bool = False
+    # A verified backup older than this is stale (the alert: terraform/backup.tf).
+    postgres_max_age_h: float = Field(default=26.0, gt=0)
+    neo4j_max_age_h: float = Field(default=8 * 24.0, gt=0)
+    # Requests older than this are dropped (the next schedule supersedes them).
+    max_event_age_s: float = Field(default=6 * 3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything a sight-ops process is configured by."""
 
@@ -300,7 +489,10 @@ class Settings(BaseSettings):
         env_nested_delimiter="__", extra="ignore", case_sensitive=False
     )
 
+    # Where this process runs; production never uses the Pub/Sub emulator and traces to
+    # Cloud Trace by default (TRACE__EXPORTER).
     environment: Literal["local", "test", "production"] = "local"
+    # The level of the JSON logs (Python logging's names).
     log_level: str = "INFO"
 
     # PostgreSQL: the app's async URL; everything here uses the derived sync pg8000 URL.
@@ -317,10 +509,12 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = 30_000
     db_lock_timeout_ms: int = 30_000
 
+    # Neo4j (Bolt) and its credentials.
     neo4j_uri: str = "bolt://127.0.0.1:7688"
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("sight-local-neo4j")
 
+    # Redis (the URL may hold its password) and each command's socket timeout.
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:63799/0")
     redis_timeout_s: float = 0.5
     # Past this many connections a caller waits (up to redis_timeout_s) for a free one.
@@ -329,8 +523,10 @@ class Settings(BaseSettings):
     # instead of paying a timeout on every call; KPI__REDIS_RETRY_S overrides it for kpi.
     redis_retry_s: float = Field(default=5.0, ge=0)
 
+    # The Google Cloud project and region of the functions and their topics.
     gcp_project: str = "sight-local"
     gcp_region: str = "europe-west1"
+    # The Pub/Sub emulator (host:port) outside production; unset: the real Pub/Sub.
     pubsub_emulator_host: str | None = "127.0.0.1:8681"
     topics: Topics = Topics()
 
@@ -338,6 +534,7 @@ class Settings(BaseSettings):
     cloud_run_endpoint: str | None = None
     secret_manager_endpoint: str | None = None
 
+    # Where metrics go: JSON log lines, or Cloud Monitoring custom metrics.
     metrics_backend: Literal["log", "cloud_monitoring"] = "log"
 
     # Slack incoming webhook: the URL itself, or a Secret Manager reference to it.
@@ -353,6 +550,10 @@ class Settings(BaseSettings):
     kpi: KpiConfig = KpiConfig()
     housekeeping: HousekeepingConfig = HousekeepingConfig()
     trace: TraceConfig = TraceConfig()
+    maintain: MaintainConfig = MaintainConfig()
+    canary: CanaryConfig = CanaryConfig()
+    backup: BackupConfig = BackupConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @model_validator(mode="before")
     @classmethod

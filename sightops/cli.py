@@ -101,18 +101,36 @@ def _main(
 
 def _register_areas() -> None:
     from sightops.commands import (
+        backup,
+        canary,
         deploy,
         dlq,
         housekeeping,
         kpi,
+        maintain,
         migrations,
         notify,
         report,
         rollback,
+        settings,
         simulate,
     )
 
-    for area in (migrations, rollback, deploy, notify, kpi, report, simulate, housekeeping, dlq):
+    for area in (
+        migrations,
+        rollback,
+        deploy,
+        canary,
+        notify,
+        kpi,
+        report,
+        simulate,
+        housekeeping,
+        maintain,
+        backup,
+        dlq,
+        settings,
+    ):
         area.register(app)
 
 
@@ -122,6 +140,8 @@ _TOPIC_BY_TYPE_PREFIX = {
     "sight.ops.smoke.": "smoke-tests",
     "sight.ops.kpi.": "kpi-refresh",
     "sight.ops.report.requested": "kpi-refresh",
+    "sight.ops.maintain.requested": "maintenance",
+    "sight.ops.backup.requested": "backup-requests",
     "sight.ops.": "ops-events",
 }
 
@@ -130,6 +150,8 @@ def topic_for(data: bytes, attributes: dict[str, str]) -> str:
     """Where a message belongs, from what it is (same rules as the design's topics)."""
     if "buildId" in attributes:
         return "cloud-builds"
+    if "budgetId" in attributes:
+        return "billing-budget"
     event_type = attributes.get("type", "")
     for prefix, topic in _TOPIC_BY_TYPE_PREFIX.items():
         if event_type.startswith(prefix):
@@ -157,6 +179,9 @@ _WHAT_BY_TOPIC = {
     "smoke-tests": "a smoke result",
     "ops-events": "an ops event",
     "kpi-refresh": "a KPI refresh request",
+    "billing-budget": "a Cloud Billing budget notification",
+    "maintenance": "a maintenance request",
+    "backup-requests": "a backup or drill request",
 }
 #: Keys only a Cloud Build resource has (camelCase, as the API and gcloud print it).
 _BUILD_KEYS = frozenset({"createTime", "logUrl", "projectId", "steps", "buildTriggerId"})
@@ -226,7 +251,12 @@ def checked_topic(
     """The topic a message goes to, once its consumers' own parser accepts it; a --topic
     that is not that topic is refused (nothing is published)."""
     from shared.errors import InvalidEventError
-    from shared.events import parse_build_message, parse_incident_message, parse_ops_message
+    from shared.events import (
+        parse_budget_message,
+        parse_build_message,
+        parse_incident_message,
+        parse_ops_message,
+    )
 
     parsers = {
         "cloud-builds": parse_build_message,
@@ -234,6 +264,9 @@ def checked_topic(
         "smoke-tests": parse_ops_message,
         "ops-events": parse_ops_message,
         "kpi-refresh": parse_ops_message,
+        "billing-budget": parse_budget_message,
+        "maintenance": parse_ops_message,
+        "backup-requests": parse_ops_message,
     }
     configured: dict[str, str] = {
         kind: str(getattr(settings.topics, kind.replace("-", "_"))) for kind in parsers

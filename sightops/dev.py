@@ -68,6 +68,7 @@ def dev_config() -> StackConfig:
         ports=StackPorts.dev(),
         run_services=True,
         cloudrun_seed=ROOT / "dev" / "cloudrun-seed.json",
+        canary_ticker=True,
     )
 
 
@@ -131,6 +132,7 @@ class Dev:
             ("Cloud Run stand-in", e["CLOUD_RUN_ENDPOINT"]),
             ("Secret Manager stand-in", e["SECRET_MANAGER_ENDPOINT"]),
             ("Slack sink", f"{ports.url('slack')}/_admin/messages"),
+            ("Cloud Monitoring stand-in", f"gRPC {ports.monitoring_target}"),
         ]
         rows += [(f"function {fn.name}", ports.function_url(fn.name)) for fn in FUNCTIONS]
         for name, where in rows:

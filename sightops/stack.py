@@ -31,10 +31,32 @@ from sightops.topology import FUNCTIONS, TOPICS, FunctionSpec, dead_letter_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STANDINS = ("cloudrun", "slack", "secretmanager", "sightapi")
-DEV_STANDIN_PORTS = {"cloudrun": 8701, "slack": 8702, "secretmanager": 8703, "sightapi": 8704}
+#: ``monitoring`` is the Cloud Monitoring stand-in's admin API, ``monitoring-grpc`` its
+#: MetricService (the canary reads it; the Cloud Run stand-in records into it). ``storage``
+#: is the Cloud Storage JSON API (backups).
+STANDINS = (
+    "cloudrun",
+    "slack",
+    "secretmanager",
+    "sightapi",
+    "monitoring",
+    "monitoring-grpc",
+    "storage",
+)
+DEV_STANDIN_PORTS = {
+    "cloudrun": 8701,
+    "slack": 8702,
+    "secretmanager": 8703,
+    "sightapi": 8704,
+    "monitoring": 8705,
+    "monitoring-grpc": 8706,
+    "storage": 8707,
+}
 SLACK_WEBHOOK_PATH = "/services/T0LOCAL/B0LOCAL/devwebhooksecret"
 SLACK_SECRET = "slack-webhook-url"  # noqa: S105 - the secret's name, not its value
+#: The local Slack app's signing secret and the user allowed to press its buttons.
+SLACK_SIGNING_SECRET = "dev-slack-signing-secret"  # noqa: S105 - local development only
+SLACK_DEV_USER = "U0LOCALDEV"
 # alert_intake's Basic-auth password lives in the Secret Manager stand-in (by reference).
 INTAKE_SECRET = "alert-intake-password"  # noqa: S105 - the secret's name, not its value
 INTAKE_USER = "monitoring"
@@ -94,6 +116,11 @@ class StackPorts:
     def url(self, standin: str) -> str:
         return f"http://127.0.0.1:{self.standins[standin]}"
 
+    @property
+    def monitoring_target(self) -> str:
+        """``host:port`` of the Cloud Monitoring stand-in's gRPC MetricService."""
+        return f"127.0.0.1:{self.standins['monitoring-grpc']}"
+
     def function_url(self, function: str) -> str:
         return f"http://127.0.0.1:{self.functions[function]}"
 
@@ -127,8 +154,26 @@ def stack_env(
         "GCP_REGION": REGION,
         "CLOUD_RUN_ENDPOINT": ports.url("cloudrun"),
         "SECRET_MANAGER_ENDPOINT": ports.url("secretmanager"),
+        # google-cloud-storage itself honours it: endpoint, anonymous credentials
+        "STORAGE_EMULATOR_HOST": ports.url("storage"),
         "SLACK_WEBHOOK_URL": slack,
         "ROLLBACK__SMOKE_URL": ports.url("sightapi"),
+        # the canary reads the Monitoring stand-in, fed by the Cloud Run stand-in's router
+        # in 1 s samples, all visible at once (docs/canary.md, "Reading Cloud Monitoring")
+        "CANARY__MONITORING_ENDPOINT": ports.monitoring_target,
+        "CANARY__ALIGNMENT_S": "1",
+        "CANARY__VISIBILITY_DELAY_S": "0",
+        # every Slack message links to its release's page on this stack's console, which
+        # shows the dead letters of every subscription (docs/console.md)
+        "CONSOLE__BASE_URL": ports.function_url("console"),
+        "CONSOLE__DEAD_LETTER_HOLDS": json.dumps(
+            [dead_letter_topic(fn.name, t) for fn in FUNCTIONS for t in fn.topics]
+        ),
+        # Slack's buttons: the stand-in signs its clicks with this secret and answers
+        # usergroups.users.list; the dev user may act (docs/console.md)
+        "CONSOLE__SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
+        "CONSOLE__SLACK_ALLOWED": json.dumps([SLACK_DEV_USER]),
+        "CONSOLE__SLACK_API_URL": ports.url("slack"),
         "NOTIFY__CONFIG_FILE": str(ROOT / "config" / "notify.yaml"),
         "NOTIFY__INTAKE_USERNAME": INTAKE_USER,
         "NOTIFY__INTAKE_PASSWORD": f"projects/{project}/secrets/{INTAKE_SECRET}/versions/latest",
@@ -251,6 +296,9 @@ class StackConfig:
     explicit_env_wins: bool = True
     deploy_trigger: bool = True
     own_project: bool = False  # delete the project's topics at stop (nobody else uses it)
+    # publish sight.ops.canary.tick every CANARY__TICK_S, as Cloud Scheduler does in
+    # production (`make dev`; simulations and tests publish their own ticks)
+    canary_ticker: bool = False
 
 
 class Stack:
@@ -291,6 +339,8 @@ class Stack:
             steps.append(("database migrations", self._migrate))
         steps.append(("stand-ins and functions", self._processes))
         steps.append(("topics and subscriptions", self._pubsub))
+        if self.config.canary_ticker:
+            steps.append(("canary ticker", self._start_ticker))
         return steps
 
     def start(self) -> None:
@@ -361,6 +411,10 @@ class Stack:
             argv += ["--cloudrun-seed", str(self.config.cloudrun_seed)]
         for name, port in self.ports.standins.items():
             argv += [f"--{name}-port", str(port)]
+        # the bucket the backup function writes to (BACKUP__BUCKET's default, docs/backups.md)
+        from shared.settings import Settings
+
+        argv += ["--storage-bucket", Settings().backup.bucket]
         return self._spawn("standins", argv, lambda _l: None)
 
     def _function(self, fn: FunctionSpec) -> subprocess.Popen[str]:
@@ -403,6 +457,31 @@ class Stack:
                 )
             )
         self._tail()
+
+    def _start_ticker(self) -> None:
+        threading.Thread(target=self._tick, name="canary-ticker", daemon=True).start()
+
+    def _tick(self) -> None:
+        """Cloud Scheduler's canary job, locally (docs/canary.md, "Why Cloud Scheduler
+        wakes it"): a tick for every running canary on ``ops-events``. A tick that cannot
+        be published is skipped; the next one analyses just as well."""
+        from shared.events import CanaryTick, EventType, OpsEvent
+        from shared.pubsub import Publisher
+        from shared.settings import CanaryConfig, Settings
+
+        interval = float(self.env.get("CANARY__TICK_S") or CanaryConfig().tick_s)
+        publisher = Publisher(
+            Settings(
+                gcp_project=self.project, pubsub_emulator_host=self.env["PUBSUB_EMULATOR_HOST"]
+            )
+        )
+        try:
+            while not self.stopping.wait(interval):
+                tick = OpsEvent.new(EventType.CANARY_TICK, CanaryTick(), source="sightops-dev")
+                with contextlib.suppress(Exception):
+                    publisher.publish_event("ops-events", tick)
+        finally:
+            publisher.close()
 
     def stop(self) -> None:
         """Stop what this stack started; safe to call twice and after a failed start."""

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TOPICS = ("cloud-builds", "smoke-tests", "monitoring-alerts", "ops-events", "kpi-refresh")
+#: ``billing-budget`` is where the monthly budget publishes its spend (terraform/guardrails.tf);
+#: ``maintenance`` carries Cloud Scheduler's daily request to maintain (terraform/maintain.tf).
+#: ``backup-requests`` carries backup and drill requests (terraform/backup.tf, docs/backups.md).
+TOPICS = (
+    "cloud-builds",
+    "smoke-tests",
+    "monitoring-alerts",
+    "ops-events",
+    "kpi-refresh",
+    "billing-budget",
+    "maintenance",
+    "backup-requests",
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +41,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         "notify",
         8801,
         "cloudevent",
-        ("cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts"),
+        ("cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts", "billing-budget"),
     ),
     FunctionSpec("migrate", 8802, "cloudevent", ("cloud-builds",)),
     FunctionSpec("alert_intake", 8804, "http"),
@@ -38,6 +50,14 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     ),
     FunctionSpec("kpi", 8805, "http"),
     FunctionSpec("kpi_refresh", 8806, "cloudevent", ("kpi-refresh",), source="kpi"),
+    FunctionSpec("canary", 8807, "cloudevent", ("ops-events",)),
+    # the release console's pages (docs/console.md); its base URL is in every Slack link
+    FunctionSpec("console", 8810, "http"),
+    # Slack's Request URL for the buttons (public in production: signed requests only)
+    FunctionSpec("slack_actions", 8811, "http", source="console"),
+    FunctionSpec("maintain", 8808, "cloudevent", ("maintenance",)),
+    FunctionSpec("backup", 8809, "cloudevent", ("backup-requests",)),
+    FunctionSpec("backup_drill", 8810, "cloudevent", ("backup-requests",), source="backup"),
 )
 
 #: Pub/Sub subscription filters by (function, topic); terraform/pubsub.tf declares the same.
@@ -47,9 +67,19 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 #: incidents as well, so the local stack behaves the same.
 #: rollback reads ``ops-events`` only for the ledger's release rows (docs/rollback.md,
 #: "Ledger rows"); its handler skips every other type too.
+#: canary reads ``ops-events`` for its requests and ticks (docs/canary.md); its handler
+#: skips every other type, its own results among them.
+#: notify never gets the canary's tick: Cloud Scheduler sends it every minute without the
+#: ``id`` and ``time`` attributes notify's parser requires (terraform/canary.tf).
+#: backup and backup_drill share ``backup-requests``: the ``kind`` attribute gives each its
+#: kind of request (docs/backups.md); their handler skips the other's as well.
 SUBSCRIPTION_FILTERS: dict[tuple[str, str], str] = {
     ("rollback", "monitoring-alerts"): "NOT attributes:origin",
     ("rollback", "ops-events"): 'hasPrefix(attributes.type, "sight.ops.release.")',
+    ("canary", "ops-events"): 'hasPrefix(attributes.type, "sight.ops.canary.")',
+    ("notify", "ops-events"): 'attributes.type != "sight.ops.canary.tick"',
+    ("backup", "backup-requests"): 'attributes.kind != "drill"',
+    ("backup_drill", "backup-requests"): 'attributes.kind = "drill"',
 }
 
 MAX_DELIVERY_ATTEMPTS = 5

@@ -101,6 +101,10 @@ resource "google_cloudbuild_trigger" "deploy" {
     _TRACEPARENT = "$(body.message.attributes.traceparent)" # checked by check-event
     _REGION      = var.region
     _IMAGE_REPO  = local.image_repo
+    # The opted-in services hand over to the canary instead of promoting (docs/deploy.md):
+    # the same JSON as the canary function's CANARY__SERVICES, reaching `sightops deploy`
+    # through its environment only.
+    _CANARY_SERVICES = jsonencode(var.canary_services)
   }
 
   filter = local.deploy_filter

@@ -6,9 +6,12 @@ locals {
   # `topics` are consumed through the push subscriptions of pubsub.tf (HTTP functions have
   # none); `publishes` get roles/pubsub.publisher on exactly those topics; `secrets` are
   # keys of local.secrets, injected as environment variables and readable by this
-  # function's service account only; `manages_cloud_run` grants the custom role
-  # sightopsRollbackTraffic on the managed services (rollback; iam.tf). No roles/cloudsql.client: the functions reach the instance's private
-  # IP through the VPC connector with pg8000, not through the Cloud SQL connector/proxy.
+  # function's service account only; `moves_traffic_for` are the Sight services whose
+  # traffic the function may move: the custom role sightopsRollbackTraffic on each of them,
+  # and actAs on their runtime account (rollback: every managed service; canary: the
+  # services opted in to it; iam.tf). No roles/cloudsql.client: the functions reach the
+  # instance's private IP through the VPC connector with pg8000, not through the Cloud SQL
+  # connector/proxy.
   #
   # Database connections (DB_POOL_SIZE / DB_MAX_OVERFLOW): every in-flight Pub/Sub delivery
   # holds one connection for its receipt transaction, so an event-driven function's pool
@@ -24,7 +27,7 @@ locals {
       topics            = ["cloud-builds"]
       publishes         = ["ops-events"]
       secrets           = ["database_url", "neo4j_password"]
-      manages_cloud_run = false
+      moves_traffic_for = []
       notify_config     = false
       ingress           = "ALLOW_INTERNAL_ONLY"
       memory            = "1Gi"
@@ -58,7 +61,7 @@ locals {
       topics            = ["smoke-tests", "monitoring-alerts", "ops-events"]
       publishes         = ["ops-events"]
       secrets           = ["database_url"]
-      manages_cloud_run = true
+      moves_traffic_for = var.managed_services
       notify_config     = false
       ingress           = "ALLOW_INTERNAL_ONLY"
       memory            = "512Mi"
@@ -76,15 +79,46 @@ locals {
         ROLLBACK__REGION  = var.region
       }
     }
+    # Progressive delivery (docs/canary.md): started by sight.ops.canary.requested from the
+    # deploy, woken every minute by sight.ops.canary.tick (canary.tf). Reads Cloud Monitoring
+    # (roles/monitoring.viewer, canary.tf) and moves traffic on the opted-in services only.
+    canary = {
+      source            = "canary"
+      entry_point       = "canary"
+      description       = "Steps Cloud Run traffic to a new revision as its metrics show it healthy, or rolls it back (canary.requested, canary.tick)."
+      trigger           = "pubsub"
+      topics            = ["ops-events"]
+      publishes         = ["ops-events"]
+      secrets           = ["database_url"]
+      moves_traffic_for = keys(var.canary_services)
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 300
+      min_instances     = 0 # the tick every minute keeps an instance warm while canaries run
+      max_instances     = 1
+      # A tick and a request at once; the per-service lock serialises decisions.
+      concurrency       = 2
+      db_pool_size      = 2 # one per delivery, like rollback
+      db_max_overflow   = 0
+      db_extra_sessions = 0
+      env = {
+        CANARY__SERVICES = jsonencode(var.canary_services)
+        CANARY__PROJECT  = var.project_id
+        CANARY__REGION   = var.region
+        CANARY__DRY_RUN  = tostring(var.canary_dry_run)
+      }
+    }
     notify = {
       source            = "notify"
       entry_point       = "notify"
-      description       = "Posts one Slack message per terminal build, smoke failure, ops event and alert (grouped)."
+      description       = "Posts one Slack message per terminal build, smoke failure, ops event, alert (grouped) and budget threshold."
       trigger           = "pubsub"
-      topics            = ["cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts"]
+      topics            = ["cloud-builds", "smoke-tests", "ops-events", "monitoring-alerts", "billing-budget"]
       publishes         = []
       secrets           = ["database_url", "redis_url", "slack_webhook_url"]
-      manages_cloud_run = false
+      moves_traffic_for = []
       notify_config     = true
       ingress           = "ALLOW_INTERNAL_ONLY"
       memory            = "512Mi"
@@ -103,6 +137,8 @@ locals {
         # notify_flush runs every minute (scheduler.tf), so group timers need not be held
         # in-process for long intervals (docs/notify.md, "Scheduled flush").
         NOTIFY__SCHEDULED_FLUSH = "true"
+        # every message about a release links to its console page (docs/console.md)
+        CONSOLE__BASE_URL = var.console_url
       }
     }
     notify_flush = {
@@ -113,7 +149,7 @@ locals {
       topics            = []
       publishes         = []
       secrets           = ["database_url", "redis_url", "slack_webhook_url"]
-      manages_cloud_run = false
+      moves_traffic_for = []
       notify_config     = true
       ingress           = "ALLOW_INTERNAL_ONLY" # Cloud Scheduler counts as internal
       memory            = "512Mi"
@@ -135,7 +171,7 @@ locals {
       topics            = []
       publishes         = ["monitoring-alerts"]
       secrets           = ["intake_username", "intake_password"]
-      manages_cloud_run = false
+      moves_traffic_for = []
       notify_config     = false
       ingress           = var.alert_webhook_enabled ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
       memory            = "512Mi"
@@ -157,7 +193,7 @@ locals {
       topics            = []
       publishes         = []
       secrets           = ["database_url", "neo4j_password", "redis_url"]
-      manages_cloud_run = false
+      moves_traffic_for = []
       notify_config     = false
       ingress           = "ALLOW_ALL" # IAM-authenticated: only kpi_invoker_members may call it
       memory            = "1Gi"
@@ -181,7 +217,7 @@ locals {
       topics            = ["kpi-refresh"]
       publishes         = ["ops-events"] # the weekly release metrics digest (docs/metrics.md)
       secrets           = ["database_url", "neo4j_password", "redis_url"]
-      manages_cloud_run = false
+      moves_traffic_for = []
       notify_config     = false
       ingress           = "ALLOW_INTERNAL_ONLY"
       memory            = "1Gi"
@@ -194,6 +230,143 @@ locals {
       db_max_overflow   = 0
       db_extra_sessions = 0
       env               = {}
+    }
+    # Routine database care (docs/maintain.md): Cloud Scheduler's daily request on its own
+    # topic (maintain.tf); ANALYZE and REINDEX CONCURRENTLY under migrate's advisory lock,
+    # Neo4j's index states read. Its secrets and its result on ops-events, nothing else.
+    maintain = {
+      source            = "maintain"
+      entry_point       = "maintain"
+      description       = "Daily database care under the migration lock: ANALYZE, index bloat and REINDEX CONCURRENTLY, every Neo4j index ONLINE."
+      trigger           = "pubsub"
+      topics            = ["maintenance"]
+      publishes         = ["ops-events"]
+      secrets           = ["database_url", "neo4j_password"]
+      moves_traffic_for = []
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 540 # > MAINTAIN__LOCK_WAIT_S + MAINTAIN__BUDGET_S (60 + 360 s)
+      min_instances     = 0
+      max_instances     = 1 # one run at a time (the advisory lock would serialise them anyway)
+      concurrency       = 1
+      db_pool_size      = 1 # the delivery's receipt and the run's ops.actions row
+      db_max_overflow   = 0
+      db_extra_sessions = 1 # the maintenance session holding the lock (shared/maintain/_postgres.py)
+      env               = { MAINTAIN__DRY_RUN = tostring(var.maintain_dry_run) }
+    }
+    # Backups (docs/backups.md, backup.tf): one source, two accounts. backup exports and may
+    # only create objects in the bucket; backup_drill restores into scratch targets (a
+    # database it creates on the same server, BACKUP__SCRATCH_NEO4J_URI, which it wipes) and
+    # may only read them. Each takes its `kind` of backup-requests (pubsub.tf's filters).
+    backup = {
+      source            = "backup"
+      entry_point       = "backup"
+      description       = "Exports PostgreSQL (streaming COPY) and Neo4j (JSON lines) to the backup bucket with a manifest, then asks for its drill."
+      trigger           = "pubsub"
+      topics            = ["backup-requests"]
+      publishes         = ["ops-events", "backup-requests"] # a failed export; the drill request
+      secrets           = ["database_url", "neo4j_password"]
+      moves_traffic_for = []
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "1Gi" # streamed: an upload chunk (8 MiB) per open object, not the data
+      cpu               = "1"
+      timeout_seconds   = 540 # the most an event-driven function gets (docs/backups.md, "Limits")
+      min_instances     = 0
+      max_instances     = 1
+      concurrency       = 1
+      db_pool_size      = 1 # the delivery's receipt and the backup's ops.actions row
+      db_max_overflow   = 0
+      db_extra_sessions = 1 # the export's REPEATABLE READ snapshot (shared/backup/_postgres.py)
+      env               = { BACKUP__BUCKET = google_storage_bucket.backups.name }
+    }
+    backup_drill = {
+      source            = "backup"
+      entry_point       = "backup_drill"
+      description       = "Restores the newest (or a named) backup into scratch targets, compares it with its manifest and publishes backup.verified or backup.failed."
+      trigger           = "pubsub"
+      topics            = ["backup-requests"]
+      publishes         = ["ops-events"]
+      secrets           = ["database_url", "scratch_neo4j_password"]
+      moves_traffic_for = []
+      notify_config     = false
+      ingress           = "ALLOW_INTERNAL_ONLY"
+      memory            = "1Gi"
+      cpu               = "1"
+      timeout_seconds   = 540
+      min_instances     = 0
+      max_instances     = 1
+      concurrency       = 1
+      db_pool_size      = 1 # the delivery's receipt and the drill's ops.actions row
+      db_max_overflow   = 0
+      db_extra_sessions = 1 # the restore session into the scratch database
+      env = {
+        BACKUP__BUCKET            = google_storage_bucket.backups.name
+        BACKUP__SCRATCH_NEO4J_URI = var.backup_scratch_neo4j_uri
+        METRICS_BACKEND           = "cloud_monitoring" # the staleness alert's metric (backup.tf)
+      }
+    }
+    # The release console (docs/console.md, terraform/console.tf): read-only pages over the
+    # ledger as a read-only database user, Cloud Run's traffic (sightopsConsoleRead) and the
+    # dead-letter holds. No public invoker: console_invoker_members only.
+    console = {
+      source            = "console"
+      entry_point       = "console"
+      description       = "The release console: services, releases and their timelines, rejected and dead-lettered messages, release metrics (read-only pages)."
+      trigger           = "http"
+      topics            = []
+      publishes         = []
+      secrets           = ["console_database_url"]
+      moves_traffic_for = []
+      notify_config     = false
+      ingress           = "ALLOW_ALL" # IAM-authenticated: only console_invoker_members may call it
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 60
+      min_instances     = 0
+      max_instances     = 1 # a few on-call engineers: one instance serves them
+      concurrency       = 8
+      db_pool_size      = 2 # one short read-only transaction per page
+      db_max_overflow   = 0
+      db_extra_sessions = 0
+      env = {
+        CONSOLE__BASE_URL          = var.console_url
+        CONSOLE__DEAD_LETTER_HOLDS = jsonencode([for key in sort(keys(local.subscriptions)) : "${key}--dead-letter"])
+      }
+    }
+    # Slack's Request URL for the buttons on notify's messages (docs/console.md, "Acting
+    # from Slack"): public when slack_interactivity_enabled, but only a request Slack signed,
+    # from a user in slack_allowed, acts, through the CLI's code (it moves traffic and
+    # publishes like `sightops rollback` / `sightops canary`).
+    slack_actions = {
+      source            = "console"
+      entry_point       = "slack_actions"
+      description       = "Slack's interactivity endpoint: signed clicks of allowed users on notify's buttons (undo rollback, unfreeze, roll back now, promote, mark bad)."
+      trigger           = "http"
+      topics            = []
+      publishes         = ["ops-events"]
+      secrets           = ["database_url", "slack_signing_secret", "slack_bot_token"]
+      moves_traffic_for = var.managed_services
+      notify_config     = false
+      ingress           = var.slack_interactivity_enabled ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+      memory            = "512Mi"
+      cpu               = "1"
+      timeout_seconds   = 120
+      min_instances     = 0
+      max_instances     = 1
+      concurrency       = 4
+      db_pool_size      = 1 # the click's claim and outcome rows, then the command's transaction
+      db_max_overflow   = 1
+      db_extra_sessions = 0
+      env = {
+        CONSOLE__SLACK_ALLOWED = jsonencode(var.slack_allowed)
+        ROLLBACK__PROJECT      = var.project_id
+        ROLLBACK__REGION       = var.region
+        CANARY__PROJECT        = var.project_id
+        CANARY__REGION         = var.region
+      }
     }
   }
 
@@ -241,8 +414,9 @@ locals {
     ]) : "${pair.function}/${pair.topic}" => pair
   }
   cloud_run_managers = {
-    for pair in setproduct([for fn, f in local.functions : fn if f.manages_cloud_run], var.managed_services) :
-    "${pair[0]}/${pair[1]}" => { function = pair[0], service = pair[1] }
+    for pair in flatten([
+      for fn, f in local.functions : [for s in f.moves_traffic_for : { function = fn, service = s }]
+    ]) : "${pair.function}/${pair.service}" => pair
   }
 }
 
@@ -272,7 +446,7 @@ resource "google_storage_bucket_object" "source" {
 }
 
 resource "google_cloudfunctions2_function" "fn" {
-  #checkov:skip=CKV_GCP_124:Only kpi (IAM-authenticated: run.invoker for kpi_invoker_members alone) and, when the webhook channel is enabled, alert_intake (Basic auth) accept external traffic; every event-driven function is ALLOW_INTERNAL_ONLY (local.functions[*].ingress).
+  #checkov:skip=CKV_GCP_124:Only kpi and console (IAM-authenticated: run.invoker for kpi_invoker_members / console_invoker_members alone) and, when enabled, alert_intake (Basic auth) and slack_actions (Slack-signed requests) accept external traffic; every event-driven function is ALLOW_INTERNAL_ONLY (local.functions[*].ingress).
   for_each = local.functions
 
   name        = "sightops-${replace(each.key, "_", "-")}"

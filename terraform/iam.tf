@@ -1,9 +1,11 @@
 # Least privilege, per function service account (docs/deploy.md has the matrix):
 #   roles/secretmanager.secretAccessor  on exactly the secrets in local.functions[*].secrets
 #   roles/pubsub.publisher              on exactly the topics in local.functions[*].publishes
-#   custom sightopsRollbackTraffic      on the managed Cloud Run services  } rollback only
-#   custom sightopsActAsRuntime         on their runtime service account   }
-# No primitive roles and no project-wide grant to a function. Not roles/cloudsql.client:
+#   custom sightopsRollbackTraffic      on local.functions[*].moves_traffic_for } rollback and
+#   custom sightopsActAsRuntime         on their runtime service account        } canary only
+#   roles/monitoring.viewer             the project's metrics, canary only (canary.tf)
+#   roles/cloudtrace.agent              span writes only (below)
+# No primitive roles, and no other project-wide grant to a function. Not roles/cloudsql.client:
 # that role only gates the Cloud SQL connector/Auth Proxy; the functions connect to the
 # instance's private IP through the VPC connector, authenticated by PostgreSQL itself.
 
@@ -49,8 +51,8 @@ resource "google_pubsub_topic_iam_member" "function_publisher" {
 # permissions"); none holds run.services.create or run.services.delete. A deleted custom
 # role stays reserved for 7 to 37 days: rename role_id rather than recreate it.
 
-# shared/rollback/_cloudrun.py: GetService, ListRevisions, UpdateService (traffic), and
-# GetOperation while it waits for the update.
+# shared/rollback/_cloudrun.py (rollback's pin, the canary's split): GetService,
+# ListRevisions, UpdateService (traffic), and GetOperation while it waits for the update.
 resource "google_project_iam_custom_role" "rollback_traffic" {
   project     = var.project_id
   role_id     = "sightopsRollbackTraffic"
@@ -103,7 +105,7 @@ resource "google_cloud_run_v2_service_iam_member" "rollback_traffic" {
 }
 
 resource "google_service_account_iam_member" "rollback_acts_as_runtime" {
-  for_each = toset([for fn, f in local.functions : fn if f.manages_cloud_run])
+  for_each = toset([for fn, f in local.functions : fn if length(f.moves_traffic_for) > 0])
 
   service_account_id = "projects/${var.project_id}/serviceAccounts/${var.managed_services_runtime_service_account}"
   role               = google_project_iam_custom_role.act_as_runtime.name

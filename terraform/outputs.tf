@@ -47,7 +47,33 @@ output "alert_policies" {
     latency_p95    = google_monitoring_alert_policy.latency_p95.name
     db_connections = google_monitoring_alert_policy.db_connections.name
     memory         = google_monitoring_alert_policy.memory.name
+    # sight-ops itself (watch.tf)
+    dead_letter_backlog = google_monitoring_alert_policy.dead_letter_backlog.name
+    rejected_messages   = google_monitoring_alert_policy.rejected_messages.name
+    function_errors     = google_monitoring_alert_policy.function_errors.name
+    push_backlog_age    = google_monitoring_alert_policy.push_backlog_age.name
+    decision_overdue    = google_monitoring_alert_policy.decision_overdue.name
+    function_execution_time = {
+      for fn, p in google_monitoring_alert_policy.function_execution_time : fn => p.name
+    }
+    # guardrails on Sight (guardrails.tf)
+    redis_memory      = google_monitoring_alert_policy.redis_memory.name
+    cloudsql_disk     = google_monitoring_alert_policy.cloudsql_disk.name
+    db_connections_70 = google_monitoring_alert_policy.db_connections_70.name
   }
+}
+
+output "billing_budget" {
+  description = "The monthly budget (guardrails.tf) and the topic its updates are published to for notify."
+  value = {
+    budget = google_billing_budget.monthly.name
+    topic  = google_pubsub_topic.topic["billing-budget"].id
+  }
+}
+
+output "canary_tick_job" {
+  description = "Cloud Scheduler job waking the canary every minute; null when no service is opted in (canary_services empty)."
+  value       = one(google_cloud_scheduler_job.canary_tick[*].id)
 }
 
 output "build_triggers" {

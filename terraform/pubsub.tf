@@ -10,8 +10,10 @@
 # (the topic comes from the push path /projects/P/topics/T). docs/deploy.md has the details.
 
 locals {
-  # Topics we own. `cloud-builds` is where Cloud Build publishes (google_pubsub_topic.cloud_builds).
-  topics = toset(["smoke-tests", "monitoring-alerts", "ops-events", "kpi-refresh"])
+  # Topics we own. `cloud-builds` is where Cloud Build publishes (google_pubsub_topic.cloud_builds);
+  # `billing-budget` is where the budget publishes its spend updates (guardrails.tf).
+  # `maintenance` carries Cloud Scheduler's daily request to maintain (maintain.tf).
+  topics = toset(["smoke-tests", "monitoring-alerts", "ops-events", "kpi-refresh", "billing-budget", "maintenance", "backup-requests"])
 
   topic_ids = merge(
     { for t in local.topics : t => google_pubsub_topic.topic[t].id },
@@ -35,6 +37,16 @@ locals {
     # rollback records the release.* events in the ledger (docs/rollback.md, "Ledger rows")
     # and needs nothing else from ops-events.
     "rollback--ops-events" = "hasPrefix(attributes.type, \"sight.ops.release.\")"
+    # The canary takes its requests and the ticks of its scheduler job (canary.tf); its
+    # handler skips its own decisions, which it publishes here too.
+    "canary--ops-events" = "hasPrefix(attributes.type, \"sight.ops.canary.\")"
+    # The tick, every minute, is the canary's alarm clock, not news; Cloud Scheduler sends
+    # it without the id and time attributes notify's strict parser requires.
+    "notify--ops-events" = "attributes.type != \"sight.ops.canary.tick\""
+    # backup and backup_drill share backup-requests; the kind attribute (set by the
+    # scheduler jobs and by backup's drill request) gives each its own (backup.tf).
+    "backup--backup-requests"       = "attributes.kind != \"drill\""
+    "backup_drill--backup-requests" = "attributes.kind = \"drill\""
   }
 }
 

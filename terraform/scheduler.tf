@@ -1,6 +1,6 @@
 # Scheduled work: the KPI refresh sweep, the pruning of old receipts and rejected events and
 # the weekly release metrics digest (Pub/Sub, all to kpi_refresh), and notify's group flush
-# (HTTP).
+# (HTTP). The canary's tick every minute (to ops-events) is in canary.tf, with the canary.
 
 resource "google_service_account" "scheduler" {
   account_id   = "sightops-scheduler"

@@ -14,6 +14,13 @@ locals {
     intake_username   = { secret_id = "sightops-alert-intake-username", env = "INTAKE__USERNAME" }
     intake_password   = { secret_id = "sightops-alert-intake-password", env = "INTAKE__PASSWORD" }
     smoke_password    = { secret_id = "sightops-smoke-password", env = "ROLLBACK__SMOKE_PASSWORD" }
+    # the console's own read-only database user (docs/console.md, "Production")
+    console_database_url = { secret_id = "sightops-console-database-url", env = "DATABASE_URL" }
+    # the Slack app's request signing secret and bot token (usergroups.users.list only)
+    slack_signing_secret = { secret_id = "sightops-slack-signing-secret", env = "CONSOLE__SLACK_SIGNING_SECRET" }
+    slack_bot_token      = { secret_id = "sightops-slack-bot-token", env = "CONSOLE__SLACK_BOT_TOKEN" }
+    # the restore drill's own Neo4j (backup_drill; docs/backups.md)
+    scratch_neo4j_password = { secret_id = "sightops-scratch-neo4j-password", env = "BACKUP__SCRATCH_NEO4J_PASSWORD" }
   }
 }
 

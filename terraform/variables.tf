@@ -122,7 +122,7 @@ variable "max_connections" {
 variable "db_connection_budget" {
   description = "Most PostgreSQL connections sight-ops may hold at full scale-out: the sum over functions of max_instances * (DB_POOL_SIZE + DB_MAX_OVERFLOW + own sessions) must not exceed it (plan fails). The rest of max_connections is Sight's API's."
   type        = number
-  default     = 50
+  default     = 60 # 52 in use (maintain's 2 included), under the seed's 70 % of max_connections
 
   validation {
     condition     = var.db_connection_budget >= 1 && var.db_connection_budget < var.max_connections && floor(var.db_connection_budget) == var.db_connection_budget
@@ -384,5 +384,170 @@ variable "image_repository_id" {
   validation {
     condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.image_repository_id))
     error_message = "image_repository_id must be a valid Artifact Registry repository ID."
+  }
+}
+
+variable "canary_services" {
+  description = "Managed services whose releases go through the canary (docs/canary.md), each with its traffic steps (percent, rising, ending at 100) and the time limit per step in seconds; CANARY__SERVICES of the canary function. Empty: no canary, and no tick job."
+  type = map(object({
+    steps      = optional(list(number), [5, 25, 50, 100])
+    max_step_s = optional(number, 1800)
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for s in keys(var.canary_services) : contains(var.managed_services, s)])
+    error_message = "canary_services keys must be managed_services: the canary moves traffic on those only."
+  }
+  validation {
+    condition = alltrue([
+      for plan in values(var.canary_services) :
+      try(plan.steps[length(plan.steps) - 1], 0) == 100 && alltrue([
+        for i, step in plan.steps : floor(step) == step && step >= 1 && (i == 0 || step > plan.steps[max(i - 1, 0)])
+      ]) && plan.max_step_s > 0
+    ])
+    error_message = "canary_services steps must be whole percents from 1, strictly rising, ending at 100; max_step_s must be positive."
+  }
+}
+
+variable "canary_dry_run" {
+  description = "CANARY__DRY_RUN: the canary analyses, records and publishes its decisions but never moves traffic. Start with true on a new project."
+  type        = bool
+  default     = false
+}
+
+variable "redis_instance" {
+  description = "Name of the Memorystore for Redis instance (in var.region) that REDIS_URL points at; names it in the Redis memory guardrail (guardrails.tf)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", var.redis_instance))
+    error_message = "redis_instance must be a Memorystore instance name (lowercase letters, digits, hyphens; not the full path)."
+  }
+}
+
+variable "billing_account" {
+  description = "Cloud Billing account ID (XXXXXX-XXXXXX-XXXXXX) paying for project_id: the budget (guardrails.tf) is created on it, so whoever applies needs roles/billing.costsManager (or admin) on that account."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9A-Z]{6}-[0-9A-Z]{6}-[0-9A-Z]{6}$", var.billing_account))
+    error_message = "billing_account must be a billing account ID such as 012345-6789AB-CDEF01."
+  }
+}
+
+variable "budget" {
+  description = "Monthly budget on this project's spend (guardrails.tf): amount in currency_code (the billing account's currency), alert thresholds as fractions of it, and the billing services counted (default Cloud Run and Cloud Functions: Sight and the sight-ops functions; [] counts every service). Each update is published to billing-budget for notify."
+  type = object({
+    amount        = optional(number, 200)
+    currency_code = optional(string, "USD")
+    thresholds    = optional(list(number), [0.5, 0.9, 1.0])
+    services      = optional(list(string), ["services/152E-C115-5142", "services/29E7-DA93-CA13"])
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.budget.amount > 0 && floor(var.budget.amount) == var.budget.amount
+      && can(regex("^[A-Z]{3}$", var.budget.currency_code))
+      && length(var.budget.thresholds) > 0
+      && alltrue([for t in var.budget.thresholds : t > 0 && t <= 10])
+      && alltrue([for s in var.budget.services : can(regex("^services/[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}$", s))])
+    )
+    error_message = "budget: amount a positive whole number, currency_code an ISO 4217 code, thresholds fractions in (0, 10], services billing service names services/XXXX-XXXX-XXXX."
+  }
+}
+
+variable "maintain_schedule" {
+  description = "Cron schedule of the daily request to maintain: ANALYZE, REINDEX CONCURRENTLY of bloated indexes, Neo4j index states (docs/maintain.md). Pick a quiet hour: a rebuild reads the whole table."
+  type        = string
+  default     = "30 3 * * *"
+
+  validation {
+    condition     = length(split(" ", var.maintain_schedule)) == 5
+    error_message = "maintain_schedule must be a five-field cron expression."
+  }
+}
+
+variable "maintain_dry_run" {
+  description = "MAINTAIN__DRY_RUN: maintain estimates, records and publishes what it would rebuild, and rebuilds nothing. Start with true on a new project to see its estimates first."
+  type        = bool
+  default     = false
+}
+
+variable "backup_retention_days" {
+  description = "Retention policy of the backup bucket: no object younger than this can be deleted or replaced (docs/backups.md). Lifecycle deletes daily backups at 30 days and weekly ones at 84."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.backup_retention_days >= 1 && var.backup_retention_days <= 30
+    error_message = "backup_retention_days must be 1..30 (longer would outlive the daily lifecycle rule)."
+  }
+}
+
+variable "backup_postgres_schedule" {
+  description = "Cron schedule of the daily PostgreSQL backup (then its drill). Pick a quiet hour, away from maintain_schedule."
+  type        = string
+  default     = "15 2 * * *"
+
+  validation {
+    condition     = length(split(" ", var.backup_postgres_schedule)) == 5
+    error_message = "backup_postgres_schedule must be a five-field cron expression."
+  }
+}
+
+variable "backup_neo4j_schedule" {
+  description = "Cron schedule of the weekly Neo4j backup (then its drill)."
+  type        = string
+  default     = "45 2 * * 0"
+
+  validation {
+    condition     = length(split(" ", var.backup_neo4j_schedule)) == 5
+    error_message = "backup_neo4j_schedule must be a five-field cron expression."
+  }
+}
+
+variable "backup_drill_schedule" {
+  description = "Cron schedule of the weekly restore drill of the newest backup of each store."
+  type        = string
+  default     = "30 4 * * 0"
+
+  validation {
+    condition     = length(split(" ", var.backup_drill_schedule)) == 5
+    error_message = "backup_drill_schedule must be a five-field cron expression."
+  }
+}
+
+variable "backup_scratch_neo4j_uri" {
+  description = "Bolt URI of the Neo4j the restore drill restores into and WIPES (never the production graph; backup_drill refuses NEO4J_URI)."
+  type        = string
+  default     = "bolt://neo4j-scratch.internal:7687"
+
+  validation {
+    condition     = can(regex("^(bolt|neo4j)(\\+s|\\+ssc)?://", var.backup_scratch_neo4j_uri)) && var.backup_scratch_neo4j_uri != var.neo4j_uri
+    error_message = "backup_scratch_neo4j_uri must be a bolt:// or neo4j:// URI other than neo4j_uri."
+  }
+}
+
+variable "backup_postgres_max_age_hours" {
+  description = "Alert when the newest verified PostgreSQL backup is older than this many hours (daily backups: 26)."
+  type        = number
+  default     = 26
+
+  validation {
+    condition     = var.backup_postgres_max_age_hours >= 25
+    error_message = "backup_postgres_max_age_hours must leave a daily backup time to run (>= 25)."
+  }
+}
+
+variable "backup_neo4j_max_age_hours" {
+  description = "Alert when the newest verified Neo4j backup is older than this many hours (weekly backups: 8 days = 192)."
+  type        = number
+  default     = 192
+
+  validation {
+    condition     = var.backup_neo4j_max_age_hours >= 169
+    error_message = "backup_neo4j_max_age_hours must leave a weekly backup time to run (>= 169)."
   }
 }

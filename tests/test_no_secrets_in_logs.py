@@ -57,3 +57,23 @@ def test_no_webhook_url_or_password_appears_in_any_log_line_or_error() -> None:
 def written_forms(secret: str) -> set[str]:
     """The secret as written and as JSON writes it inside a string (a JSON log line)."""
     return {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+
+
+def test_no_secret_appears_in_any_console_page_the_suite_rendered() -> None:
+    """The console shows ledger rows, rejected payloads and dead letters (docs/console.md):
+    every page the console tests rendered is checked for the suite's secrets and for those
+    the tests planted in the ledger."""
+    import pytest
+
+    from tests.functions.console.conftest import CONSOLE_PAGES, CONSOLE_SECRETS
+
+    if not CONSOLE_PAGES:
+        pytest.skip("no console page was rendered in this run")
+    secrets = secrets_in_use() | set(CONSOLE_SECRETS)
+    leaks = [
+        (secret, page[:300])
+        for page in CONSOLE_PAGES
+        for secret in secrets
+        if any(form in page for form in written_forms(secret))
+    ]
+    assert leaks == []

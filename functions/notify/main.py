@@ -1,7 +1,8 @@
 """notify: one Slack message per thing worth a human's attention (docs/notify.md).
 
-Consumes ``cloud-builds``, ``smoke-tests``, ``ops-events`` and ``monitoring-alerts``;
-the pipeline (route/filter, dedup, group, render, deliver) is ``shared.notify``.
+Consumes ``cloud-builds``, ``smoke-tests``, ``ops-events``, ``monitoring-alerts`` and
+``billing-budget`` (Cloud Billing's budget notifications); the pipeline (route/filter,
+dedup, group, render, deliver) is ``shared.notify``.
 ``notify_flush`` (HTTP) flushes due alert groups; Cloud Scheduler calls it every minute
 so repeat reminders and long group intervals need no traffic (docs/notify.md).
 """

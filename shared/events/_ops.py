@@ -31,6 +31,7 @@ from shared.events._cloudbuild import BuildId, CommitSha, ServiceName
 from shared.events._common import (
     AwareUtcDatetime,
     EventModel,
+    FreeJson,
     Identifier,
     describe_validation_error,
     format_time,
@@ -64,6 +65,19 @@ class EventType(StrEnum):
     RELEASE_FAILED = "sight.ops.release.failed"
     REPORT_REQUESTED = "sight.ops.report.requested"
     REPORT_WEEKLY = "sight.ops.report.weekly"
+    CANARY_REQUESTED = "sight.ops.canary.requested"
+    CANARY_TICK = "sight.ops.canary.tick"
+    CANARY_STARTED = "sight.ops.canary.started"
+    CANARY_STEPPED = "sight.ops.canary.stepped"
+    CANARY_PROMOTED = "sight.ops.canary.promoted"
+    CANARY_ROLLED_BACK = "sight.ops.canary.rolled_back"
+    CANARY_HELD = "sight.ops.canary.held"
+    CANARY_STOPPED = "sight.ops.canary.stopped"
+    MAINTAIN_REQUESTED = "sight.ops.maintain.requested"
+    MAINTAIN_COMPLETED = "sight.ops.maintain.completed"
+    BACKUP_REQUESTED = "sight.ops.backup.requested"
+    BACKUP_VERIFIED = "sight.ops.backup.verified"
+    BACKUP_FAILED = "sight.ops.backup.failed"
 
 
 def _canonical_uuid(value: str) -> str:
@@ -228,6 +242,78 @@ class ReleaseResult(OpsPayload):
     phases: dict[str, float] = Field(default_factory=dict)
     started_at: AwareUtcDatetime
     finished_at: AwareUtcDatetime
+    #: "canary" when the canary function ended the release (promoted or rolled back), so
+    #: notify posts the canary's richer message only (docs/notify.md); None: sightops deploy
+    via: Literal["canary"] | None = None
+
+
+# --- canary (functions/canary, docs/canary.md) ---------------------------------------
+
+
+class CanaryRequest(OpsPayload):
+    """``sight.ops.canary.requested``: ``sightops deploy`` smoked the tagged revision and
+    hands the traffic steps to the canary function instead of promoting (docs/deploy.md).
+
+    ``stable_revision`` is the revision that served 100 % at deploy time (None if none
+    did; the canary then stops, it needs one to compare against).
+    """
+
+    service: ServiceName
+    region: Identifier
+    project: Identifier
+    release_id: str
+    revision: Identifier
+    stable_revision: Identifier | None = None
+    tag_url: str | None = None
+    commit_sha: CommitSha
+    build_id: BuildId | None = None
+    requested_at: AwareUtcDatetime
+
+
+class CanaryTick(OpsPayload):
+    """``sight.ops.canary.tick``: analyse every running canary (``service`` None), or
+    one. Cloud Scheduler sends it every minute; a lost or doubled tick is harmless."""
+
+    service: ServiceName | None = None
+    region: Identifier | None = None
+
+
+CanaryAction = Literal["started", "step", "promote", "rollback", "hold", "stop", "frozen"]
+
+
+class CanaryStep(EventModel):
+    """One decision in a canary's history: the traffic percent it was taken at, and the
+    evidence (``Evidence.as_json()``, shared/canary/_model.py) it rests on."""
+
+    percent: int
+    started_at: AwareUtcDatetime
+    decided_at: AwareUtcDatetime
+    action: str
+    reason: str
+    evidence: FreeJson | None = None
+
+
+class CanaryResult(OpsPayload):
+    """``sight.ops.canary.started|stepped|promoted|rolled_back|held|stopped``: one
+    decision of the canary on one release, with the history so far (``steps``, oldest
+    first) so a reader never needs the database to explain it."""
+
+    service: ServiceName
+    region: Identifier
+    release_id: str
+    revision: Identifier
+    stable_revision: Identifier | None = None
+    action: CanaryAction
+    percent_before: int
+    percent_after: int
+    reason: str
+    evidence: FreeJson | None = None
+    steps: list[CanaryStep] = Field(default_factory=list)
+    started_at: AwareUtcDatetime
+    decided_at: AwareUtcDatetime
+    manual: bool = False
+    actor: str = "automation"
+    dry_run: bool = False
 
 
 # --- release metrics (kpi_refresh, docs/metrics.md) ---------------------------------
@@ -307,6 +393,37 @@ class ServiceReleaseMetrics(EventModel):
     targets: list[TargetCheck] = Field(default_factory=list)
 
 
+class PolicyNoise(EventModel):
+    """One alert policy in one calendar month (UTC): its incidents, and how many of them
+    were likely false positives (closed by themselves within the noise window with nothing
+    done on their service meanwhile; docs/metrics.md, "Alert noise")."""
+
+    policy: str
+    month: str  # YYYY-MM
+    incidents: int = 0
+    likely_false_positives: int = 0
+    #: False while the month is counted only up to the window's end (the month in progress).
+    month_complete: bool = True
+    #: More likely false positives than ``AlertNoise.max_per_month``.
+    over_target: bool = False
+
+
+class AlertNoise(EventModel):
+    """Alert noise per policy and calendar month, for every month the window touches,
+    each from its first day (docs/metrics.md, "Alert noise")."""
+
+    close_within_s: float
+    max_per_month: int
+    counted_from: AwareUtcDatetime
+    policies: list[PolicyNoise] = Field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[PolicyNoise]:
+        """The (policy, month) pairs over the target, noisiest first."""
+        flagged = [p for p in self.policies if p.over_target]
+        return sorted(flagged, key=lambda p: (-p.likely_false_positives, p.month, p.policy))
+
+
 class ReleaseReport(EventModel):
     """The release metrics of a window: what ``sightops report --json`` prints and
     ``GET /v1/ops/metrics`` serves (docs/metrics.md)."""
@@ -320,6 +437,8 @@ class ReleaseReport(EventModel):
     computed_at: AwareUtcDatetime
     services: list[ServiceReleaseMetrics] = Field(default_factory=list)
     overall: ServiceReleaseMetrics
+    #: None in reports computed before alert noise was measured (cached or published ones).
+    alert_noise: AlertNoise | None = None
 
 
 class WeeklyReleaseReport(OpsPayload):
@@ -351,6 +470,149 @@ class KpiRefreshRequested(OpsPayload):
         return self
 
 
+# --- routine database care (functions/maintain, docs/maintain.md) ------------------
+
+
+class MaintainRequested(OpsPayload):
+    """``sight.ops.maintain.requested``: run the routine database care now. Cloud
+    Scheduler sends it daily to ``maintenance`` (terraform/maintain.tf) without ``id`` or
+    ``time`` attributes, like the kpi-refresh jobs; ``dry_run`` decides and records but
+    rebuilds nothing. Unknown fields are refused: a misspelt ``dry_run`` must not run for
+    real."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = False
+
+
+#: What maintain did with one PostgreSQL index (docs/maintain.md, "The decision table").
+IndexAction = Literal["none", "reindexed", "would_reindex", "deferred", "failed", "attention"]
+
+
+class IndexCare(EventModel):
+    """One PostgreSQL index as maintain found it: its size, the size a fresh build would
+    have (``expected_bytes``, None when there is no estimate for it), the share a rebuild
+    would reclaim (``bloat_ratio``), how that was estimated, and what was done."""
+
+    schema_name: str
+    table: str
+    index: str
+    method: str
+    size_bytes: int
+    expected_bytes: int | None = None
+    bloat_ratio: float | None = None
+    estimate: str | None = None
+    action: IndexAction = "none"
+    reason: str = ""
+    size_after_bytes: int | None = None
+    duration_ms: int | None = None
+
+
+class GraphIndexCare(EventModel):
+    """One Neo4j index (or constraint, through the index it owns) that is not ONLINE."""
+
+    name: str
+    kind: Literal["index", "constraint"] = "index"
+    type: str
+    state: str
+    population_percent: float | None = None
+    problem: str | None = None
+
+
+class MaintenanceResult(OpsPayload):
+    """``sight.ops.maintain.completed``: one maintenance run (docs/maintain.md).
+
+    ``indexes`` lists the PostgreSQL indexes something happened to (every index, with
+    its estimate, is in the run's ``ops.actions`` row); ``graph`` the Neo4j indexes that
+    are not ONLINE; ``problems`` what needs a human. notify posts a run only when it is
+    :attr:`worth_posting`.
+    """
+
+    run_id: str
+    status: Literal["completed", "skipped"]
+    reason: str | None = None
+    dry_run: bool = False
+    tables_analyzed: int = 0
+    indexes_checked: int = 0
+    indexes: list[IndexCare] = Field(default_factory=list)
+    graph_checked: int = 0
+    graph: list[GraphIndexCare] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    lock_wait_ms: float = 0.0
+    started_at: AwareUtcDatetime
+    finished_at: AwareUtcDatetime
+
+    @property
+    def done(self) -> list[IndexCare]:
+        """The indexes rebuilt (or, in a dry run, that would have been)."""
+        return [i for i in self.indexes if i.action in {"reindexed", "would_reindex"}]
+
+    @property
+    def wrong(self) -> bool:
+        """Something needs a human: a problem, a failed rebuild, an index left invalid,
+        a Neo4j index FAILED or populating too long."""
+        return bool(
+            self.problems
+            or any(i.action in {"failed", "attention"} for i in self.indexes)
+            or any(g.problem for g in self.graph)
+        )
+
+    @property
+    def worth_posting(self) -> bool:
+        """Slack only when something was done or is wrong: a run that changed nothing
+        and found nothing wrong (or was skipped for a migration) is recorded, not posted."""
+        return bool(self.done) or self.wrong
+
+
+# --- backups (functions/backup, docs/backups.md) --------------------------------------
+
+BackupStore = Literal["postgres", "neo4j"]
+_POSTGRES_ONLY: list[BackupStore] = ["postgres"]
+#: Longest list of findings an event carries (the ops.actions row keeps them all).
+MAX_FINDINGS = 20
+
+
+class BackupRequested(OpsPayload):
+    """``sight.ops.backup.requested``: back up ``stores`` (``kind=backup``, the backup
+    function), or restore and verify their newest backups (``kind=drill``, backup_drill).
+    Cloud Scheduler sends it to ``backup-requests`` without ``id`` or ``time`` attributes
+    (terraform/backup.tf); a finished backup asks for its own drill (``backup_id``).
+    ``period`` names the retention prefix (default: daily for PostgreSQL, weekly for
+    Neo4j)."""
+
+    stores: list[BackupStore] = Field(default_factory=_POSTGRES_ONLY.copy, min_length=1)
+    kind: Literal["backup", "drill"] = "backup"
+    period: Literal["daily", "weekly", "manual"] | None = None
+    backup_id: str | None = Field(
+        default=None, pattern=r"^(postgres|neo4j)-\d{8}T\d{6}Z-[0-9a-f]{6}$"
+    )
+
+    @field_validator("stores")
+    @classmethod
+    def _distinct(cls, value: list[BackupStore]) -> list[BackupStore]:
+        return list(dict.fromkeys(value))
+
+
+class BackupVerdict(OpsPayload):
+    """``sight.ops.backup.verified|failed``: one store's backup, restored into a scratch
+    target and compared with its manifest (``phase=drill``), or an export that failed
+    (``phase=backup``). ``counts`` are rows per table or items per label and type."""
+
+    store: BackupStore
+    phase: Literal["backup", "drill"]
+    backup_id: str | None = None
+    manifest: str | None = None
+    location: str | None = None
+    taken_at: AwareUtcDatetime | None = None
+    checked_at: AwareUtcDatetime
+    target: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    bytes: int = 0
+    duration_s: float = 0.0
+    reason: str | None = None
+    findings: list[str] = Field(default_factory=list, max_length=MAX_FINDINGS)
+
+
 #: Which payload model each event type carries; the parser dispatches through it.
 PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
     {
@@ -369,6 +631,19 @@ PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
         EventType.RELEASE_FAILED: ReleaseResult,
         EventType.REPORT_REQUESTED: ReportRequested,
         EventType.REPORT_WEEKLY: WeeklyReleaseReport,
+        EventType.CANARY_REQUESTED: CanaryRequest,
+        EventType.CANARY_TICK: CanaryTick,
+        EventType.CANARY_STARTED: CanaryResult,
+        EventType.CANARY_STEPPED: CanaryResult,
+        EventType.CANARY_PROMOTED: CanaryResult,
+        EventType.CANARY_ROLLED_BACK: CanaryResult,
+        EventType.CANARY_HELD: CanaryResult,
+        EventType.CANARY_STOPPED: CanaryResult,
+        EventType.MAINTAIN_REQUESTED: MaintainRequested,
+        EventType.MAINTAIN_COMPLETED: MaintenanceResult,
+        EventType.BACKUP_REQUESTED: BackupRequested,
+        EventType.BACKUP_VERIFIED: BackupVerdict,
+        EventType.BACKUP_FAILED: BackupVerdict,
     }
 )
 

@@ -4,8 +4,9 @@ The DORA four keys as GoogleCloudPlatform/fourkeys computes them (median lead ti
 deployment frequency buckets, change failure rate, median time to restore) and the seed's
 targets (deployment success rate, rollback rate, MTTR), from the rows sight-ops already
 writes: no ETL, no second store. :mod:`shared.kpi.release_report` reads the facts with
-four SQL statements; everything here is arithmetic on them, so a decision table of
-known answers pins every definition (docs/metrics.md says each one in words).
+a few SQL statements; everything here is arithmetic on them, so a decision table of
+known answers pins every definition (docs/metrics.md says each one in words). Alert noise
+(likely false positives per alert policy and month) is computed here too.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Literal
 
 from shared.events import ReleaseReport, ServiceReleaseMetrics
 from shared.events._ops import (
+    AlertNoise,
     ChangeFailure,
     DeploymentFrequency,
     MetricDurations,
     MetricRatio,
+    PolicyNoise,
     TargetCheck,
 )
 
@@ -91,17 +94,57 @@ class IncidentFact:
     auto_rollback: bool = False
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    policy: str | None = None  # the alert policy's display name
+
+
+@dataclass(frozen=True)
+class ActionFact:
+    """A row that may be someone (or something) acting on a service: a rollback decision,
+    a canary decision, a promotion, or anything an operator did (``actor`` not
+    ``automation``). :attr:`acted` says whether it acted; alert noise asks whether
+    anything did while an incident was open. Rollback acted unless it skipped (it moved
+    traffic, failed to, or froze and escalated to a human); dry runs never act."""
+
+    service: str
+    kind: str
+    status: str
+    at: datetime
+    actor: str = "automation"
+    dry_run: bool = False
+
+    @property
+    def acted(self) -> bool:
+        if self.dry_run:
+            return False
+        if self.actor != "automation":
+            return True  # sightops rollback, revisions --mark-*, canary promote/rollback
+        if self.kind in {"rollback", "freeze", "escalation"}:
+            return self.status != "skipped"
+        if self.kind == "release":
+            return self.status == "promoted"
+        return self.kind == "canary"
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    """What counts as a likely false positive, and how many a policy may have a month:
+    ``KPI__NOISE_CLOSE_WITHIN_S`` and ``KPI__NOISE_MAX_PER_MONTH`` (the seed's 5)."""
+
+    close_within: timedelta = timedelta(minutes=15)
+    max_per_month: int = 5
 
 
 @dataclass(frozen=True)
 class LedgerFacts:
     """What the report is computed from; ``build_created`` maps a build id to when the
-    CI build was created (migrate's ``build_created_at``, else its run's start)."""
+    CI build was created (migrate's ``build_created_at``, else its run's start);
+    ``actions`` are read for alert noise only."""
 
     releases: Sequence[ReleaseFact] = ()
     rollbacks: Sequence[RollbackFact] = ()
     incidents: Sequence[IncidentFact] = ()
     build_created: Mapping[str, datetime] = field(default_factory=dict)
+    actions: Sequence[ActionFact] = ()
 
 
 # ---- the computation ---------------------------------------------------------------
@@ -115,9 +158,11 @@ def compute_report(
     computed_at: datetime,
     service: str | None = None,
     failure_window: timedelta = DEFAULT_FAILURE_WINDOW,
+    noise: NoiseRule | None = None,
 ) -> ReleaseReport:
     """Per service and overall, for facts in ``[since, until)``; ``service`` narrows the
-    report to one service (listed even without any fact, so its Nones say "no data")."""
+    report to one service (listed even without any fact, so its Nones say "no data").
+    Alert noise counts whole calendar months (:func:`compute_alert_noise`)."""
     if until <= since:
         raise ValueError("the window must end after it starts")
     names = [service] if service else _services(facts, since, until)
@@ -134,6 +179,9 @@ def compute_report(
         computed_at=computed_at,
         services=per_service,
         overall=overall,
+        alert_noise=compute_alert_noise(
+            facts, since=since, until=until, service=service, rule=noise or NoiseRule()
+        ),
     )
 
 
@@ -396,3 +444,90 @@ def _targets(values: Mapping[str, float | None]) -> list[TargetCheck]:
         ok = None if value is None else (value >= threshold if op == ">=" else value < threshold)
         checks.append(TargetCheck(name=name, op=op, threshold=threshold, value=value, ok=ok))
     return checks
+
+
+# ---- alert noise ---------------------------------------------------------------------
+
+
+def month_start(at: datetime) -> datetime:
+    """The first instant of ``at``'s calendar month, UTC."""
+    utc = at.astimezone(UTC)
+    return utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(start: datetime) -> datetime:
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+UNNAMED_POLICY = "(unnamed policy)"
+
+
+def compute_alert_noise(
+    facts: LedgerFacts,
+    *,
+    since: datetime,
+    until: datetime,
+    service: str | None = None,
+    rule: NoiseRule | None = None,
+) -> AlertNoise:
+    """Likely false positives per alert policy and calendar month (UTC).
+
+    Every month the window ``[since, until)`` touches is counted from its first day (a
+    monthly target needs whole months: the weekly digest shows the month so far), up to
+    ``until``. An incident counts in the month it started; it is a likely false positive
+    when it closed by itself within ``rule.close_within`` of its start and nothing
+    :attr:`ActionFact.acted` on its service from its start to its end (inclusive). A
+    (policy, month) with more than ``rule.max_per_month`` is over the target."""
+    rule = rule or NoiseRule()
+    first = month_start(since)
+
+    def ours(name: str | None) -> bool:
+        return service is None or name == service
+
+    rows = [i for i in facts.incidents if ours(i.service) and i.at < until]
+    closed: dict[str, IncidentFact] = {}
+    for row in sorted(rows, key=lambda i: i.at):
+        if row.state == "closed":
+            closed.setdefault(row.incident_id, row)
+    acted: dict[str, list[datetime]] = {}
+    for action in facts.actions:
+        if action.acted and ours(action.service):
+            acted.setdefault(action.service, []).append(action.at)
+    counts: dict[tuple[datetime, str], list[int]] = {}  # (month, policy) -> [all, likely]
+    for incident_id, opened in _opened(rows).items():
+        end = closed.get(incident_id)
+        started = _start(opened)
+        if end is not None and end.started_at is not None and opened.started_at is None:
+            started = end.started_at
+        if not first <= started < until:
+            continue
+        policy = opened.policy or (end.policy if end else None) or UNNAMED_POLICY
+        tally = counts.setdefault((month_start(started), policy), [0, 0])
+        tally[0] += 1
+        if end is None:
+            continue  # still open (or its close is not in the ledger yet)
+        ended = end.ended_at or end.at
+        if ended - started > rule.close_within:
+            continue
+        name = opened.service or end.service
+        if any(started <= at <= ended for at in acted.get(name or "", ())):
+            continue
+        tally[1] += 1
+    return AlertNoise(
+        close_within_s=rule.close_within.total_seconds(),
+        max_per_month=rule.max_per_month,
+        counted_from=first,
+        policies=[
+            PolicyNoise(
+                policy=policy,
+                month=f"{month:%Y-%m}",
+                incidents=incidents,
+                likely_false_positives=likely,
+                month_complete=_next_month(month) <= until,
+                over_target=likely > rule.max_per_month,
+            )
+            for (month, policy), (incidents, likely) in sorted(counts.items())
+        ],
+    )

@@ -1,8 +1,8 @@
 """Release metrics read from the ledger, cached, and published weekly (docs/metrics.md).
 
-- :func:`load_facts`: four SQL statements over ``ops.actions`` (and the rollback journal
+- :func:`load_facts`: five SQL statements over ``ops.actions`` (and the rollback journal
   for decision times), nothing else; :func:`shared.kpi.release_metrics.compute_report`
-  does the arithmetic.
+  does the arithmetic, alert noise included.
 - :class:`ReleaseMetricsService`: the report of one (service, window) through the KPI
   cache (``GET /v1/ops/metrics``), computed in the KPI computation slots.
 - :func:`handle_report_request`: kpi_refresh's answer to ``sight.ops.report.requested``
@@ -22,11 +22,14 @@ from sqlalchemy import bindparam, text
 
 from shared.kpi.release_metrics import (
     DEFAULT_FAILURE_WINDOW,
+    ActionFact,
     IncidentFact,
     LedgerFacts,
+    NoiseRule,
     ReleaseFact,
     RollbackFact,
     compute_report,
+    month_start,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from shared.events import ReleaseReport, ReportRequested
     from shared.kpi.cache import CacheResult, SingleFlightCache
     from shared.runtime import Context, Deps, Outcome
+    from shared.settings import Settings
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -44,6 +48,7 @@ __all__ = [
     "handle_report_request",
     "iso_week",
     "load_facts",
+    "noise_rule",
     "parse_report_request",
     "release_metrics_service",
     "report_from",
@@ -52,8 +57,12 @@ __all__ = [
 DEFAULT_DAYS = 28
 MAX_DAYS = 366
 #: Incidents opened this long before the window are still read: a rollback inside the
-#: window may restore a failure detected before it.
+#: window may restore a failure detected before it. (Alert noise reads from the first day
+#: of the window's first month, which may reach further back.)
 INCIDENT_LOOKBACK = timedelta(days=7)
+#: The rows alert noise reads: whatever may have acted on a service while an incident was
+#: open (``ActionFact.acted`` decides which did).
+NOISE_ACTION_KINDS = ("rollback", "freeze", "escalation", "release", "canary", "health")
 
 # Every statement is bounded by kind and started_at (ix_actions_kind_started_at). For
 # release, rollback and incident rows started_at is the fact's own time (docs/metrics.md).
@@ -78,12 +87,18 @@ _ROLLBACKS = text(
 )
 _INCIDENTS = text(
     "SELECT a.status, a.service, a.started_at AS at, a.detail->>'incident_id' AS incident_id,"
-    " a.detail->>'revision' AS revision,"
+    " a.detail->>'revision' AS revision, a.detail->>'policy_name' AS policy,"
     " COALESCE(a.detail->'auto_rollback' = 'true'::jsonb, false) AS auto_rollback,"
     " a.detail->>'started_at' AS incident_started, a.detail->>'ended_at' AS incident_ended"
     " FROM ops.actions a WHERE a.kind = 'incident' AND a.detail ? 'incident_id'"
     f" AND a.started_at >= :lookback AND a.started_at < :until AND {_SERVICE}"
 )
+_ACTIONS = text(
+    "SELECT a.kind, a.status, a.service, a.started_at AS at, a.actor,"
+    " COALESCE(a.detail->'dry_run' = 'true'::jsonb, false) AS dry_run"
+    " FROM ops.actions a WHERE a.kind IN :kinds AND a.service IS NOT NULL"
+    f" AND a.started_at >= :first AND a.started_at < :until AND {_SERVICE}"
+).bindparams(bindparam("kinds", expanding=True))
 # migrate's run rows are keyed migrate:<build id> (unique index): one lookup per build.
 _BUILDS = text(
     "SELECT dedupe_key, started_at, detail->>'build_created_at' AS build_created_at"
@@ -108,6 +123,7 @@ def load_facts(
 ) -> LedgerFacts:
     """The ledger rows a report of ``[since, until)`` reads."""
     window = {"since": since, "until": until, "service": service}
+    first = month_start(since)  # alert noise counts whole months
     releases = [
         ReleaseFact(r.service, r.status, r.at, r.release_id, r.revision, r.build_id)
         for r in conn.execute(_RELEASES, window)
@@ -137,8 +153,17 @@ def load_facts(
             auto_rollback=bool(r.auto_rollback),
             started_at=_time(r.incident_started),
             ended_at=_time(r.incident_ended),
+            policy=r.policy,
         )
-        for r in conn.execute(_INCIDENTS, {**window, "lookback": since - INCIDENT_LOOKBACK})
+        for r in conn.execute(
+            _INCIDENTS, {**window, "lookback": min(since - INCIDENT_LOOKBACK, first)}
+        )
+    ]
+    actions = [
+        ActionFact(r.service, r.kind, r.status, r.at, r.actor, bool(r.dry_run))
+        for r in conn.execute(
+            _ACTIONS, {**window, "first": first, "kinds": list(NOISE_ACTION_KINDS)}
+        )
     ]
     builds: dict[str, datetime] = {}
     keys = sorted({f"migrate:{r.build_id}" for r in releases if r.build_id})
@@ -146,7 +171,7 @@ def load_facts(
         for row in conn.execute(_BUILDS, {"keys": keys}):
             created = _time(row.build_created_at) or row.started_at
             builds[str(row.dedupe_key).removeprefix("migrate:")] = created
-    return LedgerFacts(releases, rollbacks, incidents, builds)
+    return LedgerFacts(releases, rollbacks, incidents, builds, actions)
 
 
 def report_from(
@@ -157,6 +182,7 @@ def report_from(
     now: datetime,
     service: str | None = None,
     failure_window: timedelta = DEFAULT_FAILURE_WINDOW,
+    noise: NoiseRule | None = None,
 ) -> ReleaseReport:
     """The report of ``[since, until)`` from the ledger, on an open connection."""
     return compute_report(
@@ -166,11 +192,20 @@ def report_from(
         computed_at=now,
         service=service,
         failure_window=failure_window,
+        noise=noise,
+    )
+
+
+def noise_rule(settings: Settings) -> NoiseRule:
+    """The alert noise rule the settings say (``KPI__NOISE_*``, docs/metrics.md)."""
+    return NoiseRule(
+        close_within=timedelta(seconds=settings.kpi.noise_close_within_s),
+        max_per_month=settings.kpi.noise_max_per_month,
     )
 
 
 def compute_release_report(engine: Engine, **window: Any) -> ReleaseReport:
-    """:func:`report_from` in a snapshot of its own (REPEATABLE READ): four statements,
+    """:func:`report_from` in a snapshot of its own (REPEATABLE READ): five statements,
     one state of the ledger."""
     from shared.db import is_transient
     from shared.errors import TransientError
@@ -203,7 +238,7 @@ class ReportQuery:
         """The cache key: one entry per (service, window, failure window)."""
         return f"{self.scope}:{self.days}d:{self.failure_window_h:g}h"
 
-    def window(self, now: datetime) -> dict[str, Any]:
+    def window(self, now: datetime, noise: NoiseRule | None = None) -> dict[str, Any]:
         """The last ``days`` days up to ``now``, as :func:`report_from` takes them."""
         return {
             "since": now - timedelta(days=self.days),
@@ -211,6 +246,7 @@ class ReportQuery:
             "now": now,
             "service": self.service,
             "failure_window": timedelta(hours=self.failure_window_h),
+            "noise": noise,
         }
 
 
@@ -234,7 +270,8 @@ class ReleaseMetricsService:
 
     def report(self, query: ReportQuery) -> ReleaseReport:
         """Computed now, from the ledger: the last ``query.days`` days up to the clock."""
-        return compute_release_report(self.deps.engine, **query.window(self.deps.clock()))
+        window = query.window(self.deps.clock(), noise_rule(self.deps.settings))
+        return compute_release_report(self.deps.engine, **window)
 
     def _compute(self, query: ReportQuery) -> bytes:
         from shared.kpi.service import kpi_service
@@ -308,9 +345,11 @@ def handle_report_request(event: ReportRequested, ctx: Context) -> Outcome:
     key = f"report.weekly:{week}:{query.key()}"
     event_id = str(uuid.uuid5(_DIGEST_IDS, key))
     service = release_metrics_service(deps)
-    report = report_from(ctx.conn, **query.window(now))
+    report = report_from(ctx.conn, **query.window(now, noise_rule(deps.settings)))
     cached = service.refresh(report, query)
     failing = [t.name for t in report.overall.targets if t.ok is False]
+    noise = report.alert_noise
+    noisy = sorted({p.policy for p in noise.flagged}) if noise else []
     row = write_action(
         ctx.conn,
         kind="report",
@@ -325,6 +364,7 @@ def handle_report_request(event: ReportRequested, ctx: Context) -> Outcome:
             "event_id": event_id,
             "promoted": report.overall.promoted,
             "targets_failing": failing,
+            "noisy_policies": noisy,
         },
         dedupe_key=key,
         on_conflict="ignore",

@@ -1,6 +1,6 @@
 """notify: one Slack message per thing worth a human's attention (docs/notify.md).
 
-The face every area shares: ``parse`` (one parser for four topics), ``dedupe_key`` (the
+The face every area shares: ``parse`` (one parser for five topics), ``dedupe_key`` (the
 runtime's receipt key) and ``handle(event, ctx) -> Outcome``; ``prepare`` validates the
 config at cold start. The stages (route/filter, dedup, group, render,
 deliver) are private modules wired by ``_pipeline``.
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         SlackMessage,
         render,
         render_alert_group,
+        render_budget,
         render_build,
         render_incident,
         render_ops,
@@ -72,6 +73,7 @@ else:  # each name is imported on first use (docs/architecture.md, "Cold start")
                 "SlackMessage",
                 "render",
                 "render_alert_group",
+                "render_budget",
                 "render_build",
                 "render_incident",
                 "render_ops",
@@ -101,6 +103,7 @@ __all__ = [
     "prepare",
     "render",
     "render_alert_group",
+    "render_budget",
     "render_build",
     "render_incident",
     "render_ops",

@@ -24,8 +24,30 @@ from shared.events._common import format_loc
 from shared.runtime import Deps, process_deps
 from shared.secrets import is_reference
 
-Kind = Literal["build", "smoke", "migration", "rollback", "release", "alert"]
-KINDS: tuple[str, ...] = ("build", "smoke", "migration", "rollback", "release", "alert")
+Kind = Literal[
+    "build",
+    "smoke",
+    "migration",
+    "rollback",
+    "release",
+    "canary",
+    "alert",
+    "budget",
+    "maintain",
+    "backup",
+]
+KINDS: tuple[str, ...] = (
+    "build",
+    "smoke",
+    "migration",
+    "rollback",
+    "release",
+    "canary",
+    "alert",
+    "budget",
+    "maintain",
+    "backup",
+)
 #: Labels an alert group can be keyed by.
 GROUP_LABELS = frozenset(
     {"policy_name", "service", "severity", "condition_name", "resource_type", "project"}
@@ -174,6 +196,10 @@ class Filters(_Strict):
         "sight.ops.release.promoted",  # deployed is quiet: the promotion follows
         "sight.ops.release.failed",
         "sight.ops.report.weekly",
+        "sight.ops.canary.*",  # its decisions (requested and tick are never posted)
+        "sight.ops.maintain.completed",  # only when something was done or is wrong
+        "sight.ops.backup.verified",  # a backup restored and identical (docs/backups.md)
+        "sight.ops.backup.failed",
     )
     #: Show Cloud Monitoring's "Send test notification".
     alert_test_notifications: bool = True
@@ -186,6 +212,10 @@ class Filters(_Strict):
     #: reason: the decision is recorded, and during an alert storm one skip per incident
     #: would bury the one message that matters.
     rollback_skipped: bool = False
+    #: Post ``sight.ops.canary.stepped`` too (each traffic step of a healthy canary). Off
+    #: by default: the outcome (promoted, rolled back, held, stopped) carries every step's
+    #: evidence, so a canary is one message at its start and one at its end.
+    canary_stepped: bool = False
 
 
 # Variables each template may use (documented in docs/notify.md).
@@ -196,6 +226,9 @@ TEMPLATE_FIELDS: Mapping[str, frozenset[str]] = {
     "smoke_title": frozenset({"service", "revision", "region", "failed", "total"}),
     "migration_title": frozenset({"outcome", "service", "build_id", "short_sha"}),
     "rollback_title": frozenset({"outcome", "service", "from_revision", "to_revision"}),
+    "canary_title": frozenset(
+        {"outcome", "service", "revision", "stable_revision", "percent", "release_id"}
+    ),
     "alert_title": frozenset(
         {"status", "count", "firing", "resolved", "policy", "service", "severity"}
     ),
@@ -210,6 +243,7 @@ class Templates(_Strict):
     smoke_title: str = "Smoke tests failed: {service} {revision}"
     migration_title: str = "Migration {outcome}: {service}"
     rollback_title: str = "Rollback {outcome}: {service}"
+    canary_title: str = "Canary {outcome}: {service}"
     alert_title: str = "[{status}{count}] {policy}"
 
     @model_validator(mode="after")
@@ -237,7 +271,8 @@ class RunbookRule(_Strict):
 
 
 class Escalation(_Strict):
-    """Rollback failed/frozen are escalations; ``mention`` (e.g. ``<!here>``) is added."""
+    """Rollback failed/frozen and canary held are escalations; ``mention`` (e.g.
+    ``<!here>``) is added."""
 
     mention: str | None = None
 

@@ -1,6 +1,6 @@
 """What notify consumes, normalised, and what its stages hand each other.
 
-One parse for four topics, one ``Notice`` per event: a ``Notice`` carries what routing
+One parse for five topics, one ``Notice`` per event: a ``Notice`` carries what routing
 and filtering need (kind, type, severity, service) without each stage re-inspecting the
 wire model. ``AlertEntry`` is an alert as grouping keeps it and a message shows it;
 ``AlertGroupView`` is what one group message is about. Every stage may import this
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.events import (
+    BudgetNotification,
     Build,
     BuildStatus,
     EventType,
@@ -23,6 +24,7 @@ from shared.events import (
     IncidentNotification,
     OpsEvent,
     OpsPayload,
+    parse_budget_message,
     parse_build_message,
     parse_incident_message,
     parse_ops_message,
@@ -31,7 +33,7 @@ from shared.log import REDACTOR
 from shared.notify._config import NotifyFileConfig
 from shared.runtime import PubsubMessage
 
-NotifyEvent = Build | OpsEvent[OpsPayload] | IncidentNotification
+NotifyEvent = Build | OpsEvent[OpsPayload] | IncidentNotification | BudgetNotification
 
 _BUILD_SEVERITY = {
     BuildStatus.SUCCESS: "info",
@@ -55,15 +57,41 @@ _OPS_SEVERITY = {
     EventType.RELEASE_DEPLOYED: "info",
     EventType.RELEASE_PROMOTED: "info",
     EventType.RELEASE_FAILED: "error",
+    EventType.CANARY_STARTED: "info",
+    EventType.CANARY_STEPPED: "info",
+    EventType.CANARY_PROMOTED: "info",
+    EventType.CANARY_ROLLED_BACK: "warning",
+    EventType.CANARY_STOPPED: "warning",
+    EventType.CANARY_HELD: "critical",
+    EventType.BACKUP_VERIFIED: "info",
+    EventType.BACKUP_FAILED: "error",
 }
-ESCALATIONS = frozenset({EventType.ROLLBACK_FAILED, EventType.ROLLBACK_FROZEN})
+#: A human must decide: rollback could not move traffic, or the canary stopped short of
+#: a verdict (time limit, or frozen by a breaking migration).
+ESCALATIONS = frozenset(
+    {EventType.ROLLBACK_FAILED, EventType.ROLLBACK_FROZEN, EventType.CANARY_HELD}
+)
+#: The canary's decisions; ``requested`` and ``tick`` are its input, not news.
+CANARY_OUTCOMES = frozenset(
+    {
+        EventType.CANARY_STARTED,
+        EventType.CANARY_STEPPED,
+        EventType.CANARY_PROMOTED,
+        EventType.CANARY_ROLLED_BACK,
+        EventType.CANARY_HELD,
+        EventType.CANARY_STOPPED,
+    }
+)
 
 
 def parse(data: bytes, attributes: Mapping[str, str]) -> NotifyEvent:
-    """Dispatch on what the message is: ``buildId`` -> a build, ``type`` -> one of ours,
-    anything else -> a Cloud Monitoring incident (that channel sets no attributes)."""
+    """Dispatch on what the message is: ``buildId`` -> a build, ``budgetId`` -> a Cloud
+    Billing budget notification, ``type`` -> one of ours, anything else -> a Cloud
+    Monitoring incident (that channel sets no attributes)."""
     if attributes.get("buildId"):
         return parse_build_message(data, attributes)
+    if attributes.get("budgetId"):
+        return parse_budget_message(data, attributes)
     if attributes.get("type"):
         return parse_ops_message(data, attributes)
     return parse_incident_message(data, attributes)
@@ -79,9 +107,13 @@ def dedupe_key(event: NotifyEvent, message: PubsubMessage) -> str:
     Cloud Monitoring retries a webhook it thinks failed, and alert_intake publishes each
     POST as a new Pub/Sub message, so incidents are keyed by (incident_id, state), not
     by message id. Test notifications all share incident_id ``12345``: message id.
+    Budget notifications are re-sent many times a day with the same state: keyed by what
+    they say (budget, period, threshold crossed), so a re-send is a duplicate.
     """
     if isinstance(event, Build):
         return f"build:{event.id}:{event.status.value}"
+    if isinstance(event, BudgetNotification):
+        return event.crossing_key()
     if isinstance(event, IncidentNotification):
         incident = event.incident
         if event.is_test or not incident.state:
@@ -107,7 +139,7 @@ def incident_severity(incident: Incident) -> str:
 class Notice:
     """One thing worth a message, before routing."""
 
-    kind: str  # build | smoke | migration | rollback | release | report | alert
+    kind: str  # build | smoke | migration | rollback | release | canary | report | alert | budget
     type: str  # build.FAILURE, sight.ops.rollback.frozen, alert.open, alert.closed, alert.test
     severity: str
     service: str | None
@@ -123,7 +155,15 @@ class Notice:
 
 
 def to_notice(event: NotifyEvent, key: str) -> Notice | None:
-    """Normalise; None for what notify never reports (non-terminal builds, kpi events)."""
+    """Normalise; None for what notify never reports (non-terminal builds, kpi events, a
+    budget below every threshold)."""
+    if isinstance(event, BudgetNotification):
+        crossing = event.crossing
+        if crossing is None:
+            return None
+        basis, threshold = crossing
+        severity = "error" if basis == "actual" and threshold >= 1 else "warning"
+        return Notice("budget", f"budget.{basis}", severity, None, key, event)
     if isinstance(event, Build):
         if not event.is_terminal:
             return None
@@ -152,8 +192,23 @@ def to_notice(event: NotifyEvent, key: str) -> Notice | None:
             event,
         )
     family = event.type.value.split(".")[2]  # sight.ops.<family>.<outcome>
-    if family not in {"smoke", "migration", "rollback", "release", "report"}:
+    if family not in {
+        "smoke",
+        "migration",
+        "rollback",
+        "release",
+        "canary",
+        "report",
+        "maintain",
+        "backup",
+    }:
         return None
+    if family == "backup" and event.type is EventType.BACKUP_REQUESTED:
+        return None  # a request is the function's input, not news
+    if family == "canary" and event.type not in CANARY_OUTCOMES:
+        return None
+    if family == "maintain" and event.type is not EventType.MAINTAIN_COMPLETED:
+        return None  # a request is the function's input, not news
     return Notice(
         family,
         event.type.value,

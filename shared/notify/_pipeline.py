@@ -82,6 +82,8 @@ class Notifier:
 
     def _deliver(self, notice: Notice, ctx: Context) -> Outcome:
         skip = self.router.skip_reason(notice)
+        if skip is None and notice.kind == "budget":
+            skip = self._claim_budget(notice, ctx)
         if skip:
             return Outcome.skipped(skip, **notice.log_fields())
         routes = self.router.route(notice)
@@ -110,6 +112,14 @@ class Notifier:
             **notice.log_fields(),
         )
 
+    def _claim_budget(self, notice: Notice, ctx: Context) -> str | None:
+        """A budget threshold is posted once per period (``_dedup.claim_budget_crossing``)."""
+        from shared.events import BudgetNotification
+        from shared.notify._dedup import claim_budget_crossing
+
+        assert isinstance(notice.event, BudgetNotification)
+        return claim_budget_crossing(ctx.conn, notice.event, self.deps.clock())
+
     def _send_one(
         self, notice: Notice, route: ResolvedRoute, ctx: Context, *, fallback: bool = False
     ) -> str:
@@ -132,7 +142,14 @@ class Notifier:
             )
             return "already sent"
         try:
-            status = self.deliverer.send(route, render(notice, self.config))
+            console = self.deps.settings.console
+            message = render(
+                notice,
+                self.config,
+                console.base_url,
+                actions=console.slack_signing_secret is not None,
+            )
+            status = self.deliverer.send(route, message)
         except SightOpsError as exc:
             if exc.retryable:
                 raise
@@ -157,13 +174,15 @@ class Notifier:
 
 
 def _ids(notice: Notice) -> dict[str, str]:
-    from shared.events import Build, IncidentNotification
+    from shared.events import BudgetNotification, Build, IncidentNotification
 
     event = notice.event
     if isinstance(event, Build):
         return {"build_id": event.id, "build_status": event.status.value}
     if isinstance(event, IncidentNotification):
         return {"incident_id": event.incident.incident_id, "state": event.incident.state or ""}
+    if isinstance(event, BudgetNotification):
+        return {"budget_id": event.budget_id, "crossing": event.crossing_key()}
     return {"event_id": event.id, "type": event.type.value}
 
 

@@ -12,8 +12,9 @@ https, no ``<``, ``>``, ``|``, whitespace). Every registered secret (``shared.lo
 redactor: resolved secrets, webhook URLs) is masked in every string of the payload, after
 escaping (the redactor knows the escaped forms) and before any cut. Every message about
 a release (a build, a migration, a smoke test, a rollback, the release itself) names its
-``release_id`` in its context line (docs/release.md). Rendering is pure: no clock, no I/O
-(golden-tested). docs/notify.md.
+``release_id`` in its context line (docs/release.md), a link to the release's console page
+when the console's base URL is given (``link_release``, docs/console.md). Rendering is
+pure: no clock, no I/O (golden-tested). docs/notify.md.
 
 The render stage: it may import the stages before it (route, dedup, group), never the
 one after (deliver).
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,8 +41,10 @@ from slack_sdk.models.blocks import (
 )
 
 from shared.events import (
+    BudgetNotification,
     Build,
     BuildStatus,
+    CanaryResult,
     EventType,
     IncidentNotification,
     MigrationResult,
@@ -199,6 +202,36 @@ def _release(event: object) -> str:
     return f"release `{escape(found)}`" if found else ""
 
 
+def release_page_url(console: str | None, release_id: str) -> str | None:
+    """``<console>/releases/<release_id>`` (docs/console.md), or None without a console."""
+    from urllib.parse import quote
+
+    if not console:
+        return None
+    return safe_url(f"{console.rstrip('/')}/releases/{quote(release_id, safe='@')}")
+
+
+def link_release(message: SlackMessage, event: object, console: str | None) -> SlackMessage:
+    """Every message about a release links to the release's console page: the context
+    element naming the release (``_release``) becomes ``release <url|id>`` (the URL
+    checked, the label escaped: ``_link``); a message naming none gets that element."""
+    from shared.trace import release_of
+
+    found = release_of(event, {})
+    url = release_page_url(console, found) if found else None
+    if not found or url is None:
+        return message
+    named, linked = f"release `{escape(found)}`", f"release {_link(url, found)}"
+    for block in message.blocks:
+        if isinstance(block, ContextBlock):
+            for element in block.elements:
+                if isinstance(element, MarkdownTextObject) and element.text == named:
+                    element.text = linked
+                    return message
+    message.blocks.append(_context(linked))
+    return message
+
+
 def _context(*texts: str) -> ContextBlock:
     return ContextBlock(
         elements=[
@@ -244,8 +277,11 @@ def _assemble(text: str, *blocks: Block | None, tail: Sequence[Block] = ()) -> S
 # ---- builds ------------------------------------------------------------------------
 
 
-def render_build(build: Build, templates: Templates | None = None) -> SlackMessage:
-    """A terminal build: status, trigger, commit, branch, duration, log link."""
+def render_build(
+    build: Build, templates: Templates | None = None, console: str | None = None
+) -> SlackMessage:
+    """A terminal build: status, trigger, commit, branch, duration, log link; its release's
+    console page when ``console`` (the base URL) is given."""
     templates = templates or Templates()
     icon = _STATUS_ICON.get(build.status, ":grey_question:")
     name = build.trigger_name or build.service or "manual build"
@@ -280,7 +316,7 @@ def render_build(build: Build, templates: Templates | None = None) -> SlackMessa
         text += f" ({escape(build.short_sha)})"
     if safe_url(build.log_url):
         text += f" {_link(build.log_url, 'build log')}"
-    return _assemble(
+    message = _assemble(
         text,
         _header(header),
         _fields(facts),
@@ -288,6 +324,7 @@ def render_build(build: Build, templates: Templates | None = None) -> SlackMessa
         _buttons([("Build log", build.log_url)]),
         _context(_release(build), f"build `{escape(build.id)}`"),
     )
+    return link_release(message, build, console)
 
 
 # ---- our own events ----------------------------------------------------------------
@@ -509,7 +546,8 @@ def render_rollback(
 
 def render_release_report(event: OpsEvent[OpsPayload]) -> SlackMessage:
     """The weekly release metrics (docs/metrics.md): the overall numbers against the
-    seed's targets, one line per service. Service names come from the ledger: escaped."""
+    seed's targets, one line per service, alert noise per policy (the month so far).
+    Service and policy names come from the ledger: escaped."""
     from shared.events import ServiceReleaseMetrics, WeeklyReleaseReport
 
     digest = event.data_as(WeeklyReleaseReport)
@@ -557,12 +595,35 @@ def render_release_report(event: OpsEvent[OpsPayload]) -> SlackMessage:
     lines = [line(m) for m in report.services] or ["(no release facts in the window)"]
     missed = sum(1 for t in overall.targets if t.ok is False)
     verdict = f"{missed} target(s) missed" if missed else "no target missed"
+    noise_blocks: Sequence[Block] = ()
+    noise = report.alert_noise
+    if noise is not None:
+        noisy = {p.policy for p in noise.flagged}
+        if noisy:
+            verdict += f", {len(noisy)} alert policy(ies) over the noise target"
+        shown = sorted(
+            (p for p in noise.policies if p.likely_false_positives),
+            key=lambda p: (not p.over_target, -p.likely_false_positives, p.month, p.policy),
+        )
+        noise_lines = [
+            f"• {':x:' if p.over_target else ':white_check_mark:'} *{escape(p.policy)}*"
+            f" {p.month}{'' if p.month_complete else ' (so far)'}:"
+            f" {p.likely_false_positives} likely false of {p.incidents} incident(s)"
+            for p in shown
+        ] or [f"(no likely false positive since {noise.counted_from:%Y-%m-%d})"]
+        noise_blocks = _lines_sections(
+            f"Alert noise (at most {noise.max_per_month} a month per policy; likely false:"
+            f" closed by itself within {span(noise.close_within_s)}, nothing done)",
+            noise_lines,
+            10,
+        )
     return _assemble(
         f":bar_chart: Release metrics {digest.week} ({escape(scope)}): {overall.promoted}"
         f" promoted, {verdict}",
         _header(plain(f"Release metrics {digest.week}: {scope}")),
         _fields(facts),
         *_lines_sections("Per service", lines, 30),
+        *noise_blocks,
         _context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"),
     )
 
@@ -625,6 +686,202 @@ def render_release(event: OpsEvent[OpsPayload]) -> SlackMessage:
             f"source `{escape(event.source)}`",
         )
     )
+    return _assemble(text, *blocks)
+
+
+# ---- the canary (docs/canary.md) -----------------------------------------------------
+
+_CANARY_ICON = {
+    "started": ":bird:",
+    "stepped": ":arrow_up_small:",
+    "promoted": ":large_green_circle:",
+    "rolled_back": ":rewind:",
+    "held": ":double_vertical_bar:",
+    "stopped": ":octagonal_sign:",
+}
+
+
+def _number(value: object, spec: str) -> str:
+    """A number from the evidence JSON formatted by ``spec``; anything else is ``?`` (the
+    evidence is read off the wire: a missing or odd value must not cost the message)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "?"
+    return format(value, spec)
+
+
+def _rate(value: object) -> str:
+    """A rate as a percentage; ``n/a`` when the revision had no requests."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return f"{value * 100:.2f} %"
+
+
+def _test_line(name: str, test: Mapping[str, Any]) -> str:
+    """One sequential test of a step: counts and rates of both revisions, and where its
+    log-likelihood ratios stand against the boundaries (docs/canary.md)."""
+    what = "5xx" if name == "errors" else f">= {_number(test.get('threshold_ms'), 'g')} ms"
+    outcome = escape(str(test.get("outcome", "?")).replace("_", " "))
+    canary = (
+        f"{_number(test.get('canary_events'), 'd')}/{_number(test.get('canary_requests'), 'd')}"
+    )
+    stable = (
+        f"{_number(test.get('stable_events'), 'd')}/{_number(test.get('stable_requests'), 'd')}"
+    )
+    ratio = test.get("ratio")
+    times = f" · {_number(ratio, '.2f')}x stable" if ratio is not None else ""
+    return (
+        f"    {escape(name)} ({what}) *{outcome}*: canary {canary} "
+        f"({_rate(test.get('canary_rate'))}) vs stable {stable} "
+        f"({_rate(test.get('stable_rate'))}){times}"
+        f" · log LR worse {_number(test.get('log_lr_worse'), '.2f')}"
+        f" (rollback at {_number(test.get('rollback_at'), '.2f')}),"
+        f" not worse {_number(test.get('log_lr_not_worse'), '.2f')}"
+        f" (pass at {_number(test.get('promote_at'), '.2f')})"
+    )
+
+
+def _step_line(
+    percent: int,
+    action: str,
+    reason: str,
+    evidence: Mapping[str, Any] | None,
+    started: datetime | None = None,
+    decided: datetime | None = None,
+) -> str:
+    """One step of a canary as a compact block: its traffic, when, what was decided and
+    why, and each test's evidence."""
+    when = ""
+    if started and decided:
+        when = f" ({started:%H:%M} to {decided:%H:%M} UTC)"
+    head = f"• *{percent} %*{when}: *{escape(action)}*, {escape(reason)}"
+    if not evidence:
+        return head
+    intervals = evidence.get("intervals")
+    verdict = escape(str(evidence.get("verdict", "?")).replace("_", " "))
+    lines = [f"{head}\n    verdict *{verdict}* after {_number(intervals, 'd')} interval(s)"]
+    for name in ("errors", "latency"):
+        test = evidence.get(name)
+        if isinstance(test, Mapping):
+            lines.append(_test_line(name, test))
+    return "\n".join(lines)
+
+
+def _canary_steps(result: CanaryResult) -> list[str]:
+    """Every step's evidence, oldest first; the decision's own evidence too when the
+    history does not end with it (a ``held`` at the time limit, say)."""
+    lines = [
+        _step_line(
+            s.percent,
+            s.action,
+            s.reason,
+            s.evidence,
+            s.started_at.astimezone(UTC),
+            s.decided_at.astimezone(UTC),
+        )
+        for s in result.steps
+    ]
+    last = result.steps[-1].evidence if result.steps else None
+    if result.evidence and result.evidence != last:
+        lines.append(
+            _step_line(result.percent_before, result.action, result.reason, result.evidence)
+        )
+    return lines
+
+
+def _canary_next(event: OpsEvent[OpsPayload], result: CanaryResult) -> str:
+    """What the decision did to the traffic, and what a human may do about it."""
+    revision, service = escape(result.revision), escape(result.service)
+    stable = escape(result.stable_revision or "the stable revision")
+    watch = f"`sightops canary status {service}`"
+    if event.type is EventType.CANARY_STARTED:
+        return (
+            f"*Started*: {result.percent_after} % of the traffic goes to `{revision}`, the "
+            f"rest to `{stable}`; every step is analysed against it. Watch it: {watch}."
+        )
+    if event.type is EventType.CANARY_STEPPED:
+        return f"*Stepped*: `{revision}` now serves {result.percent_after} %. Watch it: {watch}."
+    if event.type is EventType.CANARY_PROMOTED:
+        return f"*Promoted*: `{revision}` serves 100 %; the release is promoted."
+    if event.type is EventType.CANARY_ROLLED_BACK:
+        return (
+            f"*Rolled back*: `{stable}` serves 100 % again and `{revision}` is marked bad. "
+            "Release a fix."
+        )
+    if event.type is EventType.CANARY_HELD and result.action == "frozen":
+        return (
+            "*Frozen*: a breaking migration was applied since the canary started, so the "
+            f"traffic was *not* moved: `{revision}` keeps {result.percent_after} %. Roll "
+            f"forward with a fix, or decide by hand ({watch})."
+        )
+    if event.type is EventType.CANARY_HELD:
+        return (
+            f"*Held*: no verdict within the step's time limit; `{revision}` keeps "
+            f"{result.percent_after} %. A human decides ({watch})."
+        )
+    return (
+        "*Stopped*: the traffic was changed outside the canary (by a person or by "
+        "rollback); the canary respects it, moved nothing and does no more for this release."
+    )
+
+
+def render_canary(
+    event: OpsEvent[OpsPayload], templates: Templates, mention: str | None = None
+) -> SlackMessage:
+    """One decision of the canary (docs/canary.md): the traffic before and after, why,
+    every step's evidence as a compact block; ``held`` escalates. Each message names its
+    release and the release's trace."""
+    from shared.release import release_trace_id
+
+    result = event.data_as(CanaryResult)
+    outcome = _outcome(event)
+    header, title = _titles(
+        templates.canary_title,
+        {
+            "outcome": outcome.replace("_", " "),
+            "service": result.service,
+            "revision": result.revision,
+            "stable_revision": result.stable_revision,
+            "percent": result.percent_after,
+            "release_id": result.release_id,
+        },
+    )
+    if result.dry_run:
+        header, title = f"{header} (dry run)", f"{title} (dry run)"
+    took = (result.decided_at - result.started_at).total_seconds()
+    facts = [
+        ("Service", result.service),
+        ("Canary revision", result.revision),
+        ("Stable revision", result.stable_revision),
+        ("Traffic to the canary", f"{result.percent_before} % → {result.percent_after} %"),
+        ("Region", result.region),
+        ("Decided by", f"{result.actor} (manual)" if result.manual else result.actor),
+        ("Canary running for", _seconds(took) if took >= 0 else None),
+    ]
+    escalation = event.type is EventType.CANARY_HELD
+    blocks: list[Block | None] = [_header(header)]
+    if escalation:
+        who = f"{mention} " if mention else ""
+        blocks.append(
+            _section(f":rotating_light: *Escalation*: {who}a human must decide what happens next.")
+        )
+    blocks.append(_fields(facts))
+    blocks.append(_section(f"*Why*\n{escape(result.reason)}"))
+    steps = _canary_steps(result)
+    if steps:
+        blocks.extend(_lines_sections("Evidence, step by step", steps, 8))
+    blocks.append(_section(_canary_next(event, result)))
+    blocks.append(
+        _context(
+            f"release `{escape(result.release_id)}`",
+            f"trace `{release_trace_id(result.release_id)}`",
+            f"event `{escape(event.id)}`",
+            f"source `{escape(event.source)}`",
+        )
+    )
+    icon = _CANARY_ICON.get(outcome, ":grey_question:")
+    text = f"{icon} {title}: {escape(result.reason)}"
+    if escalation and mention:
+        text = f"{mention} {text}"
     return _assemble(text, *blocks)
 
 
@@ -738,7 +995,168 @@ def render_incident(notification: IncidentNotification, config: NotifyFileConfig
     return render_alert_group(view, config)
 
 
-def render_ops(event: OpsEvent[OpsPayload], config: NotifyFileConfig) -> SlackMessage:
+# ---- routine database care ---------------------------------------------------------
+
+#: The runbook every maintenance message links to (docs/runbooks/).
+MAINTENANCE_RUNBOOK = "maintenance.md"
+
+
+def _bytes(size: int | None) -> str:
+    value = float(size or 0)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"  # pragma: no cover (the loop returns)
+
+
+def render_maintenance(
+    event: OpsEvent[OpsPayload], runbook_base_url: str | None = None
+) -> SlackMessage:
+    """A maintenance run that did something or found something wrong (docs/maintain.md):
+    what was rebuilt (size before and after), what needs a human and why, the Neo4j
+    indexes that are not ONLINE. Index names, reasons and Neo4j's failure messages come
+    from the databases: escaped."""
+    from shared.events import IndexCare, MaintenanceResult
+
+    run = event.data_as(MaintenanceResult)
+
+    def name(care: IndexCare) -> str:
+        return f"`{escape(f'{care.schema_name}.{care.index}')}` ({escape(care.method)})"
+
+    def bloat(care: IndexCare) -> str:
+        return f"bloat {care.bloat_ratio * 100:.0f} %" if care.bloat_ratio is not None else ""
+
+    rebuilt = [i for i in run.indexes if i.action == "reindexed"]
+    would = [i for i in run.indexes if i.action == "would_reindex"]
+    attention = [i for i in run.indexes if i.action in {"failed", "attention"}]
+    deferred = [i for i in run.indexes if i.action == "deferred"]
+    graph_wrong = [g for g in run.graph if g.problem]
+    wrong = len(attention) + len(graph_wrong) + len(run.problems)
+
+    said = []
+    if rebuilt:
+        said.append(f"rebuilt {len(rebuilt)} index{'es' if len(rebuilt) > 1 else ''}")
+    if would:
+        said.append(f"would rebuild {len(would)} (dry run)")
+    if wrong:
+        said.append(f"{wrong} need{'s' if wrong == 1 else ''} attention")
+    summary = ", ".join(said) or "nothing to report"
+    icon = ":warning:" if wrong else ":broom:"
+    header = plain(f"Database maintenance: {summary}")
+    facts = [
+        ("Tables analyzed", str(run.tables_analyzed)),
+        ("Indexes checked", str(run.indexes_checked)),
+        ("Neo4j indexes checked", str(run.graph_checked) if run.graph_checked else None),
+        (
+            "Waited for the migration lock",
+            f"{run.lock_wait_ms:.0f} ms"
+            if run.lock_wait_ms < 1000
+            else _seconds(run.lock_wait_ms / 1000),
+        ),
+        ("Took", _seconds((run.finished_at - run.started_at).total_seconds())),
+        ("Mode", "dry run: nothing rebuilt" if run.dry_run else None),
+    ]
+    blocks: list[Block | None] = [_header(header), _fields(facts)]
+    if rebuilt:
+        lines = [
+            f"• {name(i)}: {_bytes(i.size_bytes)} → {_bytes(i.size_after_bytes)}, {bloat(i)}"
+            + (f", {_seconds(i.duration_ms / 1000)}" if i.duration_ms is not None else "")
+            for i in rebuilt
+        ]
+        blocks.extend(_lines_sections("Rebuilt (REINDEX CONCURRENTLY)", lines, 10))
+    if would:
+        lines = [
+            f"• {name(i)}: {_bytes(i.size_bytes)}, a fresh build about "
+            f"{_bytes(i.expected_bytes)}, {bloat(i)}"
+            for i in would
+        ]
+        blocks.extend(_lines_sections("Would rebuild (dry run)", lines, 10))
+    if attention or graph_wrong or run.problems:
+        lines = [f"• {name(i)}: {escape(i.reason)}" for i in attention]
+        lines += [
+            f"• Neo4j {escape(g.kind)} `{escape(g.name)}` ({escape(g.type)}): "
+            f"{escape(g.problem or '')}"
+            for g in graph_wrong
+        ]
+        lines += [f"• {escape(problem)}" for problem in run.problems]
+        blocks.extend(_lines_sections("Needs attention", lines, 20))
+    if deferred:
+        lines = [f"• {name(i)}: {_bytes(i.size_bytes)}, {bloat(i)}" for i in deferred]
+        blocks.extend(_lines_sections("Left for the next run", lines, 5))
+    if runbook_base_url:
+        blocks.append(_buttons([("Runbook", runbook_base_url + MAINTENANCE_RUNBOOK)]))
+    blocks.append(
+        _context(
+            f"run `{escape(run.run_id)}`",
+            f"event `{escape(event.id)}`",
+            f"source `{escape(event.source)}`",
+        )
+    )
+    return _assemble(f"{icon} Database maintenance: {escape(summary)}", *blocks)
+
+
+#: The runbook a failed backup links to (docs/runbooks/).
+BACKUP_RUNBOOK = "backup-stale.md"
+
+
+def render_backup(event: OpsEvent[OpsPayload], runbook_base_url: str | None = None) -> SlackMessage:
+    """A backup's drill (docs/backups.md): ``verified`` (restored into scratch targets and
+    identical to its manifest: how much, how long) or ``failed`` (what differed, or why the
+    export or the drill stopped). Findings name tables, labels and objects from the
+    databases and the bucket: escaped."""
+    from shared.events import BackupVerdict
+
+    verdict = event.data_as(BackupVerdict)
+    store = {"postgres": "PostgreSQL", "neo4j": "Neo4j"}[verdict.store]
+    ok = event.type is EventType.BACKUP_VERIFIED
+    what = "backup" if verdict.phase == "backup" else "restore drill"
+    summary = f"{store} backup verified" if ok else f"{store} {what} FAILED"
+    header = plain(REDACTOR.redact(f"{summary}: {verdict.backup_id or 'no backup'}"))
+    total = sum(verdict.counts.values())
+    facts = [
+        ("Backup", verdict.backup_id),
+        ("Taken", verdict.taken_at.strftime("%Y-%m-%d %H:%M UTC") if verdict.taken_at else None),
+        ("Restored into", verdict.target),
+        ("Rows / items", f"{total:,}" if verdict.counts else None),
+        ("Read", _bytes(verdict.bytes) if verdict.bytes else None),
+        ("Took", _seconds(verdict.duration_s) if verdict.duration_s else None),
+        ("Manifest", verdict.manifest),
+    ]
+    blocks: list[Block | None] = [_header(header), _fields(facts)]
+    if not ok:
+        if verdict.reason:
+            blocks.append(_section(f"*Why*\n{escape(truncate(verdict.reason, 1500))}"))
+        lines = [f"• {escape(finding)}" for finding in verdict.findings]
+        blocks.extend(_lines_sections("Differences", lines, 10))
+        if runbook_base_url:
+            blocks.append(_buttons([("Runbook", runbook_base_url + BACKUP_RUNBOOK)]))
+    blocks.append(_context(f"event `{escape(event.id)}`", f"source `{escape(event.source)}`"))
+    icon = ":floppy_disk:" if ok else ":rotating_light:"
+    return _assemble(f"{icon} {escape(summary)}", *blocks)
+
+
+def render_ops(
+    event: OpsEvent[OpsPayload],
+    config: NotifyFileConfig,
+    console: str | None = None,
+    *,
+    actions: bool = False,
+) -> SlackMessage:
+    """One of our events; a message about a release links to its page on ``console``;
+    ``actions`` adds the buttons that act on it (Slack interactivity configured:
+    ``shared.notify._buttons``, docs/console.md "Acting from Slack")."""
+    message = link_release(_render_family(event, config), event, console)
+    if actions:
+        from shared.notify._buttons import actions_block, intents_for
+
+        block = actions_block(intents_for(event))
+        if block is not None:
+            message.blocks.append(block)
+    return message
+
+
+def _render_family(event: OpsEvent[OpsPayload], config: NotifyFileConfig) -> SlackMessage:
     family = event.type.value.split(".")[2]
     if family == "smoke":
         return render_smoke(event, config.templates)
@@ -752,14 +1170,79 @@ def render_ops(event: OpsEvent[OpsPayload], config: NotifyFileConfig) -> SlackMe
         return render_release(event)
     if family == "report":
         return render_release_report(event)
+    if family == "canary":
+        return render_canary(event, config.templates, config.escalation.mention)
+    if family == "maintain":
+        return render_maintenance(event, config.runbook_base_url)
+    if family == "backup":
+        return render_backup(event, config.runbook_base_url)
     raise ValueError(f"notify does not render {event.type.value}")
 
 
-def render(notice: Notice, config: NotifyFileConfig) -> SlackMessage:
-    """The message for one notice sent on its own (everything but grouped alerts)."""
+# ---- budgets ------------------------------------------------------------------------
+
+#: The runbook every budget message links to (docs/runbooks/).
+BUDGET_RUNBOOK = "budget.md"
+
+
+def _money(amount: float, currency: str) -> str:
+    return f"{amount:,.2f} {currency}"
+
+
+def render_budget(
+    notification: BudgetNotification, runbook_base_url: str | None = None
+) -> SlackMessage:
+    """A budget threshold crossed, by actual or forecast spend; posted once per threshold
+    and period (docs/notify.md, "Budget notifications"). The budget's name comes from
+    Cloud Billing: escaped like any event text."""
+    basis, threshold = notification.crossing or ("actual", 0.0)
+    currency = notification.currency_code
+    spent = _money(notification.cost_amount, currency)
+    budget = _money(notification.budget_amount, currency)
+    if notification.budget_amount_type != "SPECIFIED_AMOUNT":
+        budget += f" ({notification.budget_amount_type})"
+    share = f"{threshold * 100:g} %"
+    name = notification.budget_display_name
+    if basis == "actual":
+        verb, said = "exceeded", f"spend passed {share} of the budget: {spent} of {budget}"
+        icon = ":money_with_wings:" if threshold >= 1 else ":warning:"
+    else:
+        verb = "forecast"
+        said = f"spend is forecast to pass {share} of the budget ({spent} of {budget} so far)"
+        icon = ":crystal_ball:"
+    facts = [
+        ("Budget", name),
+        ("Threshold", f"{share} of {'actual' if basis == 'actual' else 'forecast'} spend"),
+        ("Spent so far", spent),
+        ("Budget amount", budget),
+        ("Period from", _time(notification.cost_interval_start)),
+    ]
+    runbook = runbook_base_url + BUDGET_RUNBOOK if runbook_base_url else None
+    return _assemble(
+        f"{icon} Budget {escape(name)}: {escape(said)}",
+        _header(plain(f"Budget {share} {verb}: {name}")),
+        _fields(facts),
+        _section(
+            "*What now*: find what spends it (Cloud Billing reports, grouped by service and"
+            " SKU) and follow the runbook. Nothing is stopped automatically; each threshold"
+            " is posted once per budget period."
+        ),
+        _buttons([("Runbook", runbook)]),
+        _context(f"budget `{escape(notification.budget_id)}`"),
+    )
+
+
+def render(
+    notice: Notice, config: NotifyFileConfig, console: str | None = None, *, actions: bool = False
+) -> SlackMessage:
+    """The message for one notice sent on its own (everything but grouped alerts);
+    ``console`` is the console's base URL (``CONSOLE__BASE_URL``) release pages are under,
+    ``actions`` whether our messages get their buttons."""
     event = notice.event
     if isinstance(event, Build):
-        return render_build(event, config.templates)
+        return render_build(event, config.templates, console)
     if isinstance(event, IncidentNotification):
         return render_incident(event, config)
-    return render_ops(event, config)
+    if isinstance(event, BudgetNotification):
+        return render_budget(event, config.runbook_base_url)
+    return render_ops(event, config, console, actions=actions)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from shared.events import Build, EventType, OpsEvent
+from shared.events import Build, EventType, MaintenanceResult, OpsEvent, ReleaseResult
 from shared.notify._config import Grouping, Match, NotifyFileConfig
 from shared.notify._model import Notice
 from shared.settings import NotifyConfig
@@ -104,6 +104,12 @@ class Router:
                 return "migration skips are recorded, not posted (filters.migration_skipped)"
             if event.type is EventType.ROLLBACK_SKIPPED and not filters.rollback_skipped:
                 return "rollback skips are recorded, not posted (filters.rollback_skipped)"
+            if event.type is EventType.CANARY_STEPPED and not filters.canary_stepped:
+                return "canary steps are recorded, not posted (filters.canary_stepped)"
+            if isinstance(event.data, ReleaseResult) and event.data.via == "canary":
+                return "the canary's own message tells how this release ended"
+            if isinstance(event.data, MaintenanceResult) and not event.data.worth_posting:
+                return "a maintenance run that did nothing and found nothing wrong is recorded"
             return None
         if notice.type == "alert.test" and not filters.alert_test_notifications:
             return "test notifications are filtered out"

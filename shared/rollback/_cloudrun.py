@@ -1,4 +1,5 @@
-"""Cloud Run Admin API v2 through google-cloud-run: read a service, move its traffic.
+"""Cloud Run Admin API v2 through google-cloud-run: read a service, move its traffic
+(rollback's 100 % pin, the canary's split).
 
 The update (docs/rollback.md, "The traffic update"): read the service (and so its etag) just
 before, pin 100 % to the target with every tag kept at 0 %, send UpdateService, wait for
@@ -14,6 +15,7 @@ class as ``shared.cloudrun.CloudRunError``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +33,10 @@ from shared.cloudrun import (
     send_update,
     service_name,
     short,
+    traffic_targets,
     wait_operation,
 )
-from shared.rollback._decide import rollback_traffic
+from shared.rollback._decide import rollback_traffic, split_traffic
 from shared.rollback._model import (
     RevisionInfo,
     ServiceState,
@@ -152,8 +155,25 @@ class CloudRun:
         :class:`TrafficConflict`. Once the update was sent, any error but a failed
         operation is :class:`UpdateOutcomeUnknown`.
         """
+        return self._update_traffic(before, lambda spec: rollback_traffic(spec, target))
+
+    def set_split(self, before: ServiceState, shares: Mapping[str, int]) -> ServiceState:
+        """Route ``shares`` (revision -> percent, summing to 100; tags kept at 0 %) and
+        return the state read back: the canary's steps (docs/canary.md). The same
+        optimistic concurrency as :meth:`pin_traffic`: nothing is sent when who gets
+        traffic changed since ``before``; a 409 is retried once after that check."""
+        wanted = dict(shares)
+        split_traffic((), wanted)  # refuse a bad split before anything is read or sent
+        return self._update_traffic(before, lambda spec: split_traffic(spec, wanted))
+
+    def _update_traffic(
+        self,
+        before: ServiceState,
+        new_spec: Callable[[tuple[TrafficItem, ...]], list[TrafficItem]],
+    ) -> ServiceState:
+        """GetService (etag) -> unchanged routing? -> ``new_spec`` -> UpdateService -> wait
+        -> GetService: the one traffic write of rollback and canary."""
         from google.api_core import exceptions as gexc
-        from google.cloud import run_v2
 
         name = before.name
         operation: Any = None
@@ -165,16 +185,7 @@ class CloudRun:
                     f"traffic of {before.service} changed since the decision (was "
                     f"{_fmt_routing(before)}, now {_fmt_routing(now)}); not touching it"
                 )
-            spec = rollback_traffic(_items(svc.traffic), target)
-            svc.traffic = [
-                run_v2.TrafficTarget(
-                    type_=1 if item.type == "LATEST" else 2,
-                    revision=item.revision,
-                    percent=item.percent,
-                    tag=item.tag,
-                )
-                for item in spec
-            ]
+            svc.traffic = traffic_targets(new_spec(_items(svc.traffic)))
             try:
                 operation = self._send(name, svc)
             except gexc.Conflict as exc:

@@ -293,12 +293,26 @@ def rollback_traffic(spec: Sequence[TrafficItem], target: str) -> list[TrafficIt
     Tags are URLs someone relies on (a candidate's tag URL, a ``stable`` tag); keeping them
     at 0 % changes who gets user traffic and nothing else.
     """
+    return split_traffic(spec, {target: 100})
+
+
+def split_traffic(spec: Sequence[TrafficItem], shares: Mapping[str, int]) -> list[TrafficItem]:
+    """The new traffic spec: ``shares`` (revision -> percent, summing to 100) pinned by
+    revision, every tagged entry kept at 0 % (as :func:`rollback_traffic`, whose 100 %
+    pin is the one-revision case; the canary's steps are the others)."""
+    if sum(shares.values()) != 100 or any(p < 0 for p in shares.values()):
+        raise ValueError(f"traffic shares must be >= 0 and add up to 100: {dict(shares)}")
     tagged = [
         TrafficItem(item.type, item.revision if item.type == "REVISION" else "", 0, item.tag)
         for item in spec
         if item.tag
     ]
-    return [TrafficItem("REVISION", target, 100), *tagged]
+    pinned = [
+        TrafficItem("REVISION", revision, percent)
+        for revision, percent in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+        if percent > 0
+    ]
+    return [*pinned, *tagged]
 
 
 def incident_trigger(notification: IncidentNotification, received_at: datetime) -> Trigger | str:

@@ -3,7 +3,8 @@
 What ``cloudbuild-deploy.yaml`` runs after migrate's ``sight.ops.migration.succeeded``.
 Every value can come from an option or from the environment (``DEPLOY_*``), so the build
 passes substitutions through ``env:`` only and never pastes one into a script.
-Exit codes: 0 promoted (or already: a duplicate run publishes nothing), 1 the release
+Exit codes: 0 promoted (or already: a duplicate run publishes nothing; or handed to the
+canary function, for a service in ``canary.services``, docs/canary.md), 1 the release
 failed (one line on stderr says why), 2 bad input, 3 Cloud Run or Pub/Sub unreachable or
 refusing us (the root group's line, sightops/_errors.py).
 """
@@ -130,6 +131,7 @@ def _run(request: DeployRequest, timeout: float) -> int:
             events_topic=settings.topics.ops_events,
             tracing=deps.tracing,
             progress=lambda text: print(text, flush=True),
+            canary_services=frozenset(settings.canary.services),
         )
         outcome = run_deploy(request, tools)
     finally:
@@ -142,6 +144,14 @@ def _run(request: DeployRequest, timeout: float) -> int:
     if outcome.status == "promoted":
         print(
             f"release {result.release_id} promoted: {result.revision} serves 100 % ({phases})",
+            flush=True,
+        )
+        return 0
+    if outcome.status == "canary":
+        print(
+            f"release {result.release_id} handed to the canary: {result.revision} passed its "
+            f"tag smoke ({phases}); the canary function now steps traffic to it and promotes "
+            f"or rolls it back. Watch it: sightops canary status {request.service}",
             flush=True,
         )
         return 0

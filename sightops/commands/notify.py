@@ -101,15 +101,7 @@ def preview(
     from rich.markup import escape
 
     from shared.errors import SightOpsError
-    from shared.events import Build, IncidentNotification
-    from shared.notify import (
-        load_config,
-        parse,
-        render_build,
-        render_incident,
-        render_ops,
-        to_notice,
-    )
+    from shared.notify import load_config, parse, render, to_notice
 
     try:
         cfg = load_config(config)
@@ -122,12 +114,7 @@ def preview(
     if notice is None:
         console.print("notify sends nothing for this event (not terminal, or not reported)")
         return
-    if isinstance(parsed, Build):
-        message = render_build(parsed, cfg.templates)
-    elif isinstance(parsed, IncidentNotification):
-        message = render_incident(parsed, cfg)
-    else:
-        message = render_ops(parsed, cfg)
+    message = render(notice, cfg)  # a single message, as notify sends it (alerts ungrouped)
     payload = message.to_dict()
     if raw:
         print(json.dumps(payload, indent=2, ensure_ascii=False))

@@ -16,6 +16,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from shared.events import ReleaseReport, ServiceReleaseMetrics
+    from shared.events._ops import AlertNoise
 
 
 def register(app: typer.Typer) -> None:
@@ -69,9 +70,9 @@ def report(
     ] = 24.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON document")] = False,
 ) -> None:
-    """Release metrics per service: DORA's four keys and the seed's targets."""
+    """Release metrics per service: DORA's four keys, the seed's targets, alert noise."""
     from shared.events import is_service_name
-    from shared.kpi.release_report import compute_release_report
+    from shared.kpi.release_report import compute_release_report, noise_rule
     from shared.runtime import process_deps
 
     if service is not None and not is_service_name(service):
@@ -91,6 +92,7 @@ def report(
             now=now,
             service=service,
             failure_window=timedelta(hours=failure_window),
+            noise=noise_rule(deps.settings),
         )
     finally:
         deps.close()
@@ -173,3 +175,33 @@ def _print(console: Console, result: ReleaseReport) -> None:
             ),
             highlight=False,
         )
+    if result.alert_noise is not None:
+        _print_noise(console, result.alert_noise)
+
+
+def _print_noise(console: Console, noise: AlertNoise) -> None:
+    """Likely false positives per alert policy and month; over the target in red."""
+    window = _span(noise.close_within_s)
+    if not noise.policies:
+        console.print(
+            f"alert noise: no incidents since {noise.counted_from:%Y-%m-%d}", highlight=False
+        )
+        return
+    table = Table(
+        "policy",
+        "month",
+        "incidents",
+        "likely false",
+        "result",
+        title="alert noise",
+        caption=f"likely false positive: closed by itself within {window}, nothing done on its"
+        f" service meanwhile; target: at most {noise.max_per_month} a month per policy"
+        " (docs/metrics.md)",
+    )
+    for row in noise.policies:
+        month = row.month if row.month_complete else f"{row.month} (so far)"
+        verdict = "[red]over target[/]" if row.over_target else "[green]ok[/]"
+        table.add_row(
+            escape(row.policy), month, str(row.incidents), str(row.likely_false_positives), verdict
+        )
+    console.print(table)

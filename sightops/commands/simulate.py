@@ -24,7 +24,7 @@ def simulate(
         str,
         typer.Argument(
             help="green, failed-migration, bad-release, breaking-then-bad, late-alert, "
-            "alert-storm, duplicates, or all"
+            "alert-storm, duplicates, canary-good, canary-bad, canary-slow, canary-human, or all"
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="the verdicts as JSON")] = False,

@@ -37,7 +37,14 @@ ALEMBIC_INI = REPO / "alembic.ini"
 GRAPH_MIGRATIONS = REPO / "graph" / "migrations"
 
 SIGHT_TABLES = {"projects", "personas", "focus_groups", "focus_group_responses"}
-OPS_TABLES = {"event_receipts", "rejected_events", "revisions", "actions", "rollback_decisions"}
+OPS_TABLES = {
+    "event_receipts",
+    "rejected_events",
+    "revisions",
+    "actions",
+    "rollback_decisions",
+    "canaries",
+}
 EMBEDDING_DIM = 384
 
 

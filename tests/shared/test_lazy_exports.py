@@ -12,7 +12,16 @@ import pytest
 
 from tests.helpers import ROOT
 
-LAZY_PACKAGES = ("shared.kpi", "shared.migrate", "shared.notify", "shared.rollback")
+LAZY_PACKAGES = (
+    "shared.backup",
+    "shared.canary",
+    "shared.console",
+    "shared.kpi",
+    "shared.maintain",
+    "shared.migrate",
+    "shared.notify",
+    "shared.rollback",
+)
 
 
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
@@ -26,7 +35,16 @@ def test_every_exported_name_resolves(package: str) -> None:
 
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
 def test_importing_a_face_loads_no_database_or_cloud_client(package: str) -> None:
-    heavy = ("sqlalchemy", "redis", "neo4j", "google.cloud.pubsub_v1", "slack_sdk", "alembic")
+    heavy = (
+        "sqlalchemy",
+        "redis",
+        "neo4j",
+        "google.cloud.pubsub_v1",
+        "google.cloud.monitoring_v3",
+        "grpc",
+        "slack_sdk",
+        "alembic",
+    )
     probe = (
         f"import sys, {package}\n"
         f"loaded = [m for m in {heavy!r} if m in sys.modules]\n"

@@ -115,6 +115,9 @@ def test_each_consumers_maximum_event_age_comes_from_its_setting() -> None:
             "rollback": {"max_event_age_s": 20},
             "notify": {"max_event_age_s": 30},
             "kpi": {"refresh_max_age_s": 40},
+            "canary": {"max_event_age_s": 50},
+            "maintain": {"max_event_age_s": 60},
+            "backup": {"max_event_age_s": 70},
         }
     )
     ages = {c: s.max_event_age(c) for c in EVENT_CONSUMERS}
@@ -123,6 +126,10 @@ def test_each_consumers_maximum_event_age_comes_from_its_setting() -> None:
         "rollback": timedelta(seconds=20),
         "notify": timedelta(seconds=30),
         "kpi_refresh": timedelta(seconds=40),
+        "canary": timedelta(seconds=50),
+        "maintain": timedelta(seconds=60),
+        "backup": timedelta(seconds=70),
+        "backup_drill": timedelta(seconds=70),
     }
     assert Settings().max_event_age("notify") == timedelta(hours=1)  # notify's former default
     with pytest.raises(ConfigError, match="no maximum event age for consumer 'nobody'"):

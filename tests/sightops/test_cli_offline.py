@@ -35,9 +35,24 @@ WORLDS = ("production", "local")
 ARGS: dict[str, list[str]] = {
     "rollback": ["rollback", "sight-api", "--dry-run"],
     "revisions": ["revisions", "sight-api"],
+    "canary status": ["canary", "status"],
+    "canary tick": ["canary", "tick", "sight-api"],
+    "canary promote": ["canary", "promote", "sight-api"],
+    "canary rollback": ["canary", "rollback", "sight-api"],
     "smoke": ["smoke", "--service", "sight-api", "--revision", "sight-api-00001-abc", "{closed}"],
     "deploy": ["deploy", "--service", "sight-api", "--commit-sha", COMMIT, "--timeout", "5"],
     "prune": ["prune", "--dry-run"],
+    "maintain run": ["maintain", "run", "--dry-run"],
+    "backup now": ["backup", "now", "--store", "postgres"],
+    "backup list": ["backup", "list"],
+    "backup restore-test": ["backup", "restore-test", "--store", "postgres"],
+    "backup restore": [
+        "backup",
+        "restore",
+        "--to",
+        "postgresql://sight@127.0.0.1:1/restored",
+        "--yes",
+    ],
     "simulate": ["simulate", "green", "--timeout", "5"],
     "report": ["report", "--days", "7"],
     "dev": ["dev", "--help"],  # running it starts the services: not a command to try here
@@ -56,6 +71,7 @@ ARGS: dict[str, list[str]] = {
     "dlq list": ["dlq", "list"],
     "dlq show": ["dlq", "show", "r-1"],
     "dlq replay": ["dlq", "replay", "r-1"],
+    "settings env-example": ["settings", "env-example"],
 }
 
 #: Commands that answer offline (exit codes they may end with): they need no stack, or
@@ -67,6 +83,7 @@ ANSWERS: dict[str, set[int]] = {
     "notify preview": {0},
     "smoke": {1},
     "notify flush": {0},  # Redis and the database down: nothing due, alerts go ungrouped
+    "settings env-example": {0},  # printed from the Settings class alone
 }
 
 #: Commands whose module handles the outage itself in a line that does not name the fix

@@ -155,3 +155,21 @@ def test_an_emulator_that_is_down_is_named_with_its_address_at_once(
         f"error: Pub/Sub is unreachable at 127.0.0.1:{port} (PUBSUB_EMULATOR_HOST)"
         " (not listening): is `make dev` running? (`make services-up` starts the services alone)"
     )
+
+
+def test_a_budget_notification_goes_to_billing_budget_as_cloud_billing_publishes_it(
+    project: str, subscribe: Callable[[str], Pull]
+) -> None:
+    from shared.events import parse_budget_message
+
+    budget = GOLDEN / "billing" / "budget_exceeded.json"
+    pull = subscribe("billing-budget")
+    result = publish("--file", str(budget))
+    assert result.exit_code == 0, result.output
+    [message] = pull()
+    golden = json.loads(budget.read_text())
+    assert dict(message.attributes) == golden["attributes"]
+    assert parse_budget_message(message.data, dict(message.attributes)).crossing == (
+        "actual",
+        0.9,
+    )

@@ -334,6 +334,20 @@ def test_seeded_history_gives_the_hand_computed_metrics(engine: Engine, history:
         "bucket": "weekly",
     }
 
+    # alert noise: of the three "p95 latency" incidents only web-5xx-1 closed within 15 min
+    # (10 min), nothing done on sight-web meanwhile (its freeze was the day before).
+    assert result.alert_noise is not None
+    assert [p.model_dump() for p in result.alert_noise.policies] == [
+        {
+            "policy": "p95 latency",
+            "month": "2021-02",
+            "incidents": 3,
+            "likely_false_positives": 1,
+            "month_complete": True,
+            "over_target": False,
+        }
+    ]
+
 
 def test_a_longer_failure_window_blames_the_late_incident_on_nothing_new(
     engine: Engine, history: None
@@ -384,6 +398,7 @@ def test_cli_json_is_the_report_with_its_documented_keys(
         "computed_at",
         "services",
         "overall",
+        "alert_noise",
     }
 
 
@@ -539,6 +554,7 @@ def test_report_request_publishes_the_weekly_digest_once_and_refreshes_the_cache
     [row] = digest_rows(engine)
     assert row.detail["event_id"] == attributes["id"]
     assert row.detail["targets_failing"] == ["deployment_success_rate", "rollback_rate"]
+    assert row.detail["noisy_policies"] == []
 
     # Scheduler's retry in the same week: recorded once, published once.
     assert push(refresh_client, "kpi-refresh", scheduled()).status_code == 200

@@ -71,12 +71,24 @@ def _rollback(text: str) -> Delivery:
     return "ops-events", envelope(json.dumps(rollback).encode(), attributes)
 
 
+def _canary(text: str) -> Delivery:
+    data, attributes = golden("ops", "canary_rolled_back")
+    canary = json.loads(data)
+    canary.update({"reason": text, "revision": text, "stable_revision": text, "release_id": text})
+    canary["actor"] = text
+    canary["evidence"]["errors"]["outcome"] = text
+    canary["steps"][0].update({"reason": text, "action": text})
+    canary["steps"][0]["evidence"]["verdict"] = text
+    return "ops-events", envelope(json.dumps(canary).encode(), attributes)
+
+
 SOURCES: dict[str, Callable[[str], Delivery]] = {
     "incident summary, documentation, policy, condition": _incident,
     "build trigger name, statusDetail, substitutions, log URL": _build,
     "smoke check error and revision": _smoke,
     "migration error, revisions, lint finding": _migration,
     "rollback reason and revisions": _rollback,
+    "canary reason, revisions, actor, release, steps and evidence": _canary,
 }
 
 

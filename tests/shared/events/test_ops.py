@@ -15,13 +15,18 @@ from shared.errors import InvalidEventError
 from shared.events import (
     MAX_STATEMENT_CHARS,
     PAYLOAD_TYPES,
+    CanaryRequest,
+    CanaryResult,
+    CanaryTick,
     EventType,
     GraphVersions,
     KpiRefreshRequested,
     LintFinding,
     MigrationResult,
     OpsEvent,
+    OpsPayload,
     PostgresRevisions,
+    ReleaseResult,
     RollbackResult,
     SmokeCheck,
     SmokeResult,
@@ -72,6 +77,20 @@ EXPECTED_TYPE = {
     "release_failed.json": EventType.RELEASE_FAILED,
     "report_requested.json": EventType.REPORT_REQUESTED,
     "report_weekly.json": EventType.REPORT_WEEKLY,
+    "canary_requested.json": EventType.CANARY_REQUESTED,
+    "canary_tick.json": EventType.CANARY_TICK,
+    "canary_tick_service.json": EventType.CANARY_TICK,
+    "canary_started.json": EventType.CANARY_STARTED,
+    "canary_stepped.json": EventType.CANARY_STEPPED,
+    "canary_promoted.json": EventType.CANARY_PROMOTED,
+    "canary_rolled_back.json": EventType.CANARY_ROLLED_BACK,
+    "canary_held.json": EventType.CANARY_HELD,
+    "canary_stopped.json": EventType.CANARY_STOPPED,
+    "maintain_requested.json": EventType.MAINTAIN_REQUESTED,
+    "maintain_completed.json": EventType.MAINTAIN_COMPLETED,
+    "backup_requested.json": EventType.BACKUP_REQUESTED,
+    "backup_verified.json": EventType.BACKUP_VERIFIED,
+    "backup_failed.json": EventType.BACKUP_FAILED,
 }
 GOLDENS = sorted(EXPECTED_TYPE)
 
@@ -375,3 +394,70 @@ def test_commit_sha_and_service_may_be_absent_but_never_malformed() -> None:
         MigrationResult(build_id="b-1", commit_sha="abc123")
     with pytest.raises(ValidationError, match="Cloud Build id"):
         MigrationResult(build_id="b 1")
+
+
+# --- canary (docs/canary.md) -----------------------------------------------------------
+
+
+def parse_golden(name: str) -> OpsEvent[OpsPayload]:
+    data, attributes = load(name)
+    return parse_ops_message(canonical(data), attributes)
+
+
+def test_canary_request_golden_carries_what_the_canary_function_starts_from() -> None:
+    event = parse_golden("canary_requested.json")
+    request = event.data_as(CanaryRequest)
+    assert (request.revision, request.stable_revision) == (
+        "sight-api-00044-xaz",
+        "sight-api-00043-vub",
+    )
+    assert request.project == "sight-prod"
+    assert event.release_id == request.release_id == "sight-api@4f1c2a9e7b3d"
+
+
+def test_canary_tick_without_a_service_means_every_running_canary() -> None:
+    every = parse_golden("canary_tick.json")
+    one = parse_golden("canary_tick_service.json")
+    assert every.data_as(CanaryTick).service is None
+    assert every.service is None
+    assert one.data_as(CanaryTick).service == one.service == "sight-api"
+    assert CanaryTick() == CanaryTick(service=None, region=None)
+
+
+def test_canary_rolled_back_golden_carries_the_evidence_of_every_step() -> None:
+    result = parse_golden("canary_rolled_back.json").data_as(CanaryResult)
+    assert (result.action, result.percent_before, result.percent_after) == ("rollback", 5, 0)
+    assert result.evidence is not None
+    assert result.evidence["verdict"] == "rollback"
+    assert result.evidence["errors"]["canary_events"] == 24
+    assert [step.percent for step in result.steps] == [5]
+    assert result.steps[0].evidence == result.evidence
+    promoted = parse_golden("canary_promoted.json").data_as(CanaryResult)
+    assert [step.percent for step in promoted.steps] == [5, 25]
+    assert not promoted.manual
+    assert promoted.actor == "automation"
+
+
+def test_a_canary_action_outside_the_contract_is_rejected() -> None:
+    data, attributes = load("canary_stepped.json")
+    data["action"] = "yolo"
+    with pytest.raises(InvalidEventError, match=r"data\.action"):
+        parse_ops_message(canonical(data), attributes)
+
+
+def test_canary_evidence_strings_are_cleaned_not_refused() -> None:
+    data, attributes = load("canary_stepped.json")
+    data["evidence"]["reason"] = "bad\x00byte"
+    result = parse_ops_message(canonical(data), attributes).data_as(CanaryResult)
+    assert result.evidence is not None
+    assert result.evidence["reason"] == "bad\ufffdbyte"
+
+
+def test_a_release_ended_by_the_canary_says_so_and_others_do_not() -> None:
+    assert parse_golden("release_promoted.json").data_as(ReleaseResult).via is None
+    data, attributes = load("release_promoted.json")
+    data["via"] = "canary"
+    assert parse_ops_message(canonical(data), attributes).data_as(ReleaseResult).via == "canary"
+    data["via"] = "someone"
+    with pytest.raises(InvalidEventError, match=r"data\.via"):
+        parse_ops_message(canonical(data), attributes)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from shared.events import EventType, OpsEvent, OpsPayload, parse_ops_message
 from shared.log import REDACTOR
 from shared.notify import load_config, parse_config, render, render_build, render_ops, to_notice
@@ -115,3 +117,40 @@ def test_deployed_is_quiet_promoted_and_failed_go_to_the_releases_route() -> Non
         "release_promoted": ["releases"],
         "release_failed": ["releases"],
     }
+
+
+def test_canary_outcomes_go_to_the_releases_route_held_escalates_and_steps_stay_quiet() -> None:
+    config = load_config(ROOT / "config" / "notify.yaml")
+    router = Router(config, NotifyConfig())
+    verdicts: dict[str, Any] = {}
+    for name in (
+        "canary_started",
+        "canary_stepped",
+        "canary_promoted",
+        "canary_rolled_back",
+        "canary_held",
+        "canary_stopped",
+    ):
+        notice = to_notice(release_event(name), name)
+        assert notice is not None and notice.kind == "canary"
+        verdicts[name] = router.skip_reason(notice) or [r.name for r in router.route(notice)]
+    assert verdicts == {
+        "canary_started": ["releases"],
+        "canary_stepped": "canary steps are recorded, not posted (filters.canary_stepped)",
+        "canary_promoted": ["releases"],
+        "canary_rolled_back": ["releases"],
+        "canary_held": ["escalations"],
+        "canary_stopped": ["releases"],
+    }
+    for name in ("canary_requested", "canary_tick"):
+        assert to_notice(release_event(name), name) is None
+
+
+@pytest.mark.parametrize("name", ["release_promoted", "release_failed"])
+def test_a_release_the_canary_ended_is_left_to_the_canarys_message(name: str) -> None:
+    router = Router(load_config(ROOT / "config" / "notify.yaml"), NotifyConfig())
+    by_deploy = to_notice(release_event(name), "a")
+    by_canary = to_notice(release_event(name, via="canary"), "b")
+    assert by_deploy is not None and by_canary is not None
+    assert router.skip_reason(by_deploy) is None
+    assert router.skip_reason(by_canary) == "the canary's own message tells how this release ended"

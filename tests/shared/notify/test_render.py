@@ -49,6 +49,8 @@ CONFIG = parse_config(
     }
 )
 PLAIN = parse_config({})
+#: The console the messages link to (docs/console.md).
+CONSOLE = "https://console.example"
 
 
 def build(name: str, **changes: Any) -> Build:
@@ -108,13 +110,13 @@ def all_resolved_view() -> AlertGroupView:
 
 LONG = "x" * 5000
 CASES: dict[str, Callable[[], SlackMessage]] = {
-    "build_success_triggered": lambda: render_build(build("success_triggered")),
-    "build_success_manual": lambda: render_build(build("success_manual")),
-    "build_failure": lambda: render_build(build("failure")),
-    "build_internal_error": lambda: render_build(build("internal_error")),
-    "build_timeout": lambda: render_build(build("timeout")),
-    "build_cancelled": lambda: render_build(build("cancelled")),
-    "build_expired": lambda: render_build(build("failure", status="EXPIRED")),
+    "build_success_triggered": lambda: render_build(build("success_triggered"), console=CONSOLE),
+    "build_success_manual": lambda: render_build(build("success_manual"), console=CONSOLE),
+    "build_failure": lambda: render_build(build("failure"), console=CONSOLE),
+    "build_internal_error": lambda: render_build(build("internal_error"), console=CONSOLE),
+    "build_timeout": lambda: render_build(build("timeout"), console=CONSOLE),
+    "build_cancelled": lambda: render_build(build("cancelled"), console=CONSOLE),
+    "build_expired": lambda: render_build(build("failure", status="EXPIRED"), console=CONSOLE),
     "build_overlong": lambda: render_build(
         build(
             "failure",
@@ -123,9 +125,10 @@ CASES: dict[str, Callable[[], SlackMessage]] = {
         )
     ),
     "build_minimal": lambda: render_build(
-        parse_build_message(b'{"id": "b-1", "status": "FAILURE"}', {"buildId": "b-1"})
+        parse_build_message(b'{"id": "b-1", "status": "FAILURE"}', {"buildId": "b-1"}),
+        console=CONSOLE,
     ),
-    "smoke_failed": lambda: render_ops(ops("smoke_failed"), CONFIG),
+    "smoke_failed": lambda: render_ops(ops("smoke_failed"), CONFIG, CONSOLE),
     "smoke_failed_overlong": lambda: render_ops(
         ops(
             "smoke_failed",
@@ -135,18 +138,40 @@ CASES: dict[str, Callable[[], SlackMessage]] = {
         ),
         CONFIG,
     ),
-    "migration_succeeded": lambda: render_ops(ops("migration_succeeded"), CONFIG),
-    "migration_failed": lambda: render_ops(ops("migration_failed"), CONFIG),
-    "migration_skipped": lambda: render_ops(ops("migration_skipped"), CONFIG),
-    "rollback_succeeded": lambda: render_ops(ops("rollback_succeeded"), CONFIG),
-    "rollback_skipped": lambda: render_ops(ops("rollback_skipped"), CONFIG),
-    "rollback_failed": lambda: render_ops(ops("rollback_failed"), PLAIN),
-    "rollback_frozen": lambda: render_ops(ops("rollback_frozen"), PLAIN),
-    "escalation": lambda: render_ops(ops("rollback_frozen"), CONFIG),
-    "rollback_overlong": lambda: render_ops(ops("rollback_failed", reason=LONG), CONFIG),
-    "release_promoted": lambda: render_ops(ops("release_promoted"), CONFIG),
-    "release_failed": lambda: render_ops(ops("release_failed"), CONFIG),
-    "release_deployed": lambda: render_ops(ops("release_deployed"), CONFIG),
+    "migration_succeeded": lambda: render_ops(ops("migration_succeeded"), CONFIG, CONSOLE),
+    "migration_failed": lambda: render_ops(ops("migration_failed"), CONFIG, CONSOLE),
+    "migration_skipped": lambda: render_ops(ops("migration_skipped"), CONFIG, CONSOLE),
+    "rollback_succeeded": lambda: render_ops(ops("rollback_succeeded"), CONFIG, CONSOLE),
+    "rollback_skipped": lambda: render_ops(ops("rollback_skipped"), CONFIG, CONSOLE),
+    "rollback_failed": lambda: render_ops(ops("rollback_failed"), PLAIN, CONSOLE),
+    "rollback_frozen": lambda: render_ops(ops("rollback_frozen"), PLAIN, CONSOLE),
+    "escalation": lambda: render_ops(ops("rollback_frozen"), CONFIG, CONSOLE),
+    "rollback_overlong": lambda: render_ops(ops("rollback_failed", reason=LONG), CONFIG, CONSOLE),
+    "release_promoted": lambda: render_ops(ops("release_promoted"), CONFIG, CONSOLE),
+    "release_failed": lambda: render_ops(ops("release_failed"), CONFIG, CONSOLE),
+    "release_deployed": lambda: render_ops(ops("release_deployed"), CONFIG, CONSOLE),
+    "canary_started": lambda: render_ops(ops("canary_started"), CONFIG, CONSOLE),
+    "canary_stepped": lambda: render_ops(ops("canary_stepped"), CONFIG, CONSOLE),
+    "canary_promoted": lambda: render_ops(ops("canary_promoted"), CONFIG, CONSOLE),
+    "canary_rolled_back": lambda: render_ops(ops("canary_rolled_back"), CONFIG, CONSOLE),
+    "canary_held": lambda: render_ops(ops("canary_held"), CONFIG, CONSOLE),
+    "canary_frozen": lambda: render_ops(
+        ops(
+            "canary_held",
+            action="frozen",
+            reason="breaking migration a7f3e9b2c410 applied after the canary started",
+        ),
+        PLAIN,
+    ),
+    "canary_stopped": lambda: render_ops(ops("canary_stopped"), CONFIG, CONSOLE),
+    "canary_overlong": lambda: render_ops(
+        ops(
+            "canary_rolled_back",
+            reason=LONG,
+            steps=[ops("canary_rolled_back").data.model_dump(mode="json")["steps"][0]] * 60,
+        ),
+        CONFIG,
+    ),
     "alert_open": lambda: render_incident(incident("incident_1_2_open"), CONFIG),
     "alert_closed": lambda: render_incident(incident("incident_1_2_closed"), CONFIG),
     "alert_auto_rollback": lambda: render_incident(incident("incident_auto_rollback"), CONFIG),
@@ -238,3 +263,71 @@ def test_titles_come_from_the_configured_templates() -> None:
     config = parse_config({"templates": {"build_title": "{trigger} on {branch} -> {status}"}})
     message = render_build(build("failure"), config.templates).to_dict()
     assert message["blocks"][0]["text"]["text"] == "sight-api-ci on main -> FAILURE"
+
+
+def _context_texts(message: SlackMessage) -> list[str]:
+    return [
+        e["text"]
+        for b in message.to_dict()["blocks"]
+        if b["type"] == "context"
+        for e in b["elements"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda console: render_build(build("success_triggered"), console=console),
+        lambda console: render_ops(ops("smoke_failed"), CONFIG, console),
+        lambda console: render_ops(ops("release_failed"), CONFIG, console),
+        lambda console: render_ops(ops("canary_held"), CONFIG, console),
+    ],
+)
+def test_every_message_about_a_release_links_to_its_console_page(
+    make: Callable[[str | None], SlackMessage],
+) -> None:
+    """``<console>/releases/<release_id>`` as an mrkdwn link in the context line; without a
+    console the release is only named (docs/console.md)."""
+    import re
+
+    linked = [t for t in _context_texts(make(CONSOLE)) if t.startswith("release <")]
+    assert len(linked) == 1
+    match = re.fullmatch(
+        r"release <(https://console\.example/releases/([^|<>]+))\|([^<>|]+)>", linked[0]
+    )
+    assert match is not None and match.group(2) == match.group(3)
+    assert not any("console.example" in t for t in _context_texts(make(None)))
+
+
+def test_a_console_url_that_would_break_the_link_is_not_linked() -> None:
+    from shared.notify._render import release_page_url
+
+    assert release_page_url("https://c.example/a|b", "sight-api@4f1c2a9e7b3d") is None
+    assert release_page_url("javascript:alert(1)//", "sight-api@4f1c2a9e7b3d") is None
+    assert release_page_url("https://c.example/", "sight-api@4f1c2a9e7b3d") == (
+        "https://c.example/releases/sight-api@4f1c2a9e7b3d"
+    )
+    texts = _context_texts(render_ops(ops("smoke_failed"), CONFIG, "https://c.example/>x"))
+    assert not any("<https://c.example" in t for t in texts)
+
+
+def test_rollback_and_canary_messages_get_their_buttons_only_when_asked() -> None:
+    """Slack interactivity configured: each button names its verb, carries our value and
+    asks for confirmation (docs/console.md, "Acting from Slack")."""
+
+    def buttons(message: SlackMessage) -> list[dict[str, Any]]:
+        return [
+            e
+            for b in message.to_dict()["blocks"]
+            if b["type"] == "actions" and b.get("block_id") == "sightops_actions"
+            for e in b["elements"]
+        ]
+
+    undo = buttons(render_ops(ops("rollback_succeeded"), CONFIG, actions=True))
+    assert [b["action_id"] for b in undo] == ["sightops:undo_rollback"]
+    assert json.loads(undo[0]["value"])["verb"] == "undo_rollback"
+    assert undo[0]["confirm"]["confirm"]["text"] == "Do it"
+    held = buttons(render_ops(ops("canary_held"), CONFIG, actions=True))
+    assert [b["text"]["text"] for b in held] == ["Promote", "Roll back now", "Mark revision bad"]
+    assert buttons(render_ops(ops("rollback_succeeded"), CONFIG)) == []
+    assert buttons(render_ops(ops("release_promoted"), CONFIG, actions=True)) == []
