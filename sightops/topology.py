@@ -57,7 +57,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("slack_actions", 8811, "http", source="console"),
     FunctionSpec("maintain", 8808, "cloudevent", ("maintenance",)),
     FunctionSpec("backup", 8809, "cloudevent", ("backup-requests",)),
-    FunctionSpec("backup_drill", 8810, "cloudevent", ("backup-requests",), source="backup"),
+    FunctionSpec("backup_drill", 8812, "cloudevent", ("backup-requests",), source="backup"),
 )
 
 #: Pub/Sub subscription filters by (function, topic); terraform/pubsub.tf declares the same.
