@@ -247,3 +247,21 @@ def make_ledger(console_deps: Deps) -> Callable[[], Ledger]:
 
 def json_of(value: Any) -> str:
     return json.dumps(value)
+
+
+@pytest.fixture(autouse=True)
+def _console_secrets_stay_in_console_tests() -> Iterator[None]:
+    """The console registers every secret of its settings with the process-wide redactor
+    (shared/console/_registry.py). Locally the database password, ``sight-local``, is also
+    the project id, so a registration left behind would mask the project in later tests'
+    trace names: each console test gets the redactor back as it found it."""
+    from shared.console import _registry
+    from shared.log import REDACTOR
+
+    secrets, registered = REDACTOR._secrets, set(_registry._registered)
+    yield
+    with REDACTOR._lock:
+        REDACTOR._secrets = secrets
+    with _registry._lock:
+        _registry._registered.clear()
+        _registry._registered.update(registered)

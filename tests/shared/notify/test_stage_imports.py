@@ -25,6 +25,7 @@ RANK = {
     "_group_store": 2,
     "_group": 2,
     "_render": 3,
+    "_buttons": -1,  # the Slack buttons render adds; imports no stage (docs/console.md)
     "_deliver": 4,
     "_pipeline": 5,
 }
