@@ -159,7 +159,7 @@ def topic_for(data: bytes, attributes: dict[str, str]) -> str:
     try:
         if "incident" in json.loads(data):
             return "monitoring-alerts"
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # not JSON, or nested past the parser
         pass
     raise typer.BadParameter("cannot tell the topic of this message; pass --topic")
 
@@ -170,6 +170,8 @@ def _parse_json(raw: str | bytes, what: str) -> Any:
         return json.loads(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise typer.BadParameter(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise typer.BadParameter(f"{what} is nested too deeply to read as JSON") from None
 
 
 #: What each topic carries, for the refusal of a mismatching --topic.

@@ -162,6 +162,18 @@ def poison(notify: Any, topic: str = "smoke-tests") -> tuple[bytes, dict[str, st
     return data, attributes
 
 
+def test_a_rejected_message_nested_past_the_json_parser_is_still_listed(
+    notify: Any, dlq: Cli
+) -> None:
+    # The fuzz proof stores such messages: guessing their topic must not crash the listing.
+    data = b"{\"a\": " * 5_000 + b"1" + b"}" * 5_000
+    attributes = {"id": f"deep-{uuid.uuid4().hex}", "source": "test_dlq"}
+    assert push(notify, "smoke-tests", envelope(data, attributes)).status_code == 200
+    table = dlq("list", "--consumer", "notify")
+    assert table.exit_code == 0, table.output
+    assert attributes["id"] in {e["event_id"] for e in listed(dlq, "--source", "rejected")}
+
+
 def rejected_entry(dlq: Cli, event_id: str) -> dict[str, Any]:
     [entry] = [e for e in listed(dlq, "--source", "rejected") if e["event_id"] == event_id]
     return entry
