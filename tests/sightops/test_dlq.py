@@ -166,7 +166,7 @@ def test_a_rejected_message_nested_past_the_json_parser_is_still_listed(
     notify: Any, dlq: Cli
 ) -> None:
     # The fuzz proof stores such messages: guessing their topic must not crash the listing.
-    data = b"{\"a\": " * 5_000 + b"1" + b"}" * 5_000
+    data = b'{"a": ' * 5_000 + b"1" + b"}" * 5_000
     attributes = {"id": f"deep-{uuid.uuid4().hex}", "source": "test_dlq"}
     assert push(notify, "smoke-tests", envelope(data, attributes)).status_code == 200
     table = dlq("list", "--consumer", "notify")
