@@ -1,4 +1,4 @@
-"""Pool hygiene (docs/reliability.md): ``POOL_DELIVERIES`` mixed deliveries (400 in ``make
+"""Pool hygiene (docs/reliability.md): ``POOL_DELIVERIES`` mixed deliveries (200 in ``make
 test``, 10,000 in ``make proof``) through every entry point, on ONE Deps whose stores are
 reached through FaultProxy ports: handled messages, poison (rejected and kept),
 duplicates, unknown projects, refused requests, and stretches where PostgreSQL is down,
@@ -63,7 +63,7 @@ TRACE = os.environ.get("POOL_TRACEMALLOC") == "1"
 
 
 def deliveries() -> int:
-    return int(os.environ.get("POOL_DELIVERIES", "400"))
+    return int(os.environ.get("POOL_DELIVERIES", "200"))
 
 
 @contextlib.contextmanager
