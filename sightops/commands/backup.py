@@ -8,9 +8,6 @@ refused unless ``--force``. What cannot be done as asked is one line (docs/cli.m
 
 from __future__ import annotations
 
-import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,6 +16,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from sightops.commands._common import manual_actor as _actor
+from sightops.commands._common import open_deps as _deps
 
 if TYPE_CHECKING:
     from shared.backup import Manifest, RestoreReport
@@ -45,25 +45,6 @@ class PeriodChoice(StrEnum):
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.add_typer(backup_app, name="backup")
-
-
-@contextmanager
-def _deps() -> Iterator[Deps]:
-    from shared.runtime import Deps
-    from shared.settings import get_settings
-
-    deps = Deps(get_settings())
-    try:
-        yield deps
-    finally:
-        deps.close()
-
-
-def _actor() -> str:
-    try:
-        return f"manual:{getpass.getuser()}"
-    except Exception:  # no user name in this environment
-        return "manual:unknown"
 
 
 def _stores(chosen: list[StoreChoice] | None) -> list[Any]:

@@ -8,9 +8,6 @@ No active canary for the service is a :class:`shared.canary.CanaryError` (one li
 
 from __future__ import annotations
 
-import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sightops.commands._common import manual_actor as _actor
+from sightops.commands._common import open_deps as _deps
+
 if TYPE_CHECKING:
     from shared.canary import Report
-    from shared.runtime import Deps
 
 canary_app = typer.Typer(
     help="Canaries: status, tick, promote, rollback (docs/runbooks/canary.md).",
@@ -32,25 +31,6 @@ console = Console()
 def register(app: typer.Typer) -> None:
     """Add this area's commands and groups to the root app."""
     app.add_typer(canary_app, name="canary")
-
-
-@contextmanager
-def _deps() -> Iterator[Deps]:
-    from shared.runtime import Deps
-    from shared.settings import get_settings
-
-    deps = Deps(get_settings())
-    try:
-        yield deps
-    finally:
-        deps.close()
-
-
-def _actor() -> str:
-    try:
-        return f"manual:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in a bare container
-        return "manual:unknown"
 
 
 _COLOURS = {

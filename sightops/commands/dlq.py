@@ -9,10 +9,8 @@ that is down is one line naming it and the fix, exit 3 (sightops/_errors.py; doc
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +19,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from sightops.commands._common import manual_actor as _actor
+from sightops.commands._common import open_deps as _deps
 
 if TYPE_CHECKING:
     from shared.dlq import DeadLetter, Hold, Replay
@@ -42,18 +43,6 @@ class SourceChoice(StrEnum):
 def register(app: typer.Typer) -> None:
     """Add this area's commands and groups to the root app."""
     app.add_typer(dlq_app, name="dlq")
-
-
-@contextmanager
-def _deps() -> Iterator[Deps]:
-    from shared.runtime import Deps
-    from shared.settings import get_settings
-
-    deps = Deps(get_settings())
-    try:
-        yield deps
-    finally:
-        deps.close()
 
 
 def _holds() -> list[Hold]:
@@ -78,16 +67,6 @@ def _guess(data: bytes, attributes: Mapping[str, str]) -> str | None:
         return topic_for(data, dict(attributes))
     except typer.BadParameter:
         return None
-
-
-def _actor(name: str | None) -> str:
-    """``manual:<who>``, as the other manual commands record it (docs/schema.md ops.actions)."""
-    if name:
-        return name if name.startswith("manual:") else f"manual:{name}"
-    try:
-        return f"manual:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in a bare container
-        return "manual:unknown"
 
 
 def _collect(

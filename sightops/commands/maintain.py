@@ -6,13 +6,14 @@ advisory lock, one ``ops.actions`` row (recorded as manual), ``sight.ops.maintai
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from sightops.commands._common import manual_actor as _actor
 
 maintain_app = typer.Typer(
     help="Routine database care: ANALYZE, index bloat, REINDEX CONCURRENTLY, Neo4j index "
@@ -25,13 +26,6 @@ console = Console()
 def register(app: typer.Typer) -> None:
     """Add this area's commands and groups to the root app."""
     app.add_typer(maintain_app, name="maintain")
-
-
-def _actor() -> str:
-    try:
-        return f"manual:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in a bare container
-        return "manual:unknown"
 
 
 def _size(size: int | None) -> str:
