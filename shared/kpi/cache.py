@@ -432,6 +432,13 @@ class SingleFlightCache(Generic[T]):
             acquired = False
         if not acquired:
             return self._result(entry, status, "fresh" if status == "hit" else "stale_locked")
+        newer = self._stored_since(key, entry)
+        if newer is not None:
+            # Between our read and our lock another caller stored a new value and let the
+            # lock go: serve theirs instead of computing the same thing a second time.
+            self._safe(lambda: self._release(keys=[self.lock_key(key)], args=[token]))
+            fresh = self.clock() < newer.fresh_until
+            return self._result(newer, "hit" if fresh else "stale", "fresh")
         try:
             return self._compute_locked(key, token, compute, reason, lock_ms)
         except invalidate_on as exc:
@@ -446,6 +453,17 @@ class SingleFlightCache(Generic[T]):
                 extra={"cache": self.name, "key": key, "error": str(exc)[:300]},
             )
             return self._result(entry, status, "refresh_failed")
+
+    def _stored_since(self, key: str, seen: Entry) -> Entry | None:
+        """The entry under ``key`` if someone stored one since we read ``seen`` (None when
+        it is unchanged, gone, or Redis failed)."""
+        try:
+            raw = self.client.get(self.value_key(key))
+        except RedisError as exc:
+            self._redis_failed(exc)
+            return None
+        current = Entry.decode(raw) if isinstance(raw, bytes) else None
+        return current if current is not None and current != seen else None
 
     def _load(self, key: str, compute: Callable[[], T]) -> CacheResult[T]:
         """No value: take the lock and compute, or wait (bounded) for whoever holds it."""
