@@ -15,7 +15,7 @@ help:
 	@echo "make lint   - ruff and strict mypy"
 	@echo "make fmt    - format and auto-fix"
 	@echo "make bench  - benchmarks (ratios against a baseline in the same run)"
-	@echo "make proof  - fuzz (FUZZ_EXAMPLES=2000), fault matrix (FAULT_MESSAGES=12), pool hygiene (POOL_DELIVERIES=10000), canary A/A (CANARY_AA_RUNS=1000)"
+	@echo "make proof  - fuzz (FUZZ_EXAMPLES=2000), full fault matrix (FAULT_MESSAGES=12), pool hygiene (POOL_DELIVERIES=10000), canary A/A (CANARY_AA_RUNS=1000)"
 	@echo "make package     - per-function deployable dirs and content-hashed zips in dist/"
 	@echo "make check-infra - offline checks of terraform/, Dockerfile, Cloud Build, compose, secrets"
 	@echo "make clean  - stop services, remove local state and caches"
@@ -43,7 +43,7 @@ FAULT_MESSAGES ?= 12
 CANARY_AA_RUNS ?= 1000
 proof: venv
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/test.sh -m proof --show-capture=no tests/proof $(PYTEST_ARGS)
-	POOL_DELIVERIES=$(POOL_DELIVERIES) FAULT_MESSAGES=$(FAULT_MESSAGES) RELIABILITY_WRITE_DOCS=1 \
+	POOL_DELIVERIES=$(POOL_DELIVERIES) FAULT_MESSAGES=$(FAULT_MESSAGES) FAULT_MATRIX=full RELIABILITY_WRITE_DOCS=1 \
 		scripts/test.sh --show-capture=no tests/reliability $(PYTEST_ARGS)
 	CANARY_AA_RUNS=$(CANARY_AA_RUNS) $(BIN)/pytest tests/shared/canary -k aa_runs $(PYTEST_ARGS)
 

@@ -62,6 +62,9 @@ def migration_status(settings: Settings, driver: Driver | None, limit: int = 10)
         status.failures.append(exc)
     if cfg.graph_enabled and driver is not None:
         try:
+            # One connection attempt first: a read would retry an unreachable server for
+            # the driver's whole max_transaction_retry_time before saying so.
+            driver.verify_connectivity()
             status.graph = GraphMigrator(
                 driver,
                 cfg.graph_migrations_dir,

@@ -17,6 +17,12 @@ MATRIX: list[dict[str, Any]] = []
 POOL: dict[str, Any] = {}
 
 
+def full_matrix() -> bool:
+    """Every row of the fault matrix (``make proof``: ``FAULT_MATRIX=full``); else the rows
+    ``make test`` runs, at least one per dependency (docs/reliability.md)."""
+    return os.environ.get("FAULT_MATRIX", "") == "full"
+
+
 def messages_per_row() -> int:
     """``FAULT_MESSAGES`` per row (``make proof``: 12), else 6."""
     return max(6, int(os.environ.get("FAULT_MESSAGES", "6")))
