@@ -15,7 +15,7 @@ help:
 	@echo "make lint   - ruff and strict mypy"
 	@echo "make fmt    - format and auto-fix"
 	@echo "make bench  - benchmarks (ratios against a baseline in the same run)"
-	@echo "make proof  - fuzz (FUZZ_EXAMPLES=2000), full fault matrix (FAULT_MESSAGES=12), pool hygiene (POOL_DELIVERIES=10000), canary A/A (CANARY_AA_RUNS=1000)"
+	@echo "make proof  - fuzz (FUZZ_EXAMPLES=2000), full fault matrix (FAULT_MESSAGES=12), pool hygiene (POOL_DELIVERIES=10000), canary A/A (CANARY_AA_RUNS=1000), every CLI command offline in both worlds"
 	@echo "make package     - per-function deployable dirs and content-hashed zips in dist/"
 	@echo "make check-infra - offline checks of terraform/, Dockerfile, Cloud Build, compose, secrets"
 	@echo "make clean  - stop services, remove local state and caches"
@@ -46,6 +46,7 @@ proof: venv
 	POOL_DELIVERIES=$(POOL_DELIVERIES) FAULT_MESSAGES=$(FAULT_MESSAGES) FAULT_MATRIX=full RELIABILITY_WRITE_DOCS=1 \
 		scripts/test.sh --show-capture=no tests/reliability $(PYTEST_ARGS)
 	CANARY_AA_RUNS=$(CANARY_AA_RUNS) $(BIN)/pytest tests/shared/canary -k aa_runs $(PYTEST_ARGS)
+	CLI_OFFLINE=full $(BIN)/pytest tests/sightops/test_cli_offline.py $(PYTEST_ARGS)
 
 package: venv
 	$(BIN)/python -m sightops.package
