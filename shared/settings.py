@@ -408,6 +408,22 @@ class CanaryConfig(BaseModel):
     baseline_s: float = Field(default=1800.0, ge=0)
     # host:port of the Monitoring stand-in (insecure gRPC); None: the real API with ADC
     monitoring_endpoint: str | None = None
+    # The first ``logs_steps`` steps (the 5 % one by default) are analysed every
+    # ``logs_alignment_s`` from Cloud Run's request logs, which Cloud Logging shows within
+    # seconds; later steps from Monitoring (docs/canary.md, "Reading the request logs").
+    logs_steps: int = Field(default=1, ge=0)
+    logs_alignment_s: int = Field(default=10, ge=1)
+    # the newest seconds of logs, still arriving, are left out (local stack: 0)
+    logs_visibility_delay_s: float = Field(default=10.0, ge=0)
+    # stable-revision log entries read per second at most; above, a sample of them
+    logs_max_stable_per_s: float = Field(default=100.0, gt=0)
+    # host:port of the Cloud Logging stand-in (insecure gRPC); None: the real API with ADC
+    logging_endpoint: str | None = None
+    # the log view entries.list reads (Terraform's view of Cloud Run's request logs, all the
+    # canary may read); None: the project (``projects/<project>``), as the stand-in serves
+    logs_view: str | None = Field(
+        default=None, pattern=r"^projects/[^/\s]+/locations/[^/\s]+/buckets/[^/\s]+/views/[^/\s]+$"
+    )
     tick_s: float = Field(default=60.0, gt=0)  # `sightops dev`'s local ticker
     max_event_age_s: float = Field(default=900.0, gt=0)  # older deliveries are stale
     lock_wait_s: float = Field(default=30.0, gt=0)  # the per-service lock (rollback's)

@@ -133,6 +133,7 @@ class Dev:
             ("Secret Manager stand-in", e["SECRET_MANAGER_ENDPOINT"]),
             ("Slack sink", f"{ports.url('slack')}/_admin/messages"),
             ("Cloud Monitoring stand-in", f"gRPC {ports.monitoring_target}"),
+            ("Cloud Logging stand-in", f"gRPC {ports.logging_target}"),
         ]
         rows += [(f"function {fn.name}", ports.function_url(fn.name)) for fn in FUNCTIONS]
         for name, where in rows:

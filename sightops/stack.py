@@ -32,8 +32,9 @@ from sightops.topology import FUNCTIONS, TOPICS, FunctionSpec, dead_letter_topic
 ROOT = Path(__file__).resolve().parents[1]
 
 #: ``monitoring`` is the Cloud Monitoring stand-in's admin API, ``monitoring-grpc`` its
-#: MetricService (the canary reads it; the Cloud Run stand-in records into it). ``storage``
-#: is the Cloud Storage JSON API (backups).
+#: MetricService; ``logging`` and ``logging-grpc`` the Cloud Logging stand-in's admin API
+#: and LoggingServiceV2 (the canary reads both; the Cloud Run stand-in records into both).
+#: ``storage`` is the Cloud Storage JSON API (backups).
 STANDINS = (
     "cloudrun",
     "slack",
@@ -42,6 +43,8 @@ STANDINS = (
     "monitoring",
     "monitoring-grpc",
     "storage",
+    "logging",
+    "logging-grpc",
 )
 DEV_STANDIN_PORTS = {
     "cloudrun": 8701,
@@ -51,6 +54,8 @@ DEV_STANDIN_PORTS = {
     "monitoring": 8705,
     "monitoring-grpc": 8706,
     "storage": 8707,
+    "logging": 8708,
+    "logging-grpc": 8709,
 }
 SLACK_WEBHOOK_PATH = "/services/T0LOCAL/B0LOCAL/devwebhooksecret"
 SLACK_SECRET = "slack-webhook-url"  # noqa: S105 - the secret's name, not its value
@@ -121,6 +126,11 @@ class StackPorts:
         """``host:port`` of the Cloud Monitoring stand-in's gRPC MetricService."""
         return f"127.0.0.1:{self.standins['monitoring-grpc']}"
 
+    @property
+    def logging_target(self) -> str:
+        """``host:port`` of the Cloud Logging stand-in's gRPC LoggingServiceV2."""
+        return f"127.0.0.1:{self.standins['logging-grpc']}"
+
     def function_url(self, function: str) -> str:
         return f"http://127.0.0.1:{self.functions[function]}"
 
@@ -163,6 +173,11 @@ def stack_env(
         "CANARY__MONITORING_ENDPOINT": ports.monitoring_target,
         "CANARY__ALIGNMENT_S": "1",
         "CANARY__VISIBILITY_DELAY_S": "0",
+        # and the Logging stand-in's request entries, fed by the same router, visible at
+        # once (docs/canary.md, "Reading the request logs")
+        "CANARY__LOGGING_ENDPOINT": ports.logging_target,
+        "CANARY__LOGS_VISIBILITY_DELAY_S": "0",
+        "CANARY__LOGS_ALIGNMENT_S": "1",
         # every Slack message links to its release's page on this stack's console, which
         # shows the dead letters of every subscription (docs/console.md)
         "CONSOLE__BASE_URL": ports.function_url("console"),

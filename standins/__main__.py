@@ -1,5 +1,5 @@
-"""``python -m standins cloudrun|slack|secretmanager|sightapi|monitoring|storage|all`` -- run
-until signalled; ``python -m standins traffic`` -- send traffic for a while.
+"""``python -m standins cloudrun|slack|secretmanager|sightapi|monitoring|logging|storage|all``
+-- run until signalled; ``python -m standins traffic`` -- send traffic for a while.
 
 Examples::
 
@@ -9,16 +9,18 @@ Examples::
     python -m standins cloudrun --route-to http://127.0.0.1:8704   # serve revisions from it
     python -m standins monitoring   # admin http://127.0.0.1:8705, MetricService gRPC :8706
     python -m standins storage --storage-dir .local/gcs --storage-bucket sight-backups  # :8707
+    python -m standins logging      # admin http://127.0.0.1:8708, LoggingServiceV2 gRPC :8709
 
-With ``all``, the Cloud Monitoring and Cloud Storage stand-ins listen on free ports unless
-``--monitoring-port`` / ``--monitoring-grpc-port`` / ``--storage-port`` are given
-(docs/standins.md).
+With ``all``, the Cloud Monitoring, Cloud Logging and Cloud Storage stand-ins listen on
+free ports unless ``--monitoring-port`` / ``--monitoring-grpc-port`` / ``--logging-port``
+/ ``--logging-grpc-port`` / ``--storage-port`` are given (docs/standins.md).
 
 With ``all``, the Cloud Run stand-in serves its services' URIs and tag URLs itself and
 forwards them to the Sight API stand-in (docs/standins.md, "Serving revisions"), and
 records every request a revision answers (status, measured latency) into the Cloud
 Monitoring stand-in, which then accepts alignment periods down to 1 s (the local
-canary's; the real API's minimum, 60 s, stays the default of ``monitoring`` alone).
+canary's; the real API's minimum, 60 s, stays the default of ``monitoring`` alone), and
+into the Cloud Logging stand-in as Cloud Run's request log entries.
 
 ``python -m standins traffic --url URL --rps N --duration S`` sends steady traffic to a
 URL (standins/traffic.py) and prints what came back.
@@ -42,6 +44,7 @@ from types import FrameType
 from flask import Flask
 
 from standins import cloudrun, monitoring, secretmanager, sightapi, slack, storage
+from standins import logging as logging_standin
 from standins._server import RunningServer, serve
 
 DEFAULT_PORTS = {  # as `make dev`
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m standins",
         description="Local stand-ins for Cloud Run Admin API v2, Slack webhooks, "
-        "Secret Manager, the Sight API, Cloud Monitoring and Cloud Storage "
+        "Secret Manager, the Sight API, Cloud Monitoring, Cloud Logging and Cloud Storage "
         "(see docs/standins.md).",
     )
     parser.add_argument(
@@ -67,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
             "secretmanager",
             "sightapi",
             "monitoring",
+            "logging",
             "storage",
             "all",
             "traffic",
@@ -126,6 +130,18 @@ def _parser() -> argparse.ArgumentParser:
         "API's), with `all` 1 (the local canary's)",
     )
     parser.add_argument(
+        "--logging-port",
+        type=int,
+        default=None,
+        help="Cloud Logging admin API (HTTP); default 8708, with `all` any free port",
+    )
+    parser.add_argument(
+        "--logging-grpc-port",
+        type=int,
+        default=None,
+        help="Cloud Logging LoggingServiceV2 (gRPC); default 8709, with `all` any free port",
+    )
+    parser.add_argument(
         "--storage-port",
         type=int,
         default=None,
@@ -158,18 +174,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _monitoring_ports(args: argparse.Namespace) -> None:
     """Fixed ports alone, free ports in `all` unless given: a caller that names only the
-    other stand-ins' ports (two stacks side by side) must not collide on 8705/8706."""
+    other stand-ins' ports (two stacks side by side) must not collide on 8705-8709."""
     alone = args.which == "monitoring"
     if args.monitoring_port is None:
         args.monitoring_port = 8705 if alone else 0
     if args.monitoring_grpc_port is None:
         args.monitoring_grpc_port = 8706 if alone else 0
+    if args.logging_port is None:
+        args.logging_port = 8708 if args.which == "logging" else 0
+    if args.logging_grpc_port is None:
+        args.logging_grpc_port = 8709 if args.which == "logging" else 0
     if args.storage_port is None:
         args.storage_port = 8707 if args.which == "storage" else 0
 
 
 def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
-    names = [*DEFAULT_PORTS, "monitoring", "storage"] if args.which == "all" else [args.which]
+    names = (
+        [*DEFAULT_PORTS, "monitoring", "logging", "storage"]
+        if args.which == "all"
+        else [args.which]
+    )
     apps: dict[str, Flask] = {}
     for name in names:
         if name == "cloudrun":
@@ -192,6 +216,8 @@ def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
             apps[name] = monitoring.create_app(
                 monitoring.MonitoringState(min_alignment_period_s=minimum)
             )
+        elif name == "logging":
+            apps[name] = logging_standin.create_app(logging_standin.LoggingState())
         elif name == "storage":
             gcs_state = storage.StorageState(storage_dir=args.storage_dir)
             for bucket in args.storage_bucket:
@@ -202,9 +228,11 @@ def build_apps(args: argparse.Namespace) -> dict[str, Flask]:
             if args.seed is not None:
                 sm_state.seed_file(args.seed)
             apps[name] = secretmanager.create_app(sm_state)
-    if "cloudrun" in apps and "monitoring" in apps:
-        # Cloud Run's request metrics come from the requests its router answers
-        apps["cloudrun"].extensions["standin"].record_to(apps["monitoring"].extensions["standin"])
+    recorders = [apps[n].extensions["standin"] for n in ("monitoring", "logging") if n in apps]
+    if "cloudrun" in apps and recorders:
+        # Cloud Run's request metrics and request logs come from the requests its router
+        # answers
+        apps["cloudrun"].extensions["standin"].record_to(cloudrun.Recorders(*recorders))
     return apps
 
 
@@ -275,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     servers: list[tuple[str, RunningServer]] = []
-    metric_service: monitoring.GrpcServer | None = None
+    grpc_servers: list[monitoring.GrpcServer] = []
     try:
         for name, app in apps.items():
             port = (
@@ -286,10 +314,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = serve(app, host=args.host, port=port)
             servers.append((name, server))
             log.info("%s listening on %s", name, server.url)
-        if "monitoring" in apps:
-            state = apps["monitoring"].extensions["standin"]
-            metric_service = monitoring.serve_grpc(state, args.host, args.monitoring_grpc_port)
-            log.info("monitoring gRPC listening on %s", metric_service.target)
+        for name, serve_grpc in (
+            ("monitoring", monitoring.serve_grpc),
+            ("logging", logging_standin.serve_grpc),
+        ):
+            if name in apps:
+                state = apps[name].extensions["standin"]
+                grpc_servers.append(
+                    serve_grpc(state, args.host, getattr(args, f"{name}_grpc_port"))
+                )
+                log.info("%s gRPC listening on %s", name, grpc_servers[-1].target)
         _route(dict(servers), args.route_to)
         while not stop.wait(0.5):
             pass
@@ -299,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for _, server in servers:
             server.stop()
-        if metric_service is not None:
-            metric_service.stop()
+        for grpc_server in grpc_servers:
+            grpc_server.stop()
         if "storage" in apps:
             apps["storage"].extensions["standin"].close()  # its files under --storage-dir
     return 0

@@ -485,3 +485,84 @@ def add_fault_admin_routes(app: Flask, state: _HasFaultLog) -> None:
     def admin_clear_requests() -> Response:
         state.log.clear_requests()
         return json_response({})
+
+
+def check_served(status_code: int, latency_ms: float | None) -> None:
+    """A served request as the recorders take it: an HTTP status and a latency that is not
+    negative (None: none measured), else ValueError."""
+    if not 100 <= int(status_code) <= 599:
+        raise ValueError(f"status_code must be an HTTP status, got {status_code}")
+    if latency_ms is not None and not latency_ms >= 0:
+        raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+
+
+#: ``state.record(project, location, service, revision, status_code, latency_ms, at)``
+Record = Callable[[str, str, str, str, int, float, datetime | None], None]
+
+
+class _AdminState(Protocol):
+    log: FaultsAndLog
+
+    def configure(self, *args: Any, **kwargs: Any) -> JSON: ...
+
+    def reset(self) -> None: ...
+
+
+def recorder_admin_app(
+    name: str,
+    state: _AdminState,
+    record: Record,
+    settings: Callable[[JSON], dict[str, Any]],
+) -> Flask:
+    """The admin app of a stand-in fed with served requests (Cloud Monitoring, Cloud
+    Logging), with what they share: Google's error shape, the fault and request-log
+    routes, ``POST /_admin/record`` (one request ``{service, revision, status_code,
+    latency_ms?, at?, project?, location?}`` or ``{"requests": [...]}``), ``GET/POST
+    /_admin/config`` (``settings`` turns a body into ``state.configure`` arguments) and
+    ``POST /_admin/reset``. The stand-in adds its own routes to it."""
+    app = Flask(name)
+    app.extensions["standin"] = state
+    install_google_http_errors(app)
+    app.register_error_handler(
+        StandinError, lambda exc: google_error(exc.code, exc.message, exc.status)
+    )
+    add_fault_admin_routes(app, state)
+
+    @app.post("/_admin/record")
+    def admin_record() -> Response:
+        body = admin_json()
+        items = body["requests"] if isinstance(body.get("requests"), list) else [body]
+        for item in items:
+            if not isinstance(item, dict):
+                raise StandinError(400, "bad record: each request is a JSON object")
+            try:
+                record(
+                    str(item.get("project", "sight-local")),
+                    str(item.get("location", "europe-west1")),
+                    str(item["service"]),
+                    str(item["revision"]),
+                    int(item["status_code"]),
+                    float(item.get("latency_ms", 0.0)),
+                    parse_time(item.get("at")),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StandinError(400, f"bad record: {exc}") from exc
+        return json_response({"recorded": len(items)}, 201)
+
+    @app.get("/_admin/config")
+    def admin_get_config() -> Response:
+        return json_response(state.configure())
+
+    @app.post("/_admin/config")
+    def admin_config() -> Response:
+        try:
+            return json_response(state.configure(**settings(admin_json())))
+        except (TypeError, ValueError) as exc:
+            raise StandinError(400, f"bad config: {exc}") from exc
+
+    @app.post("/_admin/reset")
+    def admin_reset() -> Response:
+        state.reset()
+        return json_response({})
+
+    return app

@@ -22,8 +22,9 @@ URI ``{serve_base}/_serve/P/L/S`` and each tag URL ``{serve_base}/_serve/P/L/TAG
 are answered here by forwarding to ``upstream`` (the Sight API stand-in), choosing the
 revision by the traffic in effect (weighted, seeded) or by the tag, with the headers
 ``X-Standin-Revision`` / ``X-Standin-Image`` / ``X-Standin-Service``. With a recorder
-(:meth:`CloudRunState.record_to`, the Cloud Monitoring stand-in's state), every answer
-of a revision is recorded as Cloud Run would count it: status and measured latency.
+(:meth:`CloudRunState.record_to`: the Cloud Monitoring stand-in's state, the Cloud Logging
+one's, or both through :class:`Recorders`), every answer of a revision is recorded as
+Cloud Run would count and log it: status and measured latency.
 
 Admin API under ``/_admin/`` (JSON); the same operations are methods of
 :class:`CloudRunState`. See ``docs/standins.md``.
@@ -328,7 +329,8 @@ class _Interleaved:
 
 
 class RequestRecorder(Protocol):
-    """Where served requests are counted (``standins.monitoring.MonitoringState``)."""
+    """Where served requests are counted (``standins.monitoring.MonitoringState``) or
+    logged (``standins.logging.LoggingState``)."""
 
     def record(
         self,
@@ -339,6 +341,27 @@ class RequestRecorder(Protocol):
         status_code: int,
         latency_ms: float,
     ) -> None: ...
+
+
+class Recorders:
+    """Several recorders as one, each told of every request in turn: Cloud Run both
+    counts a request in its metrics and writes its request log entry, so ``all`` feeds
+    the Monitoring and the Logging stand-ins from the same router."""
+
+    def __init__(self, *recorders: RequestRecorder) -> None:
+        self.recorders = recorders
+
+    def record(
+        self,
+        project: str,
+        location: str,
+        service: str,
+        revision: str,
+        status_code: int,
+        latency_ms: float,
+    ) -> None:
+        for recorder in self.recorders:
+            recorder.record(project, location, service, revision, status_code, latency_ms)
 
 
 class CloudRunState(FaultInjection):
@@ -391,7 +414,8 @@ class CloudRunState(FaultInjection):
         self.monitoring = monitoring
 
     def record_to(self, monitoring: RequestRecorder | None) -> None:
-        """Record every request a revision answers into ``monitoring`` (None: stop)."""
+        """Record every request a revision answers into ``monitoring`` (None: stop; several
+        recorders: :class:`Recorders`)."""
         with self._lock:
             self.monitoring = monitoring
 

@@ -26,43 +26,47 @@ method path. The admin API is a small Flask app, like the other stand-ins'.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, NoReturn, Self
+from datetime import datetime
+from typing import Any
 
-import grpc
 from flask import Flask, Response, request
 from google.api import distribution_pb2, metric_pb2
 from google.cloud import monitoring_v3
-from google.protobuf import json_format
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from standins._common import (
-    HTTP_TO_RPC_STATUS,
     JSON,
     Clock,
     FaultInjection,
     FaultsAndLog,
     StandinError,
-    add_fault_admin_routes,
-    admin_json,
-    google_error,
-    install_google_http_errors,
+    check_served,
     json_response,
-    parse_time,
+    recorder_admin_app,
     rfc3339,
     utcnow,
+)
+from standins._filter import FilterTokens
+from standins._grpc import (
+    US,
+    GrpcServer,
+    duration_us,
+    fingerprint,
+    from_us,
+    invalid,
+    one_method,
+    read_token,
+    serve,
+    ts,
+    ts_us,
+    us,
+    write_token,
 )
 
 logger = logging.getLogger("standins.monitoring")
@@ -73,7 +77,6 @@ REQUEST_COUNT = "run.googleapis.com/request_count"
 REQUEST_LATENCIES = "run.googleapis.com/request_latencies"
 RESOURCE_TYPE = "cloud_run_revision"
 MAX_PAGE_SIZE = 100_000
-_US = 1_000_000
 
 _Request: Any = monitoring_v3.ListTimeSeriesRequest.pb()
 _Response: Any = monitoring_v3.ListTimeSeriesResponse.pb()
@@ -210,16 +213,6 @@ def _merge(dists: Iterable[_Dist], buckets: ExponentialBuckets) -> _Dist:
 # --------------------------------------------------------------------------- filters
 
 
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<string>"(?:[^"\\]|\\.)*")
-      | (?P<number>-?\d+(?:\.\d+)?)
-      | (?P<op>!=|<=|>=|=|<|>|:)
-      | (?P<punct>[(),])
-      | (?P<word>[A-Za-z_][A-Za-z0-9_.]*)
-    )""",
-    re.VERBOSE,
-)
 _FUNCTIONS = {"starts_with", "ends_with", "has_substring", "one_of", "monitoring.regex.full_match"}
 _LABEL_SELECTOR = re.compile(r"^(metric|resource)\.labels?\.([A-Za-z0-9_]+)$")
 
@@ -237,40 +230,14 @@ def _selector(word: str) -> str:
     return f"{match.group(1)}.labels.{match.group(2)}"
 
 
-class _FilterParser:
+class _FilterParser(FilterTokens):
     """Monitoring filter syntax: ``selector op value``, functions as the value
     (``starts_with``, ``ends_with``, ``has_substring``, ``one_of``,
     ``monitoring.regex.full_match``), ``AND``/``OR``/``NOT`` and parentheses."""
 
     def __init__(self, text: str) -> None:
-        self.tokens: list[tuple[str, str]] = []
-        pos = 0
-        text = text.rstrip()
-        while pos < len(text):
-            match = _TOKEN.match(text, pos)
-            if match is None or match.end() == pos:
-                raise ValueError(f"unexpected character at offset {pos}")
-            kind = match.lastgroup or ""
-            self.tokens.append((kind, match.group(kind)))
-            pos = match.end()
-        self.pos = 0
+        super().__init__(text)
         self.metric_types: set[str] = set()
-
-    def _peek(self) -> tuple[str, str]:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "end of filter")
-
-    def _take(self, kind: str, value: str | None = None) -> str:
-        found_kind, found = self._peek()
-        if found_kind != kind or (value is not None and found != value):
-            raise ValueError(f"expected {value or kind}, found {found!r}")
-        self.pos += 1
-        return found
-
-    def _accept(self, kind: str, value: str) -> bool:
-        if self._peek() == (kind, value):
-            self.pos += 1
-            return True
-        return False
 
     def parse(self) -> Predicate:
         if not self.tokens:
@@ -437,27 +404,6 @@ class _Series:
         return out
 
 
-def _us(moment: datetime) -> int:
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
-
-
-def _from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us // _US, UTC).replace(microsecond=us % _US)
-
-
-def _ts(us: int) -> Timestamp:
-    return Timestamp(seconds=us // _US, nanos=(us % _US) * 1000)
-
-
-def _ts_us(ts: Timestamp) -> int:
-    return int(ts.seconds) * _US + int(ts.nanos) // 1000
-
-
-def _duration_us(duration: Duration) -> int:
-    return int(duration.seconds) * _US + int(duration.nanos) // 1000
-
-
 # --------------------------------------------------------------------------- aggregation
 
 _PERCENTILE_ALIGNERS = {
@@ -498,10 +444,6 @@ _SUPPORTED_REDUCERS = {
 }
 
 
-def _invalid(field_name: str, value: str, why: str) -> StandinError:
-    return StandinError(400, f'Field {field_name} had an invalid value of "{value}": {why}')
-
-
 def _linear_percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     pos = p / 100.0 * (len(ordered) - 1)
@@ -533,7 +475,7 @@ def _align(series: _Series, aligner: Any, period: int, start: int, end: int) -> 
         else:
             numbers = [float(v) for v in values if not isinstance(v, _Dist)]
             if aligner == _Aligner.ALIGN_RATE:
-                value = sum(numbers) / (period / _US)
+                value = sum(numbers) / (period / US)
             elif aligner == _Aligner.ALIGN_MEAN:
                 value = sum(numbers) / len(numbers)
             elif aligner == _Aligner.ALIGN_COUNT:
@@ -585,7 +527,7 @@ def _group_field(text: str) -> tuple[str, str]:
         return "type", cleaned
     match = _LABEL_SELECTOR.match(cleaned)
     if match is None:
-        raise _invalid("aggregation.groupByFields", text, "not a label of the metric or resource")
+        raise invalid("aggregation.groupByFields", text, "not a label of the metric or resource")
     return match.group(1), match.group(2)
 
 
@@ -629,9 +571,9 @@ def _check_aggregation(aggregation: Any, metric: _Metric) -> None:
     kinds = f"kind DELTA and value type {_TYPE_NAMES[metric.value_type]}"
     aligner_name = _Aligner(aligner).name
     if aligner not in _SUPPORTED_ALIGNERS:
-        raise _invalid("aggregation.perSeriesAligner", aligner_name, "not served by the stand-in")
+        raise invalid("aggregation.perSeriesAligner", aligner_name, "not served by the stand-in")
     if reducer not in _SUPPORTED_REDUCERS:
-        raise _invalid(
+        raise invalid(
             "aggregation.crossSeriesReducer",
             _Reducer(reducer).name,
             f"the reducer cannot be applied to metrics with {kinds}",
@@ -640,20 +582,20 @@ def _check_aggregation(aggregation: Any, metric: _Metric) -> None:
     if (distribution and aligner in _NUMERIC_ONLY_ALIGNERS) or (
         not distribution and aligner in _PERCENTILE_ALIGNERS
     ):
-        raise _invalid(
+        raise invalid(
             "aggregation.perSeriesAligner",
             aligner_name,
             f"the aligner cannot be applied to metrics with {kinds}",
         )
     if aligner == _Aligner.ALIGN_NONE and reducer != _Reducer.REDUCE_NONE:
-        raise _invalid(
+        raise invalid(
             "aggregation.perSeriesAligner",
             aligner_name,
             "a cross-series reducer needs a per-series aligner other than ALIGN_NONE",
         )
     aligned_distribution = distribution and aligner in (_Aligner.ALIGN_DELTA, _Aligner.ALIGN_SUM)
     if aligned_distribution and reducer in _NUMERIC_ONLY_REDUCERS:
-        raise _invalid(
+        raise invalid(
             "aggregation.crossSeriesReducer",
             _Reducer(reducer).name,
             "the reducer cannot be applied to a DISTRIBUTION",
@@ -731,20 +673,17 @@ class MonitoringState(FaultInjection):
     ) -> None:
         """One request served by ``revision``: +1 on request_count and its latency in
         request_latencies, in the sample period that holds ``at`` (default: now)."""
-        if not 100 <= int(status_code) <= 599:
-            raise ValueError(f"status_code must be an HTTP status, got {status_code}")
-        if not latency_ms >= 0:
-            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        check_served(status_code, latency_ms)
         key = _Key(project, location, service, revision, int(status_code))
         with self._lock:
-            moment = _us(at if at is not None else self._clock())
-            period = max(1, round(self.sample_period_s * _US))
+            moment = us(at if at is not None else self._clock())
+            period = max(1, round(self.sample_period_s * US))
             end = -(-moment // period) * period  # the sample (end - period, end] holds it
             samples = self._samples.setdefault(key, {})
             sample = samples.get(end)
             if sample is None:
                 sample = samples[end] = _Sample(0, _Dist(LATENCY_BUCKETS))
-                cutoff = end - round(self.retention_s * _US)
+                cutoff = end - round(self.retention_s * US)
                 while (oldest := next(iter(samples))) < cutoff:  # mostly in time order
                     del samples[oldest]
             sample.count += 1
@@ -758,7 +697,7 @@ class MonitoringState(FaultInjection):
     def series(self, service: str | None = None, revision: str | None = None) -> list[JSON]:
         """What was recorded, per series (oldest sample first) -- for tests and curl."""
         with self._lock:
-            period = round(self.sample_period_s * _US)
+            period = round(self.sample_period_s * US)
             out: list[JSON] = []
             for key in sorted(self._samples):
                 if (service and key.service != service) or (revision and key.revision != revision):
@@ -775,8 +714,8 @@ class MonitoringState(FaultInjection):
                         "requests": sum(s.count for s in samples.values()),
                         "points": [
                             {
-                                "start": rfc3339(_from_us(end - period)),
-                                "end": rfc3339(_from_us(end)),
+                                "start": rfc3339(from_us(end - period)),
+                                "end": rfc3339(from_us(end)),
                                 "count": sample.count,
                                 "latency_mean_ms": sample.latencies.mean,
                             }
@@ -789,8 +728,8 @@ class MonitoringState(FaultInjection):
     # ----------------------------------------------------------------- ListTimeSeries
 
     def _raw(self, metric: _Metric, project: str, start: int, end: int) -> list[_Series]:
-        period = max(1, round(self.sample_period_s * _US))
-        visible_until = _us(self._clock()) - round(self.visibility_delay_s * _US)
+        period = max(1, round(self.sample_period_s * US))
+        visible_until = us(self._clock()) - round(self.visibility_delay_s * US)
         point_in_time = start == end
         out: list[_Series] = []
         for key, samples in self._samples.items():
@@ -834,38 +773,38 @@ class MonitoringState(FaultInjection):
         """A ``ListTimeSeriesRequest`` (protobuf) -> ``ListTimeSeriesResponse``."""
         match = re.fullmatch(r"projects/([^/]+)", req.name)
         if match is None:
-            raise _invalid("name", req.name, "expected projects/PROJECT_ID_OR_NUMBER")
+            raise invalid("name", req.name, "expected projects/PROJECT_ID_OR_NUMBER")
         project = match.group(1)
         metric_type, predicate = parse_filter(req.filter)
         metric = _METRICS.get(metric_type)
         if metric is None:
             raise StandinError(404, f'Cannot find metric(s) that match type = "{metric_type}".')
         if not req.HasField("interval") or not req.interval.HasField("end_time"):
-            raise _invalid("interval.endTime", "", "the end time is required")
-        end = _ts_us(req.interval.end_time)
-        start = _ts_us(req.interval.start_time) if req.interval.HasField("start_time") else end
+            raise invalid("interval.endTime", "", "the end time is required")
+        end = ts_us(req.interval.end_time)
+        start = ts_us(req.interval.start_time) if req.interval.HasField("start_time") else end
         if start > end:
-            raise _invalid("interval.startTime", rfc3339(_from_us(start)), "after the end time")
+            raise invalid("interval.startTime", rfc3339(from_us(start)), "after the end time")
         if req.order_by:
-            raise _invalid("orderBy", req.order_by, "unsupported: must be left blank")
+            raise invalid("orderBy", req.order_by, "unsupported: must be left blank")
         if req.HasField("secondary_aggregation"):
-            raise _invalid("secondaryAggregation", "", "not served by the stand-in")
+            raise invalid("secondaryAggregation", "", "not served by the stand-in")
         if req.page_size < 0:
-            raise _invalid("pageSize", str(req.page_size), "must not be negative")
+            raise invalid("pageSize", str(req.page_size), "must not be negative")
         aggregation = req.aggregation
         _check_aggregation(aggregation, metric)
         aligner = aggregation.per_series_aligner
         period = 0
         if aligner != _Aligner.ALIGN_NONE:
             if not aggregation.HasField("alignment_period"):
-                raise _invalid(
+                raise invalid(
                     "aggregation.alignmentPeriod", "", "required with a per-series aligner"
                 )
-            period = _duration_us(aggregation.alignment_period)
-            if period < round(self.min_alignment_period_s * _US):
-                raise _invalid(
+            period = duration_us(aggregation.alignment_period)
+            if period < round(self.min_alignment_period_s * US):
+                raise invalid(
                     "aggregation.alignmentPeriod",
-                    f"{period / _US:g}s",
+                    f"{period / US:g}s",
                     f"must be at least {self.min_alignment_period_s:g} seconds",
                 )
         for text in aggregation.group_by_fields:
@@ -890,8 +829,8 @@ class MonitoringState(FaultInjection):
         """Pages of at most ``pageSize`` points (FULL) or series (HEADERS)."""
         headers_only = req.view == monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.HEADERS
         size = min(req.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
-        fingerprint = _fingerprint(req)
-        index, offset = _read_token(req.page_token, fingerprint)
+        query = fingerprint(req)
+        index, offset = read_token(req.page_token, query) or (0, 0)
         response = _Response(unit=metric.unit)
         budget = size
         while index < len(series) and budget > 0:
@@ -910,8 +849,8 @@ class MonitoringState(FaultInjection):
             chunk = one.points[offset : offset + budget]
             for start, end, value in chunk:
                 point = out.points.add()
-                point.interval.end_time.CopyFrom(_ts(end))
-                point.interval.start_time.CopyFrom(_ts(start))
+                point.interval.end_time.CopyFrom(ts(end))
+                point.interval.start_time.CopyFrom(ts(start))
                 if isinstance(value, _Dist):
                     point.value.distribution_value.CopyFrom(value.to_pb())
                 elif one.value_type == _INT64:
@@ -923,218 +862,43 @@ class MonitoringState(FaultInjection):
             if offset >= len(one.points):
                 index, offset = index + 1, 0
         if index < len(series):
-            response.next_page_token = _write_token(index, offset, fingerprint)
+            response.next_page_token = write_token(index, offset, query)
         return response
-
-
-def _fingerprint(req: Any) -> str:
-    """The request without its paging fields: a token is only good for the same query."""
-    copy = _Request()
-    copy.CopyFrom(req)
-    copy.page_token = ""
-    copy.page_size = 0
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
-
-
-def _write_token(index: int, offset: int, fingerprint: str) -> str:
-    raw = json.dumps([index, offset, fingerprint]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _read_token(token: str, fingerprint: str) -> tuple[int, int]:
-    if not token:
-        return 0, 0
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        index, offset, seen = json.loads(raw)
-    except (ValueError, TypeError) as exc:
-        raise _invalid("pageToken", token, "not a page token") from exc
-    if seen != fingerprint or not isinstance(index, int) or not isinstance(offset, int):
-        raise _invalid("pageToken", token, "not a page token of this query")
-    if index < 0 or offset < 0:
-        raise _invalid("pageToken", token, "not a page token of this query")
-    return index, offset
 
 
 # --------------------------------------------------------------------------- gRPC
 
 
-def _abort(context: Any, status: str, message: str, retry_after: int | None = None) -> NoReturn:
-    """End the call the way Google's front end does: code, message and a
-    ``google.rpc.Status`` in the trailers (with ``RetryInfo`` when there is a delay)."""
-    from google.protobuf import any_pb2
-    from google.rpc import error_details_pb2, status_pb2
-    from grpc_status import rpc_status
-
-    code = grpc.StatusCode[status]
-    details = []
-    if retry_after is not None:
-        info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=retry_after))
-        packed = any_pb2.Any()
-        packed.Pack(info)
-        details.append(packed)
-    rich = status_pb2.Status(code=code.value[0], message=message, details=details)
-    context.abort_with_status(rpc_status.to_status(rich))
-    raise AssertionError("abort_with_status returned")  # it raises; this is for the types
-
-
-def _log_call(path: str, status: str, started: float) -> None:
-    """One line per call, like the HTTP stand-ins' (never a request body)."""
-    logger.info("POST %s -> %s (%.1f ms)", path, status, (time.monotonic() - started) * 1000)
-
-
-def _method(
-    state: MonitoringState, path: str, call: Callable[[Any], Any]
-) -> Callable[[Any, Any], Any]:
-    """A unary handler: logged, subject to fault rules, errors as gRPC status codes."""
-
-    def handle(req: Any, context: Any) -> Any:
-        started = time.monotonic()
-        body = json_format.MessageToDict(req)
-        index = state.log.record("POST", path, {}, body)
-        rule = state.log.take_fault("POST", path)
-        if rule is not None:
-            state.log.set_status(index, rule.status)
-            status = HTTP_TO_RPC_STATUS.get(rule.status, "UNKNOWN")
-            _log_call(path, f"{status} (injected)", started)
-            _abort(context, status, rule.body or "Injected fault.", rule.retry_after)
-        try:
-            answer = call(req)
-        except StandinError as exc:
-            state.log.set_status(index, exc.code)
-            _log_call(path, exc.status, started)
-            _abort(context, exc.status, exc.message)
-        state.log.set_status(index, 200)
-        _log_call(path, "OK", started)
-        return answer
-
-    return handle
-
-
 def grpc_handler(state: MonitoringState) -> Any:
     """The ``google.monitoring.v3.MetricService`` handler (only ListTimeSeries; every
     other method answers UNIMPLEMENTED, as gRPC does for an unknown method)."""
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
-                _method(state, LIST_TIME_SERIES, state.list_time_series),
-                request_deserializer=_Request.FromString,
-                response_serializer=_Response.SerializeToString,
-            )
-        },
+    return one_method(
+        SERVICE, "ListTimeSeries", state.list_time_series, (_Request, _Response), state.log, logger
     )
-
-
-class GrpcServer:
-    """The MetricService on a gRPC server (thread pool); ``target`` is ``HOST:PORT``."""
-
-    def __init__(self, server: Any, host: str, port: int) -> None:
-        self._server = server
-        self.host = host
-        self.port = port
-        self._stopped = False
-
-    @property
-    def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def stop(self, grace: float = 0.5) -> None:
-        """Stop serving and release the port. Idempotent."""
-        if not self._stopped:
-            self._stopped = True
-            self._server.stop(grace).wait()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
 
 def serve_grpc(state: MonitoringState, host: str = "127.0.0.1", port: int = 0) -> GrpcServer:
     """Serve the MetricService on ``host:port`` (0 = any free port), insecure."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="standin-monitoring")
-    )
-    server.add_generic_rpc_handlers((grpc_handler(state),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from exc
-    if bound == 0:
-        raise OSError(f"cannot listen on {address}")
-    server.start()
-    return GrpcServer(server, host, bound)
+    return serve(grpc_handler(state), host, port, "standin-monitoring")
 
 
 # --------------------------------------------------------------------------- admin app
 
 
-def _record_from_admin(st: MonitoringState, item: Mapping[str, Any]) -> None:
-    try:
-        st.record(
-            str(item.get("project", "sight-local")),
-            str(item.get("location", "europe-west1")),
-            str(item["service"]),
-            str(item["revision"]),
-            int(item["status_code"]),
-            float(item.get("latency_ms", 0.0)),
-            parse_time(item.get("at")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StandinError(400, f"bad record: {exc}") from exc
+def _settings_from_admin(body: JSON) -> dict[str, Any]:
+    keys = ("sample_period_s", "visibility_delay_s", "min_alignment_period_s")
+    return {k: float(body[k]) for k in keys if k in body}
 
 
 def create_app(state: MonitoringState | None = None) -> Flask:
     """The admin API (JSON under ``/_admin/``); the API itself is :func:`serve_grpc`'s."""
     st = state or MonitoringState()
-    app = Flask("standins.monitoring")
-    app.extensions["standin"] = st
-    install_google_http_errors(app)
-    app.register_error_handler(
-        StandinError, lambda exc: google_error(exc.code, exc.message, exc.status)
-    )
-    add_fault_admin_routes(app, st)
-
-    @app.post("/_admin/record")
-    def admin_record() -> Response:
-        body = admin_json()
-        items = body["requests"] if isinstance(body.get("requests"), list) else [body]
-        for item in items:
-            if not isinstance(item, dict):
-                raise StandinError(400, "bad record: each request is a JSON object")
-            _record_from_admin(st, item)
-        return json_response({"recorded": len(items)}, 201)
+    app = recorder_admin_app("standins.monitoring", st, st.record, _settings_from_admin)
 
     @app.get("/_admin/series")
     def admin_series() -> Response:
         found = st.series(request.args.get("service"), request.args.get("revision"))
         return json_response({"series": found})
-
-    @app.get("/_admin/config")
-    def admin_get_config() -> Response:
-        return json_response(st.configure())
-
-    @app.post("/_admin/config")
-    def admin_config() -> Response:
-        body = admin_json()
-        try:
-            settings = {
-                k: float(body[k])
-                for k in ("sample_period_s", "visibility_delay_s", "min_alignment_period_s")
-                if k in body
-            }
-            return json_response(st.configure(**settings))
-        except (TypeError, ValueError) as exc:
-            raise StandinError(400, f"bad config: {exc}") from exc
-
-    @app.post("/_admin/reset")
-    def admin_reset() -> Response:
-        st.reset()
-        return json_response({})
 
     return app
 

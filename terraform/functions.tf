@@ -98,7 +98,10 @@ locals {
       timeout_seconds   = 300
       min_instances     = 0 # the tick every minute keeps an instance warm while canaries run
       max_instances     = 1
-      # A tick and a request at once; the per-service lock serialises decisions.
+      # A tick and a request at once; the per-service lock serialises decisions. A
+      # 10-second tick waits for its time (at most 15 s) in one of these slots, before it
+      # takes a connection (docs/canary.md, "Ten-second ticks"); a delivery that finds
+      # both slots busy is refused and redelivered by Pub/Sub.
       concurrency       = 2
       db_pool_size      = 2 # one per delivery, like rollback
       db_max_overflow   = 0
@@ -108,6 +111,8 @@ locals {
         CANARY__PROJECT  = var.project_id
         CANARY__REGION   = var.region
         CANARY__DRY_RUN  = tostring(var.canary_dry_run)
+        # the first step is read from Cloud Run's request logs through this view (canary.tf)
+        CANARY__LOGS_VIEW = local.canary_logs_view
       }
     }
     notify = {

@@ -4,6 +4,7 @@
 #   custom sightopsRollbackTraffic      on local.functions[*].moves_traffic_for } rollback and
 #   custom sightopsActAsRuntime         on their runtime service account        } canary only
 #   roles/monitoring.viewer             the project's metrics, canary only (canary.tf)
+#   roles/logging.viewAccessor          one log view of Cloud Run request logs, canary only
 #   roles/cloudtrace.agent              span writes only (below)
 # No primitive roles, and no other project-wide grant to a function. Not roles/cloudsql.client:
 # that role only gates the Cloud SQL connector/Auth Proxy; the functions connect to the

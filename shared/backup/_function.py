@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import InvalidEventError, SightOpsError
+from shared.errors import SightOpsError
 
 if TYPE_CHECKING:
     from shared.backup._manifest import Manifest
@@ -37,24 +37,9 @@ VERIFIED_METRIC = "backup_verified_taken_at_s"
 
 def parse(data: bytes, attributes: Mapping[str, str]) -> BackupRequested:
     """Our own event, or Cloud Scheduler's message (no ``id``/``time`` attributes)."""
-    from shared.events import (
-        BackupRequested,
-        EventType,
-        load_json_object,
-        parse_ops_message,
-        validate,
-    )
+    from shared.events import BackupRequested, parse_scheduled
 
-    what = f"ops event {EventType.BACKUP_REQUESTED.value}"
-    if attributes.get("id") and attributes.get("time"):
-        return parse_ops_message(data, attributes).data_as(BackupRequested)
-    event_type = attributes.get("type")
-    if event_type != EventType.BACKUP_REQUESTED.value:
-        shown = (event_type or "")[:80]
-        raise InvalidEventError(f"{what}: attribute 'type' is {shown!r}, not a backup request")
-    if not data.strip():
-        return BackupRequested()
-    return validate(BackupRequested, load_json_object(data, what), what)
+    return parse_scheduled(data, attributes, BackupRequested)
 
 
 def dedupe_key(event: BackupRequested, message: PubsubMessage) -> str:

@@ -5,10 +5,12 @@
 - :func:`next_step` and :class:`StepPlan` -- what the verdict means for the traffic (``_plan``);
 - :class:`MonitoringReader` -- Cloud Run's request metrics from Cloud Monitoring as those
   inputs (``_monitoring``);
+- :class:`LogsReader` -- Cloud Run's request logs from Cloud Logging as those inputs, in
+  10 s periods (``_logs``);
 - the typed inputs (:class:`Interval`, :class:`Sample`, :class:`Histogram`) and the
   evidence record (:class:`Evidence`) (``_model``);
-- :func:`parse`, :func:`dedupe_key`, :func:`handle` -- the canary function's face
-  (``_function``);
+- :func:`parse`, :func:`dedupe_key`, :func:`not_before`, :func:`handle` -- the canary
+  function's face (``_function``);
 - :class:`Canaries` -- lock, re-read, analyse, move the split, record, publish
   (``_orchestrator``); ``_store`` -- ``ops.canaries``;
 - :func:`manual_tick`, :func:`manual_promote`, :func:`manual_rollback`,
@@ -22,7 +24,14 @@ from shared._lazy import lazy_attributes
 if TYPE_CHECKING:
     from shared.canary._analysis import AnalysisConfig, AnalysisState, analyse, fold, start
     from shared.canary._cli import canary_status, manual_promote, manual_rollback, manual_tick
-    from shared.canary._function import dedupe_key, handle, parse
+    from shared.canary._function import dedupe_key, handle, not_before, parse
+    from shared.canary._logs import (
+        LogsError,
+        LogsReader,
+        LogsUnavailable,
+        logs_reader_for,
+        stable_fraction,
+    )
     from shared.canary._model import (
         Evidence,
         Histogram,
@@ -50,7 +59,14 @@ else:  # each name is imported on first use: docs/architecture.md, "Cold start"
         {
             "_analysis": ("AnalysisConfig", "AnalysisState", "analyse", "fold", "start"),
             "_cli": ("canary_status", "manual_promote", "manual_rollback", "manual_tick"),
-            "_function": ("dedupe_key", "handle", "parse"),
+            "_function": ("dedupe_key", "handle", "not_before", "parse"),
+            "_logs": (
+                "LogsError",
+                "LogsReader",
+                "LogsUnavailable",
+                "logs_reader_for",
+                "stable_fraction",
+            ),
             "_model": (
                 "Evidence",
                 "Histogram",
@@ -86,6 +102,9 @@ __all__ = [
     "Evidence",
     "Histogram",
     "Interval",
+    "LogsError",
+    "LogsReader",
+    "LogsUnavailable",
     "MonitoringError",
     "MonitoringReader",
     "MonitoringUnavailable",
@@ -104,11 +123,14 @@ __all__ = [
     "fold",
     "handle",
     "linear_bounds",
+    "logs_reader_for",
     "manual_promote",
     "manual_rollback",
     "manual_tick",
     "monitoring_reader_for",
     "next_step",
+    "not_before",
     "parse",
+    "stable_fraction",
     "start",
 ]

@@ -3,7 +3,7 @@
 It consumes ``ops-events`` filtered to ``sight.ops.canary.*``; of those only ``requested``
 (start a canary) and ``tick`` (analyse the running ones) are its triggers, every other
 type (its own results among them) is skipped: the emulator does not apply subscription
-filters. ``functions/canary/main.py`` wires exactly these three into ``pubsub_handler``;
+filters. ``functions/canary/main.py`` wires these (and ``not_before``) into ``pubsub_handler``;
 the decisions are the orchestrator's (:class:`~shared.canary._orchestrator.Canaries`).
 
 Ticks come from two producers in different shapes (docs/canary.md, "The function"): our
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from shared.runtime import Context, Outcome, PubsubMessage
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     # The event models and the orchestrator are imported where first used, so that
     # ``import main`` stays cheap (docs/architecture.md, "Cold start").
     from shared.events import OpsEvent, OpsPayload
@@ -60,6 +62,17 @@ def handle(event: OpsEvent[OpsPayload], ctx: Context) -> Outcome:
     return canaries.tick(event.data_as(CanaryTick)).outcome()
 
 
+def not_before(event: OpsEvent[OpsPayload]) -> datetime | None:
+    """When a delivery is due: a tick the canary sent itself for a step read from the
+    request logs names the end of the next period (docs/canary.md, "Ten-second ticks");
+    the runtime holds it until then, outside any transaction."""
+    from shared.events import CanaryTick, EventType
+
+    if event.type is not EventType.CANARY_TICK:
+        return None
+    return event.data_as(CanaryTick).not_before
+
+
 def _has_identity(attributes: Mapping[str, str]) -> bool:
     """An event of our own: it names itself (``id``) and its time."""
     return bool(attributes.get("id") and attributes.get("time"))
@@ -70,14 +83,9 @@ def _scheduled_tick(data: bytes, attributes: Mapping[str, str]) -> OpsEvent[OpsP
     running canary). The envelope is made up here; its ``id`` is nobody's identity, the
     message's is its Pub/Sub id (:func:`dedupe_key`, ``ctx.message.event_id``), and its
     age is its publish time (the runtime's ``event_time``)."""
-    from shared.events import CanaryTick, EventType, OpsEvent, load_json_object, validate
+    from shared.events import CanaryTick, EventType, OpsEvent, parse_scheduled
 
-    what = f"ops event {EventType.CANARY_TICK.value}"
-    tick = (
-        validate(CanaryTick, load_json_object(data, what), what, "data")
-        if data.strip()
-        else CanaryTick()
-    )
+    tick = parse_scheduled(data, attributes, CanaryTick)
     source = (attributes.get("source") or "cloud-scheduler")[:80]
     event: OpsEvent[OpsPayload] = OpsEvent.new(EventType.CANARY_TICK, tick, source=source)
     return event

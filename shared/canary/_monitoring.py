@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.canary._model import (
@@ -32,6 +32,7 @@ from shared.canary._model import (
     exponential_bounds,
     linear_bounds,
 )
+from shared.canary._reading import US, ApiReader, from_us, grid, grpc_client, quote, us
 from shared.errors import PermanentError, TransientError
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
 REQUEST_COUNT = "run.googleapis.com/request_count"
 REQUEST_LATENCIES = "run.googleapis.com/request_latencies"
 RESOURCE_TYPE = "cloud_run_revision"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = 1_000_000
 
 
 class MonitoringError(PermanentError):
@@ -69,7 +68,7 @@ class _Query:
     period: int
 
 
-class MonitoringReader:
+class MonitoringReader(ApiReader):
     """Reads Cloud Run's request count and latencies of a canary and its stable revision.
 
     ``client`` is the official ``MetricServiceClient`` (the stand-in's over an insecure
@@ -79,6 +78,9 @@ class MonitoringReader:
     any other refusal is a :class:`MonitoringError`.
     """
 
+    unavailable = MonitoringUnavailable
+    refused = MonitoringError
+
     def __init__(
         self,
         client: monitoring_v3.MetricServiceClient,
@@ -87,14 +89,10 @@ class MonitoringReader:
         visibility_delay_s: float = 0.0,
         timeout_s: float = 10.0,
     ) -> None:
-        if alignment_s < 1 or int(alignment_s) != alignment_s:
-            raise ValueError("alignment_s must be a whole number of seconds, at least 1")
-        if visibility_delay_s < 0 or timeout_s <= 0:
-            raise ValueError("visibility_delay_s must be >= 0 and timeout_s > 0")
+        super().__init__(
+            alignment_s=alignment_s, visibility_delay_s=visibility_delay_s, timeout_s=timeout_s
+        )
         self._client = client
-        self.alignment_s = int(alignment_s)
-        self.visibility_delay_s = visibility_delay_s
-        self.timeout_s = timeout_s
 
     # ------------------------------------------------------------------ public
 
@@ -164,13 +162,10 @@ class MonitoringReader:
         start: datetime,
         end: datetime,
     ) -> _Query | None:
-        period = self.alignment_s * _US
-        visible = _us(end) - round(self.visibility_delay_s * _US)
-        last_end = visible // period * period
-        first_end = -(-_us(start) // period) * period + period
-        if last_end < first_end:
+        periods = grid(start, end, self.alignment_s, self.visibility_delay_s)
+        if periods is None:
             return None
-        return _Query(project, region, service, revisions, first_end, last_end, period)
+        return _Query(project, region, service, revisions, *periods)
 
     def _counts(self, query: _Query, deadline: float) -> dict[tuple[str, int], dict[str, int]]:
         """``{(revision, period end): {response_code_class: requests}}``."""
@@ -180,7 +175,7 @@ class MonitoringReader:
             revision = series.resource.labels.get("revision_name", "")
             code_class = series.metric.labels.get("response_code_class", "")
             for point in series.points:
-                by_class = out.setdefault((revision, _us(point.interval.end_time)), {})
+                by_class = out.setdefault((revision, us(point.interval.end_time)), {})
                 by_class[code_class] = by_class.get(code_class, 0) + int(point.value.int64_value)
         return out
 
@@ -197,7 +192,7 @@ class MonitoringReader:
                 histogram = to_histogram(point.value.distribution_value, query.service)
                 if histogram is None:
                     continue
-                key = (revision, _us(point.interval.end_time))
+                key = (revision, us(point.interval.end_time))
                 seen = out.get(key)
                 out[key] = histogram if seen is None else _add(seen, histogram, query.service)
         return out
@@ -217,11 +212,11 @@ class MonitoringReader:
             "name": f"projects/{query.project}",
             "filter": _filter(metric, query),
             "interval": {
-                "start_time": _from_us(query.first_end - period),
-                "end_time": _from_us(query.last_end),
+                "start_time": from_us(query.first_end - period),
+                "end_time": from_us(query.last_end),
             },
             "aggregation": {
-                "alignment_period": {"seconds": period // _US, "nanos": period % _US * 1000},
+                "alignment_period": {"seconds": period // US, "nanos": period % US * 1000},
                 "per_series_aligner": monitoring_v3.Aggregation.Aligner.ALIGN_DELTA,
                 "cross_series_reducer": monitoring_v3.Aggregation.Reducer.REDUCE_SUM,
                 "group_by_fields": list(group_by),
@@ -237,71 +232,21 @@ class MonitoringReader:
                 return
 
     def _page(self, metric: str, service: str, request: dict[str, Any], deadline: float) -> Any:
-        from google.api_core import exceptions as gexc
-        from google.api_core import retry as gretry
-
-        remaining = deadline - time.monotonic()
         what = f"Cloud Monitoring {metric} of {service}"
-        if remaining <= 0:
-            raise MonitoringUnavailable(f"{what}: no answer within {self.timeout_s:g}s")
-        retry = gretry.Retry(
-            initial=0.1,
-            maximum=2.0,
-            multiplier=2.0,
-            timeout=remaining,
-            predicate=gretry.if_exception_type(*_transient()),
-        )
-        try:
-            pager = self._client.list_time_series(request=request, retry=retry, timeout=remaining)
-            return next(iter(pager.pages))
-        except gexc.RetryError as exc:
-            cause = exc.cause if exc.cause is not None else exc
-            raise MonitoringUnavailable(
-                f"{what}: still failing after {self.timeout_s:g}s ({_describe(cause)})"
-            ) from exc
-        except _transient() as exc:
-            raise MonitoringUnavailable(f"{what}: {_describe(exc)}") from exc
-        except gexc.GoogleAPICallError as exc:
-            raise MonitoringError(f"{what} refused: {_describe(exc)}") from exc
+        return self.first_page(self._client.list_time_series, request, what, deadline)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _transient() -> tuple[type[Exception], ...]:
-    from google.api_core import exceptions as gexc
-
-    return (
-        gexc.ServiceUnavailable,
-        gexc.DeadlineExceeded,
-        gexc.ResourceExhausted,
-        gexc.InternalServerError,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    """Code and message of an API error (never a header or a credential)."""
-    from google.api_core import exceptions as gexc
-
-    if isinstance(exc, gexc.GoogleAPICallError):
-        code = exc.grpc_status_code.name if exc.grpc_status_code is not None else exc.code
-        return f"{code}: {exc.message}".strip()
-    return type(exc).__name__
-
-
-def _quote(value: str) -> str:
-    """A Monitoring filter string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _filter(metric: str, query: _Query) -> str:
-    revisions = ", ".join(_quote(r) for r in query.revisions)
+    revisions = ", ".join(quote(r) for r in query.revisions)
     return " AND ".join(
         (
-            f"metric.type = {_quote(metric)}",
-            f"resource.type = {_quote(RESOURCE_TYPE)}",
-            f"resource.labels.service_name = {_quote(query.service)}",
-            f"resource.labels.location = {_quote(query.region)}",
+            f"metric.type = {quote(metric)}",
+            f"resource.type = {quote(RESOURCE_TYPE)}",
+            f"resource.labels.service_name = {quote(query.service)}",
+            f"resource.labels.location = {quote(query.region)}",
             f"resource.labels.revision_name = one_of({revisions})",
         )
     )
@@ -348,17 +293,6 @@ def _add(a: Histogram, b: Histogram, service: str) -> Histogram:
     return Histogram(a.bounds, summed[: last + 1])
 
 
-def _us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
-
-
-def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
 # --------------------------------------------------------------------------- wiring
 
 
@@ -367,19 +301,12 @@ def create_metric_client(settings: Settings) -> monitoring_v3.MetricServiceClien
     ``canary.monitoring_endpoint`` (``host:port`` of the stand-in) when it is set, with
     Application Default Credentials to the real API otherwise."""
     from google.cloud import monitoring_v3
+    from google.cloud.monitoring_v3.services.metric_service.transports import (
+        MetricServiceGrpcTransport,
+    )
 
     endpoint = settings.canary.monitoring_endpoint
-    if endpoint:
-        import grpc
-        from google.cloud.monitoring_v3.services.metric_service.transports import (
-            MetricServiceGrpcTransport,
-        )
-
-        channel = grpc.insecure_channel(endpoint)
-        return monitoring_v3.MetricServiceClient(
-            transport=MetricServiceGrpcTransport(channel=channel)
-        )
-    return monitoring_v3.MetricServiceClient()
+    return grpc_client(endpoint, monitoring_v3.MetricServiceClient, MetricServiceGrpcTransport)
 
 
 def create_monitoring_reader(settings: Settings) -> MonitoringReader:

@@ -26,20 +26,22 @@ not be published is published by the next tick.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.engine import Connection
 
 from shared.canary import _store as store
 from shared.canary._analysis import AnalysisConfig, analyse
-from shared.canary._model import Evidence
+from shared.canary._model import Evidence, Histogram, Interval
 from shared.canary._plan import Action, StepPlan, next_step
 from shared.errors import PermanentError, TransientError
 from shared.events import (
@@ -94,6 +96,8 @@ STATUSES: Mapping[CanaryAction, store.CanaryStatus] = {
     "stop": "stopped",
 }
 _MAX_REASON = 1000
+#: Namespace of the ids of the ticks a canary sends itself (one per release and period).
+_TICKS = uuid.UUID("6f0b7a52-3c1e-4d8a-9f21-5b7c0d9e4a13")
 
 Kind = CanaryAction | Literal["wait", "skip"]
 
@@ -182,7 +186,9 @@ class Canaries:
         """``sight.ops.canary.requested``: the first step (5 % by default), or ``stop``
         when the canary cannot start; a request already seen is ``skipped``."""
         try:
-            return Report([self._start(request)])
+            decision = self._start(request)
+            self._next_tick(decision)
+            return Report([decision])
         finally:
             self.journal.close()
 
@@ -195,7 +201,9 @@ class Canaries:
             if tick.service is None:
                 self._flush_all()
             for row in store.running(self.conn, tick.service, tick.region):
-                report.decisions.append(self._tick_one(row))
+                decision = self._tick_one(row)
+                self._next_tick(decision)
+                report.decisions.append(decision)
         finally:
             self.journal.close()
         return report
@@ -337,7 +345,7 @@ class Canaries:
 
     def _analyse(self, row: store.CanaryRow) -> Decision:
         now = self.deps.clock()
-        gap = timedelta(seconds=self.config.alignment_s / 2)
+        gap = timedelta(seconds=self._alignment_s(row.steps, row.percent) / 2)
         if row.last_analysis_at is not None and now - row.last_analysis_at < gap:
             return self._skip(
                 row,
@@ -382,21 +390,14 @@ class Canaries:
         )
 
     def _evidence(self, row: store.CanaryRow, plan: StepPlan, now: datetime) -> Evidence | str:
-        """The step's evidence from Cloud Monitoring, or why there is none (refused)."""
-        from shared.canary._monitoring import MonitoringError, monitoring_reader_for
+        """The step's evidence, from Cloud Run's request logs on the first
+        ``logs_steps`` steps and from Cloud Monitoring after them, or why there is none
+        (refused)."""
+        from shared.canary._monitoring import monitoring_reader_for
 
         reader: MonitoringReader = monitoring_reader_for(self.deps)
         stable = row.stable_revision or ""
         try:
-            intervals = reader.intervals(
-                project=row.project,
-                region=row.region,
-                service=row.service,
-                canary=row.revision,
-                stable=stable,
-                start=row.step_started_at,
-                end=now,
-            )
             baseline = None
             if self.config.baseline_s > 0:
                 baseline = reader.baseline(
@@ -407,13 +408,87 @@ class Canaries:
                     start=row.step_started_at - timedelta(seconds=self.config.baseline_s),
                     end=row.step_started_at,
                 )
-        except MonitoringError as exc:
+            read: Callable[..., list[Interval]] = reader.intervals
+            if self._from_logs(row.steps, row.percent):
+                from shared.canary._logs import logs_reader_for
+
+                # the baseline's buckets, so that the latency test compares like with like
+                read = functools.partial(
+                    logs_reader_for(self.deps).intervals,
+                    stable_fraction=self._stable_fraction(baseline),
+                    bounds=baseline.bounds if baseline is not None else None,
+                )
+            intervals = read(
+                project=row.project,
+                region=row.region,
+                service=row.service,
+                canary=row.revision,
+                stable=stable,
+                start=row.step_started_at,
+                end=now,
+            )
+        except PermanentError as exc:  # MonitoringError or LogsError: refused, not down
             return f"{exc}; no evidence, holding at {row.percent}% for a human"
         # ``step`` on every step: the false-rollback budget is split by step_weights (half
         # to the first), never the equal shares of step=None (docs/canary.md, "The
         # false-rollback budget"); a running canary's percent is always one of its steps.
         config = AnalysisConfig(analysed_steps=plan.analysed_steps)
         return analyse(intervals, config, baseline, step=plan.steps.index(row.percent))
+
+    def _from_logs(self, steps: list[int], percent: int) -> bool:
+        """Is this step read from the request logs (the first ``logs_steps`` steps)?"""
+        return percent in steps and steps.index(percent) < self.config.logs_steps
+
+    def _alignment_s(self, steps: list[int], percent: int) -> int:
+        if self._from_logs(steps, percent):
+            return self.config.logs_alignment_s
+        return self.config.alignment_s
+
+    def _stable_fraction(self, baseline: Histogram | None) -> float:
+        """The share of the stable's log entries to read: all of them, unless the stable
+        served more than ``logs_max_stable_per_s`` before the step (its baseline)."""
+        from shared.canary._logs import stable_fraction
+
+        if baseline is None or self.config.baseline_s <= 0:
+            return 1.0
+        rate = baseline.total / self.config.baseline_s
+        return stable_fraction(rate, self.config.logs_max_stable_per_s)
+
+    def _next_tick(self, decision: Decision) -> None:
+        """A canary on a step read from the request logs is analysed every
+        ``logs_alignment_s``: it sends itself the next tick, due at the next period's end
+        (Cloud Scheduler wakes it only every minute). The tick's id is derived from the
+        release and that period, so ticks from two analyses of one period (a scheduled
+        tick and the chain) are one delivery. Best effort: a tick that cannot be sent is
+        replaced by the next scheduled one, which restarts the chain."""
+        if decision.release_id is None or decision.kind not in ("started", "step", "wait", "skip"):
+            return
+        row = store.load(self.conn, decision.release_id)
+        if row is None or row.status != "running" or not self._from_logs(row.steps, row.percent):
+            return
+        period = self.config.logs_alignment_s
+        now = self.deps.clock().timestamp()
+        slot = int(now // period) + 1
+        due = datetime.fromtimestamp(slot * period, tz=UTC)
+        tick = CanaryTick(service=row.service, region=row.region, not_before=due)
+        event: OpsEvent[OpsPayload] = OpsEvent.new(
+            EventType.CANARY_TICK, tick, source=self.source, clock=self.deps.clock
+        )
+        event = event.model_copy(
+            update={"id": str(uuid.uuid5(_TICKS, f"{row.release_id}/{period}/{slot}"))}
+        )
+        data, attributes = event.to_pubsub()
+        try:
+            self.deps.publisher.publish(
+                self.deps.settings.topics.ops_events, data, outgoing_attributes(attributes)
+            )
+        except Exception as exc:  # the scheduled tick restarts the chain
+            logger.warning(
+                "canary of %s: next %ds tick not sent (%s); the scheduled tick analyses it",
+                row.service,
+                period,
+                type(exc).__name__,
+            )
 
     def _wait(self, row: store.CanaryRow, evidence: Evidence, now: datetime) -> Decision:
         """No decision yet: keep the evidence on the row (no action, no event)."""

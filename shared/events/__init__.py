@@ -70,6 +70,7 @@ from shared.events._ops import (
     SmokeResult,
     WeeklyReleaseReport,
     parse_ops_message,
+    parse_scheduled,
 )
 
 __all__ = [
@@ -133,5 +134,6 @@ __all__ = [
     "parse_incident_body",
     "parse_incident_message",
     "parse_ops_message",
+    "parse_scheduled",
     "validate",
 ]

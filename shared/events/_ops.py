@@ -276,6 +276,10 @@ class CanaryTick(OpsPayload):
 
     service: ServiceName | None = None
     region: Identifier | None = None
+    # A tick the canary sends itself for a step read from the request logs: analyse at
+    # this time, not before (the runtime holds the delivery until then; docs/canary.md,
+    # "Ten-second ticks").
+    not_before: AwareUtcDatetime | None = None
 
 
 CanaryAction = Literal["started", "step", "promote", "rollback", "hold", "stop", "frozen"]
@@ -647,6 +651,15 @@ PAYLOAD_TYPES: Mapping[EventType, type[OpsPayload]] = MappingProxyType(
     }
 )
 
+#: The one event type of each payload model that only one type carries (a request's).
+_TYPE_OF_PAYLOAD: Mapping[type[OpsPayload], EventType] = MappingProxyType(
+    {
+        model: event_type
+        for event_type, model in PAYLOAD_TYPES.items()
+        if list(PAYLOAD_TYPES.values()).count(model) == 1
+    }
+)
+
 # --- envelope ------------------------------------------------------------------------
 
 PayloadT = TypeVar("PayloadT", bound=OpsPayload)
@@ -760,6 +773,33 @@ def _release_of(data: OpsPayload) -> str | None:
 
 
 _REQUIRED_ATTRIBUTES = ("id", "time", "source")
+
+
+def parse_scheduled(
+    data: bytes,
+    attributes: Mapping[str, str],
+    model: builtins.type[AnyPayloadT],
+    *,
+    type_required: bool = True,
+    empty: AnyPayloadT | None = None,
+) -> AnyPayloadT:
+    """The payload of a message that our own tools send as a full ops event (parsed
+    strictly) and Cloud Scheduler as the same fixed message on every run: without ``id``
+    and ``time`` attributes only the data is read, an empty body meaning ``empty`` (by
+    default the model's defaults, like ``{}``). Such a message's identity is its Pub/Sub
+    message id and its age its publish time (docs/architecture.md, "Scheduled messages")."""
+    event_type = _TYPE_OF_PAYLOAD[model]
+    what = f"{_WHAT} {event_type.value}"
+    if attributes.get("id") and attributes.get("time"):
+        return parse_ops_message(data, attributes).data_as(model)
+    raw_type = attributes.get("type")
+    if (raw_type or type_required) and raw_type != event_type.value:
+        raise invalid(
+            what, f"attribute 'type' is {quote((raw_type or '')[:80])}, not {event_type.value}"
+        )
+    if not data.strip():
+        return model() if empty is None else empty
+    return validate(model, load_json_object(data, what), what, "data")
 
 
 def parse_ops_message(data: bytes, attributes: Mapping[str, str]) -> OpsEvent[OpsPayload]:

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from shared.errors import InvalidEventError, PermanentError, TransientError
+from shared.errors import PermanentError, TransientError
 from shared.runtime import Context, Outcome, PubsubMessage
 
 if TYPE_CHECKING:
@@ -93,24 +93,17 @@ def handle(event: RefreshInput, ctx: Context) -> Outcome:
 
 
 def parse_refresh_request(data: bytes, attributes: Mapping[str, str]) -> KpiRefreshRequested:
-    """A refresh request from our own event or from a Cloud Scheduler job."""
-    from shared.events import (
-        EventType,
-        KpiRefreshRequested,
-        load_json_object,
-        parse_ops_message,
-        validate,
-    )
+    """A refresh request from our own event or from a Cloud Scheduler job (an empty body:
+    every active project)."""
+    from shared.events import KpiRefreshRequested, parse_scheduled
 
-    what = f"ops event {EventType.KPI_REFRESH_REQUESTED.value}"
-    if attributes.get("time") and attributes.get("id"):
-        return parse_ops_message(data, attributes).data_as(KpiRefreshRequested)
-    event_type = attributes.get("type")
-    if event_type and event_type != EventType.KPI_REFRESH_REQUESTED.value:
-        raise InvalidEventError(f"{what}: attribute 'type' is {event_type[:80]!r}, not a refresh")
-    if not data.strip():
-        return KpiRefreshRequested(all_active=True)
-    return validate(KpiRefreshRequested, load_json_object(data, what), what)
+    return parse_scheduled(
+        data,
+        attributes,
+        KpiRefreshRequested,
+        type_required=False,
+        empty=KpiRefreshRequested(all_active=True),
+    )
 
 
 def handle_refresh(event: KpiRefreshRequested, ctx: Context) -> Outcome:

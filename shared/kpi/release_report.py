@@ -315,19 +315,9 @@ def parse_report_request(data: bytes, attributes: Mapping[str, str]) -> ReportRe
     """Our own event (``id`` and ``time`` attributes: parsed strictly), or Cloud
     Scheduler's fixed message (read leniently: the data alone, ``{}`` or empty meaning
     the defaults), like a refresh request (docs/kpi.md, "Refresh messages")."""
-    from shared.events import (
-        ReportRequested,
-        load_json_object,
-        parse_ops_message,
-        validate,
-    )
+    from shared.events import ReportRequested, parse_scheduled
 
-    if attributes.get("time") and attributes.get("id"):
-        return parse_ops_message(data, attributes).data_as(ReportRequested)
-    if not data.strip():
-        return ReportRequested()
-    what = "ops event sight.ops.report.requested"
-    return validate(ReportRequested, load_json_object(data, what), what)
+    return parse_scheduled(data, attributes, ReportRequested)
 
 
 def handle_report_request(event: ReportRequested, ctx: Context) -> Outcome:

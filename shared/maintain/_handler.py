@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from shared.errors import InvalidEventError, TransientError
+from shared.errors import TransientError
 from shared.runtime import Context, Outcome, PubsubMessage
 
 if TYPE_CHECKING:
@@ -30,23 +30,9 @@ _EVENT_NAMESPACE = uuid.UUID("0c6f3b2e-8d41-4a5e-b7c9-2e1d4f6a8b93")
 
 def parse(data: bytes, attributes: Mapping[str, str]) -> MaintainRequested:
     """A maintenance request: our own event, or Cloud Scheduler's fixed message."""
-    from shared.events import (
-        EventType,
-        MaintainRequested,
-        load_json_object,
-        parse_ops_message,
-        validate,
-    )
+    from shared.events import MaintainRequested, parse_scheduled
 
-    what = f"ops event {EventType.MAINTAIN_REQUESTED.value}"
-    if attributes.get("time") and attributes.get("id"):
-        return parse_ops_message(data, attributes).data_as(MaintainRequested)
-    event_type = attributes.get("type")
-    if event_type and event_type != EventType.MAINTAIN_REQUESTED.value:
-        raise InvalidEventError(f"{what}: attribute 'type' is {event_type[:80]!r}, not a request")
-    if not data.strip():
-        return MaintainRequested()
-    return validate(MaintainRequested, load_json_object(data, what), what)
+    return parse_scheduled(data, attributes, MaintainRequested, type_required=False)
 
 
 def dedupe_key(event: MaintainRequested, message: PubsubMessage) -> str:

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
@@ -59,6 +59,8 @@ logger = logging.getLogger("sightops.runtime")
 
 #: Longest piece of an untrusted attribute kept on a span.
 _SHOWN = 200
+#: Longest a delivery due later is held before it runs (well under a push ack deadline).
+MAX_DUE_WAIT_S: Final = 15.0
 
 E = TypeVar("E")
 E_inv = TypeVar("E_inv")
@@ -155,6 +157,9 @@ class EventHandler(Generic[E]):
     max_age: MaxAge
     dedupe_key: Callable[[E, PubsubMessage], str] | None
     deps_factory: Callable[[], Deps]
+    #: when a delivery is due (None: now). One due later waits for it, at most
+    #: ``MAX_DUE_WAIT_S``, before its transaction opens (the canary's 10-second ticks).
+    not_before: Callable[[E], datetime | None] | None = None
     __name__: str = "handler"
 
     def max_age_for(self, settings: Settings) -> timedelta | None:
@@ -253,6 +258,7 @@ class EventHandler(Generic[E]):
                     f"{max_age.total_seconds():.0f}s",
                 )
 
+        self._wait_until_due(deps, event)
         try:
             key = self.dedupe_key(event, message) if self.dedupe_key else message.event_id
         except Exception as exc:
@@ -267,6 +273,21 @@ class EventHandler(Generic[E]):
             if is_data_error(exc):
                 return self._data_error(deps, message, exc, started)
             return self._retry(deps, message, exc, started)
+
+    def _wait_until_due(self, deps: Deps, event: E) -> None:
+        """Hold a delivery that is due later, outside any transaction or lock. The wait is
+        bounded: a delivery due further away runs early, which its handler must allow."""
+        if self.not_before is None:
+            return
+        try:
+            due = self.not_before(event)
+        except Exception:  # a broken hook must not lose the delivery: run it now
+            logger.exception("not_before of %s failed; handling the delivery now", self.consumer)
+            return
+        if due is not None:
+            wait = (due - deps.clock()).total_seconds()
+            if wait > 0:
+                time.sleep(min(wait, MAX_DUE_WAIT_S))
 
     def _run(
         self, deps: Deps, message: PubsubMessage, event: E, key: str, started: float
@@ -557,11 +578,13 @@ def pubsub_handler(
     dedupe_key: Callable[[E, PubsubMessage], str] | None = None,
     max_age: MaxAge = FROM_SETTINGS,
     deps: Callable[[], Deps] = process_deps,
+    not_before: Callable[[E], datetime | None] | None = None,
 ) -> Callable[[HandlerFn[E]], DeployedHandler[E]]:
     """Turn ``fn(event, ctx)`` into a registered functions-framework CloudEvent function.
 
     ``max_age`` defaults to ``Settings.max_event_age(consumer)``, read from the deps'
-    settings at each delivery (never at import); ``None`` disables the check."""
+    settings at each delivery (never at import); ``None`` disables the check.
+    ``not_before(event)``: when the delivery is due; one due later waits (bounded)."""
 
     if isinstance(max_age, _FromSettings) and consumer not in EVENT_CONSUMERS:
         raise ConfigError(
@@ -573,7 +596,7 @@ def pubsub_handler(
         import flask
         import functions_framework
 
-        handler = EventHandler(consumer, parse, fn, max_age, dedupe_key, deps)
+        handler = EventHandler(consumer, parse, fn, max_age, dedupe_key, deps, not_before)
         handler.__name__ = fn.__name__
 
         def entry(cloud_event: Any) -> None:

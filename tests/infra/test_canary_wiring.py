@@ -139,9 +139,42 @@ def test_canary_account_reads_metrics_and_holds_nothing_broader() -> None:
         if kind == "google_project_iam_member":
             assert not role.startswith("roles/run."), f"{name}: project-wide {role}"
         if 'fn["canary"]' in str(body.get("member")):
-            assert name == "canary_reads_metrics", f"{kind}.{name}: a grant outside the tables"
+            assert name in ("canary_reads_metrics", "canary_reads_request_logs"), (
+                f"{kind}.{name}: a grant outside the tables"
+            )
+        if role.startswith("roles/logging.") and 'fn["canary"]' in str(body.get("member")):
+            assert (kind, role) == (
+                "google_logging_log_view_iam_member",
+                "roles/logging.viewAccessor",
+            ), f"{name}: the canary reads one log view, nothing else of Logging"
     assert CANARY["secrets"] == ["database_url"]
     assert CANARY["publishes"] == ["ops-events"]
+
+
+def test_canary_reads_only_cloud_runs_request_logs_through_one_log_view() -> None:
+    """The first step reads request logs (docs/canary.md, "Reading the request logs"):
+    through a view holding only Cloud Run's request logs of this project, granted on that
+    view alone, and named to the function as CANARY__LOGS_VIEW."""
+    view = TF.resource("google_logging_log_view", "cloud_run_requests")
+    assert view["bucket"] == "${google_logging_project_bucket_config.default.id}"
+    assert view["filter"] == (
+        'SOURCE("projects/${var.project_id}") AND resource.type = "cloud_run_revision"'
+        ' AND LOG_ID("run.googleapis.com/requests")'
+    )
+    grant = TF.resource("google_logging_log_view_iam_member", "canary_reads_request_logs")
+    assert grant["role"] == "roles/logging.viewAccessor"
+    assert grant["member"] == '${google_service_account.fn["canary"].member}'
+    assert grant["name"] == "${google_logging_log_view.cloud_run_requests.name}"
+    assert CANARY["env"]["CANARY__LOGS_VIEW"] == "${local.canary_logs_view}"
+    name = TF.locals["canary_logs_view"]
+    assert name.endswith("/views/${google_logging_log_view.cloud_run_requests.name}")
+    # the setting's own validation accepts the shape Terraform builds
+    from shared.settings import CanaryConfig
+
+    built = name.replace("${var.project_id}", "sight-prod").replace(
+        "${google_logging_log_view.cloud_run_requests.name}", "sightops-cloud-run-requests"
+    )
+    assert CanaryConfig(logs_view=built).logs_view == built
 
 
 def test_canary_moves_traffic_only_on_the_services_opted_in() -> None:

@@ -33,6 +33,7 @@ ALLOWED_FUNCTION_ROLES = {
     "roles/pubsub.publisher",  # only on topics the function publishes to
     "roles/secretmanager.secretAccessor",  # only on its own secrets
     "roles/monitoring.viewer",  # canary only: it reads metrics (project-wide, no narrower)
+    "roles/logging.viewAccessor",  # canary only, on the view of Cloud Run's request logs
     "roles/storage.objectCreator",  # backup only, on the backup bucket (backup.tf)
     "roles/storage.objectViewer",  # backup_drill only, on the backup bucket
     "roles/monitoring.metricWriter",  # backup_drill only: the staleness alert's metric
@@ -264,6 +265,12 @@ def test_function_accounts_hold_only_the_issues_roles_each_where_it_says() -> No
             assert kind == "google_secret_manager_secret_iam_member"
         if role in {CONSOLE_READ, "roles/pubsub.subscriber"}:
             assert body["member"] == '${google_service_account.fn["console"].member}', name
+        if role == "roles/logging.viewAccessor":
+            assert (kind, name) == (
+                "google_logging_log_view_iam_member",
+                "canary_reads_request_logs",
+            )
+            assert body["member"] == '${google_service_account.fn["canary"].member}'
         if role == "roles/monitoring.viewer":
             assert (kind, name) == ("google_project_iam_member", "canary_reads_metrics")
             assert body["member"] == '${google_service_account.fn["canary"].member}'

@@ -20,6 +20,7 @@ from slack_sdk.webhook import WebhookClient
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPC_LINE = re.compile(r"monitoring gRPC listening on (\S+)")
+LOGGING_GRPC_LINE = re.compile(r"logging gRPC listening on (\S+)")
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
@@ -216,13 +217,43 @@ def test_all_serves_the_dev_seeds_service_through_the_sight_api_stand_in() -> No
         assert _stop(proc) == 0
 
 
-def test_all_records_the_cloud_run_stand_ins_answers_in_the_monitoring_stand_in() -> None:
+def test_all_records_the_cloud_run_stand_ins_answers_in_monitoring_and_in_logging() -> None:
     from standins.__main__ import _parser, build_apps
 
     apps = build_apps(_parser().parse_args(["all"]))
     monitoring = apps["monitoring"].extensions["standin"]
+    logging_state = apps["logging"].extensions["standin"]
 
-    assert apps["cloudrun"].extensions["standin"].monitoring is monitoring
+    recorders = apps["cloudrun"].extensions["standin"].monitoring.recorders
+    assert recorders == (monitoring, logging_state)
     assert monitoring.min_alignment_period_s == 1  # the local canary's periods
     alone = build_apps(_parser().parse_args(["monitoring"]))["monitoring"]
     assert alone.extensions["standin"].min_alignment_period_s == 60  # the real API's
+
+
+def test_logging_alone_serves_its_admin_api_and_log_entries_over_grpc() -> None:
+    import grpc
+    import httpx
+    from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+    from google.cloud.logging_v2.services.logging_service_v2.transports import (
+        LoggingServiceV2GrpcTransport,
+    )
+
+    proc, urls, lines = _start(["logging", "--port", "0", "--logging-grpc-port", "0"])
+    try:
+        record = {"service": "sight-api", "revision": "sight-api-00001-abc", "status_code": 502}
+        answer = httpx.post(f"{urls['logging']}/_admin/record", json=record, timeout=10)
+        assert answer.status_code == 201
+        deadline = time.monotonic() + 10
+        while not (found := [m.group(1) for m in map(LOGGING_GRPC_LINE.search, lines) if m]):
+            assert time.monotonic() < deadline, "".join(lines)  # stderr is read by a thread
+            time.sleep(0.05)
+        [target] = found
+        channel = grpc.insecure_channel(target)
+        client = LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(channel=channel))
+        entries = list(client.list_log_entries(resource_names=["projects/sight-local"]))
+        client.transport.close()
+        assert [e.http_request.status for e in entries] == [502]
+    finally:
+        assert _stop(proc) == 0
+    assert "POST /google.logging.v2.LoggingServiceV2/ListLogEntries -> OK" in "".join(lines)

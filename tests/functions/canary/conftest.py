@@ -25,6 +25,8 @@ from shared.runtime import Deps, set_process_deps
 from shared.settings import CanaryConfig, CanaryPlan, Settings, Topics
 from standins import RunningServer, serve
 from standins import cloudrun as cloudrun_standin
+from standins.logging import LoggingState
+from standins.logging import serve_grpc as serve_logging
 from standins.monitoring import GrpcServer, MonitoringState, serve_grpc
 from tests.functions.rollback.conftest import (
     Published,
@@ -61,6 +63,14 @@ def monitoring() -> Iterator[tuple[MonitoringState, GrpcServer]]:
         yield state, server
 
 
+@pytest.fixture(scope="session")
+def request_logs() -> Iterator[tuple[LoggingState, GrpcServer]]:
+    """One Cloud Logging stand-in for the session: entries are per service."""
+    state = LoggingState()
+    with serve_logging(state) as server:
+        yield state, server
+
+
 @pytest.fixture
 def cloudrun() -> Iterator[tuple[cloudrun_standin.CloudRunState, RunningServer]]:
     state = cloudrun_standin.CloudRunState(seed=14)
@@ -82,6 +92,7 @@ class Env:
     deps: Deps
     cloudrun: cloudrun_standin.CloudRunState
     monitoring: MonitoringState
+    logs: LoggingState
     published: Published
     service: str
     clock: Clock
@@ -159,6 +170,27 @@ class Env:
                 for i, latency in enumerate(latencies(count, median)):
                     status = 503 if i < errors else 200
                     self.monitoring.record(
+                        PROJECT, REGION, self.service, revision, status, latency, at=at
+                    )
+
+    # ---------------------------------------------------------------- request logs
+
+    def log_requests(
+        self,
+        periods: range,
+        *,
+        stable: tuple[int, int] = (80, 1),
+        canary: tuple[int, int] = (20, 0),
+        period_s: int = 10,
+    ) -> None:
+        """Cloud Run's request log entries per ``period_s`` after ``t0`` (``(requests,
+        5xx)`` per revision), stamped in the middle of each period."""
+        for k in periods:
+            at = self.t0 + timedelta(seconds=period_s * k + period_s / 2)
+            for revision, (count, errors) in ((self.stable, stable), (self.canary, canary)):
+                for i, latency in enumerate(latencies(count)):
+                    status = 503 if i < errors else 200
+                    self.logs.record(
                         PROJECT, REGION, self.service, revision, status, latency, at=at
                     )
 
@@ -246,6 +278,7 @@ def env(
     deps: Deps,
     cloudrun: tuple[cloudrun_standin.CloudRunState, RunningServer],
     monitoring: tuple[MonitoringState, GrpcServer],
+    request_logs: tuple[LoggingState, GrpcServer],
     published: Published,
     shared_publisher: Publisher,
 ) -> Iterator[Env]:
@@ -253,6 +286,7 @@ def env(
     the test calls :meth:`Env.configure`."""
     run_state, run_server = cloudrun
     mon_state, mon_server = monitoring
+    log_state, log_server = request_logs
     service = f"svc-{uuid.uuid4().hex[:8]}"
     clock = Clock()
 
@@ -261,10 +295,14 @@ def env(
         dry_run: bool = False,
         lock_wait_s: float = 30.0,
         publisher: Publisher | None = None,
+        logs_steps: int = 0,
+        logs_alignment_s: int = 10,
         **plan: Any,
     ) -> Deps:
         """This test's canary settings (``plan``: the service's steps, max_step_s) and,
-        optionally, another publisher (one that cannot reach Pub/Sub)."""
+        optionally, another publisher (one that cannot reach Pub/Sub). Every step is read
+        from Monitoring unless ``logs_steps`` says otherwise (tests/functions/canary/
+        test_canary_logs.py reads the first from the request logs)."""
         configured = settings.model_copy(
             update={
                 "cloud_run_endpoint": run_server.url,
@@ -278,6 +316,10 @@ def env(
                     operation_timeout_s=10.0,
                     dry_run=dry_run,
                     lock_wait_s=lock_wait_s,
+                    logs_steps=logs_steps,
+                    logs_alignment_s=logs_alignment_s,
+                    logs_visibility_delay_s=0,
+                    logging_endpoint=log_server.target,
                 ),
             }
         )
@@ -302,6 +344,7 @@ def env(
         deps,
         run_state,
         mon_state,
+        log_state,
         published,
         service,
         clock,

@@ -459,13 +459,14 @@ def test_the_package_exports_every_name_lazily() -> None:
 AA_RUNS = int(os.environ.get("CANARY_AA_RUNS", "100"))
 
 
-@pytest.mark.parametrize("policy", ["ours@1m", "ours@10s"])
+@pytest.mark.parametrize("policy", ["ours@1m", "ours@10s", "ours(prod)"])
 def test_aa_runs_of_the_benchmark_stay_within_the_false_rollback_bound(policy: str) -> None:
     """Seeded A/A runs of bench/canary.py's simulation (the canary is the stable
-    revision again), analysed every minute and every 10 s: healthy canaries are
-    promoted, and false rollbacks stay within the stated 1 % per release (at least 3
-    allowed for sampling noise on a small run; a test whose real rate were 5 % would
-    fail here)."""
+    revision again), analysed every minute, every 10 s, and as production does (the
+    first step from the request logs every 10 s, 10 s late; later steps from Monitoring
+    every minute, 3 minutes late): healthy canaries are promoted, and false rollbacks
+    stay within the stated 1 % per release (at least 3 allowed for sampling noise on a
+    small run; a test whose real rate were 5 % would fail here)."""
     from bench.canary import simulate
 
     tally = simulate("healthy (A/A)", AA_RUNS, seed=3, policies=[policy])
@@ -476,13 +477,46 @@ def test_aa_runs_of_the_benchmark_stay_within_the_false_rollback_bound(policy: s
     assert promoted >= 0.95 * AA_RUNS
 
 
-def test_small_run_of_the_benchmark_rolls_a_5_percent_canary_back_early() -> None:
+@pytest.mark.parametrize("policy", ["ours@10s", "ours(prod)"])
+def test_small_run_of_the_benchmark_rolls_a_5_percent_canary_back_early(policy: str) -> None:
+    """Analysed every 10 s over fresh data, and as production does (request logs 10 s
+    late on the first step), within the issue's fifth of flagger@1m's failed requests.
+    Production's margin is thin: 0.19 over the benchmark's 200 runs (docs/benchmarks.md,
+    "Canary"), 0.19 on this seed."""
     from bench.canary import simulate
 
-    tally = simulate("errors 5%", 20, seed=3, policies=["flagger@1m", "ours@1m", "ours@10s"])
-    ours, flagger = tally.results["ours@10s"], tally.results["flagger@1m"]
+    tally = simulate("errors 5%", 20, seed=3, policies=["flagger@1m", "ours@1m", policy])
+    ours, flagger = tally.results[policy], tally.results["flagger@1m"]
     assert all(r.outcome == "rolled back" for r in ours + tally.results["ours@1m"])
-    # analysed every 10 s, within the issue's fifth of flagger@1m's failed requests
     failed = sum(r.canary_failed for r in ours) / sum(r.canary_failed for r in flagger)
     assert failed <= 0.2
     assert max(r.time_s for r in ours) <= 180
+
+
+def test_the_benchmarks_log_sampling_thins_a_busy_stable_and_keeps_its_error_rate() -> None:
+    """ours(prod) reads the first step's stable at 100 requests/s at most, as production
+    samples the request logs: at 200 requests/s half of them, one draw per request (a
+    kept request keeps its outcome), the canary whole, the same sample on every read;
+    at 50 requests/s all of them; Monitoring's later steps all of them."""
+    from bench.canary import SCENARIOS, Traffic, ours_prod
+
+    busy = Traffic(5, SCENARIOS["errors 5%"], 200.0)
+    policy = ours_prod()
+    policy.begin(busy)
+    assert policy.stable_fraction() == pytest.approx(0.5, rel=0.01)
+    whole = [busy.interval(i, 5) for i in range(60)]
+    sampled = [busy.interval(i, 5, 0.5) for i in range(60)]
+    assert sampled == [busy.interval(i, 5, 0.5) for i in range(60)]
+    assert [s.canary for s in sampled] == [w.canary for w in whole]
+    kept, served = (sum(i.stable.requests for i in group) for group in (sampled, whole))
+    kept_errors, errors = (sum(i.stable.errors for i in group) for group in (sampled, whole))
+    assert kept / served == pytest.approx(0.5, abs=0.02)
+    assert kept_errors / kept == pytest.approx(errors / served, rel=0.15)
+    for interval in sampled:
+        latency = interval.stable.latency
+        assert latency is not None and latency.total == interval.stable.requests
+    quiet = ours_prod()
+    quiet.begin(Traffic(5, SCENARIOS["errors 5%"], 50.0))
+    assert quiet.stable_fraction() == 1.0
+    policy.share = 25  # Cloud Monitoring: every minute, 3 minutes late, no sampling
+    assert (policy.cadence_s, policy.source.delay_s, policy.stable_fraction()) == (60, 180, 1.0)

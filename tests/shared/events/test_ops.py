@@ -80,6 +80,7 @@ EXPECTED_TYPE = {
     "canary_requested.json": EventType.CANARY_REQUESTED,
     "canary_tick.json": EventType.CANARY_TICK,
     "canary_tick_service.json": EventType.CANARY_TICK,
+    "canary_tick_due.json": EventType.CANARY_TICK,
     "canary_started.json": EventType.CANARY_STARTED,
     "canary_stepped.json": EventType.CANARY_STEPPED,
     "canary_promoted.json": EventType.CANARY_PROMOTED,
@@ -422,6 +423,13 @@ def test_canary_tick_without_a_service_means_every_running_canary() -> None:
     assert every.service is None
     assert one.data_as(CanaryTick).service == one.service == "sight-api"
     assert CanaryTick() == CanaryTick(service=None, region=None)
+
+
+def test_canary_tick_the_canary_sends_itself_names_when_it_is_due() -> None:
+    due = parse_golden("canary_tick_due.json").data_as(CanaryTick)
+    assert due.service == "sight-api"
+    assert due.not_before == datetime(2025, 6, 2, 11, 27, 10, tzinfo=UTC)
+    assert parse_golden("canary_tick_service.json").data_as(CanaryTick).not_before is None
 
 
 def test_canary_rolled_back_golden_carries_the_evidence_of_every_step() -> None:
