@@ -354,7 +354,7 @@ def test_a_page_token_is_good_only_for_its_own_query(
         ({"order_by": "severity desc"}, "orderBy"),
         ({"resource_names": []}, "resourceNames"),
         ({"resource_names": ["organizations/123"]}, "resourceNames"),
-        ({"page_token": "bm90LWEtdG9rZW4"}, "pageToken"),
+        ({"page_token": "bm90LWEtdG9rZW4"}, "pageToken"),  # pragma: allowlist secret
     ],
 )
 def test_page_sizes_orders_names_and_tokens_the_api_refuses_are_invalid_argument(
