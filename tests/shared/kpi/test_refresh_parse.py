@@ -65,7 +65,7 @@ def test_scheduler_body_for_one_project_is_canonicalised() -> None:
         (b'{"project_id": "nope"}', {}, "project_id"),
         (b"{}", {}, "exactly one"),
         (b'{"project_id": "' + str(uuid.uuid4()).encode() + b'", "all_active": true}', {}, "one"),
-        (b'{"all_active": true}', {"type": "sight.ops.smoke.failed"}, "not a refresh"),
+        (b'{"all_active": true}', {"type": "sight.ops.smoke.failed"}, "not sight.ops.kpi.refresh"),
     ],
 )
 def test_unusable_scheduler_body_is_invalid_with_a_reason(
