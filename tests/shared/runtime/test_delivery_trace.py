@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -155,13 +154,14 @@ def test_a_cloud_build_message_without_trace_context_is_traced_under_its_release
 
 
 def test_a_message_published_during_a_delivery_carries_its_span_and_release(
-    traced: Deps, spans_file: Path
+    traced: Deps, spans_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read back from the real emulator: the consumer of what we publish continues the
     delivery's trace, as a child of the delivery's span."""
     from google.cloud import pubsub_v1
 
-    os.environ.setdefault("PUBSUB_EMULATOR_HOST", traced.settings.pubsub_emulator_host or "")
+    # this test's emulator, whatever an earlier test left in the environment
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", traced.settings.pubsub_emulator_host or "")
     name = f"trace-{uuid.uuid4().hex[:8]}"
     topic = f"projects/{PROJECT}/topics/{name}"
     subscription = f"projects/{PROJECT}/subscriptions/{name}-pull"
